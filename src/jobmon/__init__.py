@@ -1,0 +1,26 @@
+"""jobmon: a durable job-monitoring server.
+
+Workers connect over TCP and report job lifecycle events as newline-delimited
+JSON; jobmon keeps the state durably and answers aggregate questions.
+
+Layout, from the wire inwards:
+
+- ``connection``  transport and framing: reads large chunks, splits lines,
+                  enforces the line limit, applies backpressure, writes replies.
+- ``protocol``    one line -> a validated request (bare or Maelstrom envelope),
+                  error replies, reply encoding.
+- ``commands/``   one module per message type; each owns its parsing
+                  (``parse``) and its effect plus reply (``apply``).
+- ``store``       all job state and O(1) aggregates; plain synchronous
+                  mutations, called only from the engine task.
+- ``model``       the record types (``Job``, ``Alert``) and ``Status``.
+- ``engine``      the single store task: answers every ready connection's
+                  inbox, journals the turn, one fsync per group, releases replies.
+- ``journal``     the append-only journal (checksummed records, torn-tail
+                  handling) and snapshots; ``persistence`` recovers and compacts.
+- ``server``      the TCP server lifecycle: start, signals, phased shutdown.
+- ``stdio``       the same handlers over stdin/stdout (Maelstrom-style harness).
+- ``cli``         ``jobmon serve | stdio | send | compact``.
+"""
+
+__version__ = "0.1.0"

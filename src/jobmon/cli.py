@@ -1,0 +1,174 @@
+"""The command line: ``jobmon serve | stdio | send | compact``; every serve flag also reads JOBMON_*."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import logs
+from .config import FSYNC_POLICIES, Config
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get("JOBMON_" + name, default)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def _add_connect_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=_env("HOST", "127.0.0.1"))
+    p.add_argument("--port", type=_positive_int, default=int(_env("PORT", "7070")))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = Config()
+    parser = argparse.ArgumentParser(prog="jobmon", description="A durable job-monitoring server.")
+    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the TCP server (env: JOBMON_<FLAG>)")
+    _add_connect_flags(serve)
+    serve.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", str(defaults.data_dir))))
+    serve.add_argument(
+        "--in-memory",
+        action="store_true",
+        default=_env("IN_MEMORY", "") not in ("", "0", "false"),
+        help="keep no journal (state is lost at exit)",
+    )
+    serve.add_argument("--fsync", choices=FSYNC_POLICIES, default=_env("FSYNC", defaults.fsync))
+    serve.add_argument(
+        "--max-retries", type=_positive_int, default=int(_env("MAX_RETRIES", str(defaults.max_retries)))
+    )
+    serve.add_argument(
+        "--max-line-bytes",
+        type=_positive_int,
+        default=int(_env("MAX_LINE_BYTES", str(defaults.max_line_bytes))),
+    )
+    serve.add_argument("--node-id", default=_env("NODE_ID", defaults.node_id))
+    serve.add_argument(
+        "--compact-min-bytes",
+        type=_positive_int,
+        default=int(_env("COMPACT_MIN_BYTES", str(defaults.compact_min_bytes))),
+        help="compact once the journal is this big and bigger than the last snapshot",
+    )
+
+    stdio = sub.add_parser("stdio", help="serve one client on stdin/stdout, in memory")
+    stdio.add_argument("--node-id", default=_env("NODE_ID", defaults.node_id))
+    stdio.add_argument("--max-retries", type=_positive_int, default=int(_env("MAX_RETRIES", "3")))
+    stdio.add_argument(
+        "--max-line-bytes", type=_positive_int, default=int(_env("MAX_LINE_BYTES", str(1 << 20)))
+    )
+
+    send = sub.add_parser("send", help="send messages (arguments, else stdin lines); print replies")
+    _add_connect_flags(send)
+    send.add_argument("messages", nargs="*", help="JSON messages; read from stdin when none")
+
+    compact = sub.add_parser("compact", help="offline: snapshot the data dir, start a fresh journal")
+    compact.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", str(defaults.data_dir))))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup(args.log_level)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "stdio":
+        from . import stdio
+
+        return stdio.main(args.node_id, args.max_retries, args.max_line_bytes)
+    if args.command == "send":
+        return _send(args.host, args.port, args.messages)
+    if args.command == "compact":
+        return _compact(args.data_dir)
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from .journal import CorruptData
+    from .server import serve
+
+    config = Config(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        in_memory=args.in_memory,
+        fsync=args.fsync,
+        max_retries=args.max_retries,
+        max_line_bytes=args.max_line_bytes,
+        node_id=args.node_id,
+        compact_min_bytes=args.compact_min_bytes,
+    )
+    try:
+        uvloop.run(serve(config))
+    except CorruptData as exc:
+        print(f"jobmon: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"jobmon: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _send(host: str, port: int, messages: list[str]) -> int:
+    lines = messages or [line for line in sys.stdin.read().splitlines()]
+    lines = [line for line in lines if line.strip()]
+    try:
+        sock = socket.create_connection((host, port), timeout=30)
+    except OSError as exc:
+        print(f"jobmon send: cannot connect to {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    received = 0
+    try:
+        with sock:
+            sock.sendall("".join(line + "\n" for line in lines).encode())
+            sock.shutdown(socket.SHUT_WR)
+            for reply in sock.makefile("rb"):
+                sys.stdout.write(reply.decode())
+                received += 1
+    except OSError as exc:
+        print(f"jobmon send: connection to {host}:{port} failed: {exc}", file=sys.stderr)
+    sys.stdout.flush()
+    if received != len(lines):
+        print(f"jobmon send: {len(lines)} sent, {received} replies", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _compact(data_dir: Path) -> int:
+    from .journal import CorruptData
+    from .node import Node
+    from .persistence import DataDir
+    from .store import Store
+
+    if not data_dir.is_dir():
+        print(f"jobmon compact: {data_dir} is not a directory", file=sys.stderr)
+        return 1
+    node = Node(Store())
+    directory = DataDir(data_dir, compact_min_bytes=0)
+    try:
+        directory.recover(node, None)
+    except CorruptData as exc:
+        print(f"jobmon compact: {exc}", file=sys.stderr)
+        return 1
+    generation, state = directory.begin_compaction(node)
+    directory.finish_compaction(generation, state)
+    directory.close()
+    print(f"compacted {len(node.store.jobs)} jobs into snapshot {generation}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The dispatch table: message type -> the command module that parses and applies it."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any, NamedTuple, Protocol
+
+from ..node import Node
+from . import get_job, get_stats, init, job_completed, job_failed, list_jobs, update_status
+
+
+class Parse(Protocol):
+    def __call__(self, body: dict[str, Any]) -> tuple[Any, ...]: ...
+
+
+class Apply(Protocol):
+    def __call__(
+        self, node: Node, now: float, args: Any, msg_id: int | None
+    ) -> dict[str, Any]: ...
+
+
+class Handler(NamedTuple):
+    name: str
+    mutates: bool  # True: journaled, so replay re-applies it
+    parse: Parse
+    apply: Apply
+
+
+def _handler(module: ModuleType) -> Handler:
+    return Handler(module.NAME, module.MUTATES, module.parse, module.apply)
+
+
+HANDLERS: dict[str, Handler] = {
+    h.name: h
+    for h in map(
+        _handler,
+        (init, update_status, job_completed, job_failed, get_stats, get_job, list_jobs),
+    )
+}

@@ -1,0 +1,88 @@
+"""Field validators shared by the commands: each error says what was wrong and what is expected."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..errors import malformed
+
+MAX_JOB_ID_CHARS = 256
+NUMBER = (int, float)
+
+
+def reply(type_: str, msg_id: int | None) -> dict[str, Any]:
+    """The head of a reply: its type, then ``in_reply_to`` when the request had a msg_id."""
+    if msg_id is None:
+        return {"type": type_}
+    return {"type": type_, "in_reply_to": msg_id}
+
+
+def is_number(value: Any) -> bool:
+    # bool is an int subclass; true/false is not a number on the wire.
+    return type(value) in NUMBER
+
+
+def job_id(body: dict[str, Any]) -> str:
+    value = body.get("job_id")
+    if type(value) is not str or not value:
+        if value is None:
+            raise malformed("missing field job_id: expected a non-empty string")
+        raise malformed(f"job_id must be a non-empty string, got {_show(value)}")
+    if len(value) > MAX_JOB_ID_CHARS:
+        raise malformed(f"job_id is {len(value)} characters long; at most {MAX_JOB_ID_CHARS}")
+    return value
+
+
+def number(
+    body: dict[str, Any], name: str, low: float = 0, high: float | None = None
+) -> float | None:
+    """An optional number in [low, high]; None when absent."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not is_number(value):
+        raise malformed(f"{name} must be a number, got {_show(value)}")
+    if value < low or (high is not None and value > high):
+        expected = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise malformed(f"{name} must be {expected}, got {value}")
+    return value  # type: ignore[no-any-return]
+
+
+def integer(body: dict[str, Any], name: str, low: int = 0) -> int | None:
+    """An optional integer >= low; None when absent."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise malformed(f"{name} must be an integer >= {low}, got {_show(value)}")
+    if value < low:
+        raise malformed(f"{name} must be an integer >= {low}, got {value}")
+    return value
+
+
+def string(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise malformed(f"{name} must be a string, got {_show(value)}")
+    return value
+
+
+def _show(value: Any) -> str:
+    kind = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
+    if value is None:
+        return "null"
+    text = orjson.dumps(value).decode()
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{kind} {text}"

@@ -1,0 +1,45 @@
+"""job_completed: a run finished; record its duration and resource usage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import malformed
+from ..node import Node
+from . import fields
+
+NAME = "job_completed"
+MUTATES = True
+
+
+def parse(body: dict[str, Any]) -> tuple[Any, ...]:
+    job_id = fields.job_id(body)
+    duration_ms = fields.number(body, "duration_ms")
+    usage = body.get("resource_usage")
+    if usage is None:
+        usage = {}
+    elif type(usage) is not dict:
+        raise malformed(
+            f"resource_usage must be an object such as "
+            f'{{"cpu_percent": 75, "memory_mb": 1024}}, got {fields._show(usage)}'
+        )
+    else:
+        for key, value in usage.items():
+            if fields.is_number(value):
+                if value < 0:
+                    raise malformed(f"resource_usage.{key} must be >= 0, got {value}")
+            elif key in ("cpu_percent", "memory_mb"):
+                raise malformed(
+                    f"resource_usage.{key} must be a number >= 0, got {fields._show(value)}"
+                )
+    return (job_id, duration_ms, usage)
+
+
+def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
+    job_id, duration_ms, usage = args
+    job = node.store.complete(now, job_id, duration_ms, usage)
+    out = fields.reply("job_completed", msg_id)
+    out["job_id"] = job_id
+    out["duration_ms"] = job.duration_ms
+    out["resource_usage"] = usage
+    return out

@@ -1,0 +1,35 @@
+"""job_failed: an attempt failed; retry, or fail the job and alert once its retries are spent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..node import Node
+from . import fields
+
+NAME = "job_failed"
+MUTATES = True
+
+
+def parse(body: dict[str, Any]) -> tuple[Any, ...]:
+    job_id = fields.job_id(body)
+    error = fields.string(body, "error")
+    retries = fields.integer(body, "retries")
+    max_retries = fields.integer(body, "max_retries")
+    return (job_id, error if error is not None else "", retries or 0, max_retries)
+
+
+def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
+    job_id, error, retries, max_retries = args
+    _, exhausted = node.store.fail(now, job_id, error, retries, max_retries)
+    if exhausted:
+        out = fields.reply("alert_sent", msg_id)
+        out["job_id"] = job_id
+        out["alert"] = f"Job failed after {retries} retries: {error}"
+        return out
+    out = fields.reply("job_failed", msg_id)
+    out["job_id"] = job_id
+    out["error"] = error
+    out["retries"] = retries
+    out["will_retry"] = True
+    return out

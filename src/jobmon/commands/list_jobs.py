@@ -1,0 +1,57 @@
+"""list_jobs: a page of job records in the order jobs were first seen, optionally by status."""
+
+from __future__ import annotations
+
+from itertools import islice
+from typing import Any
+
+from ..errors import malformed
+from ..model import STATUS_BY_NAME
+from ..node import Node
+from . import fields
+from .get_job import record
+
+NAME = "list_jobs"
+MUTATES = False
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+def parse(body: dict[str, Any]) -> tuple[Any, ...]:
+    status = body.get("status")
+    if status is not None and (type(status) is not str or status not in STATUS_BY_NAME):
+        raise malformed(
+            f"unknown status {fields._show(status)}: expected one of {', '.join(STATUS_BY_NAME)}"
+        )
+    limit = fields.integer(body, "limit", 1)
+    if limit is not None and limit > MAX_LIMIT:
+        raise malformed(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    cursor = body.get("cursor")
+    if cursor is None:
+        offset = 0
+    elif type(cursor) is str and cursor.isdigit():
+        offset = int(cursor)
+    else:
+        raise malformed(
+            f"cursor must be the next_cursor string of an earlier page, got {fields._show(cursor)}"
+        )
+    return (status, limit or DEFAULT_LIMIT, offset)
+
+
+def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
+    status_name, limit, offset = args
+    status = STATUS_BY_NAME[status_name] if status_name else None
+    jobs = node.store.jobs
+    page = []
+    position = offset
+    # Jobs are never removed, so a position in first-seen order is a stable cursor.
+    for job in islice(jobs.values(), offset, None):
+        position += 1
+        if status is None or job.status is status:
+            page.append(record(node, job))
+            if len(page) == limit:
+                break
+    out = fields.reply("jobs", msg_id)
+    out["jobs"] = page
+    out["next_cursor"] = str(position) if position < len(jobs) else None
+    return out

@@ -1,0 +1,49 @@
+"""update_status: record a job's current status and progress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import malformed
+from ..model import STATUS_BY_NAME
+from ..node import Node
+from . import fields
+
+NAME = "update_status"
+MUTATES = True
+_EXPECTED = ", ".join(STATUS_BY_NAME)
+
+
+def parse(body: dict[str, Any]) -> tuple[Any, ...]:
+    # The hottest message: valid input takes the inline checks, anything else
+    # goes through the validators that explain what was wrong.
+    get = body.get
+    job_id = get("job_id")
+    if type(job_id) is not str or not 0 < len(job_id) <= fields.MAX_JOB_ID_CHARS:
+        job_id = fields.job_id(body)
+    status = get("status")
+    if type(status) is not str or status not in STATUS_BY_NAME:
+        if status is None:
+            raise malformed(f"missing field status: expected one of {_EXPECTED}")
+        raise malformed(f"unknown status {fields._show(status)}: expected one of {_EXPECTED}")
+    progress = get("progress")
+    if progress is not None and (type(progress) not in fields.NUMBER or not 0 <= progress <= 100):
+        fields.number(body, "progress", 0, 100)
+    max_retries = get("max_retries")
+    if max_retries is not None:
+        fields.integer(body, "max_retries")
+    return (job_id, status, progress, max_retries)
+
+
+def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
+    job_id, status, progress, max_retries = args
+    job = node.store.update_status(now, job_id, STATUS_BY_NAME[status], progress, max_retries)
+    if msg_id is None:
+        return {"type": "status_updated", "job_id": job_id, "status": status, "progress": job.progress}
+    return {
+        "type": "status_updated",
+        "in_reply_to": msg_id,
+        "job_id": job_id,
+        "status": status,
+        "progress": job.progress,
+    }

@@ -1,0 +1,22 @@
+"""Server settings: one dataclass, filled from flags or JOBMON_* environment variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+FSYNC_POLICIES = ("always", "everysec", "no")
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 7070
+    data_dir: Path = Path("jobmon-data")
+    in_memory: bool = False
+    fsync: str = "everysec"
+    max_retries: int = 3
+    max_line_bytes: int = 1 << 20
+    node_id: str = "monitor"
+    compact_min_bytes: int = 64 << 20
+    shutdown_timeout: float = 10.0

@@ -1,0 +1,157 @@
+"""One worker connection: chunked reads, line framing, backpressure, ordered replies.
+
+Reads arrive in large chunks; every complete line is decoded at the edge into
+this connection's inbox, and the connection asks the engine for a turn. The
+engine answers from the inbox in order, so replies come back in request order,
+written with one ``write`` per turn.
+
+Flow control, both ways, so no client can make the server's memory grow:
+- a client that stops reading its replies: once the transport holds more than
+  the high-water mark of unsent replies the connection is congested; the engine
+  skips it and reading pauses, until the transport drains;
+- a client that sends faster than it is answered: reading pauses while the
+  inbox holds more than ``MAX_INBOX`` requests.
+A turn also answers at most ``TURN_OUTPUT_BUDGET`` bytes per connection, since
+one small request (``list_jobs``) can ask for a large reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+from .protocol import Request, decode, line_too_long
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger("jobmon.connection")
+
+WRITE_HIGH_WATER = 1 << 20  # bytes of unsent replies before the connection is congested
+MAX_INBOX = 8192  # decoded requests waiting before reading pauses
+TURN_OUTPUT_BUDGET = 256 << 10  # reply bytes per connection per engine turn
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, engine: Engine, max_line_bytes: int, registry: set[Connection]) -> None:
+        self.engine = engine
+        self.max_line_bytes = max_line_bytes
+        self.registry = registry
+        self.transport: asyncio.Transport | None = None
+        self.peer: object = None
+        self.buffer = b""
+        self.skipping = False  # inside a line longer than max_line_bytes
+        self.inbox: deque[Request] = deque()
+        self.scheduled = False  # waiting for, or inside, an engine turn
+        self.congested = False
+        self.input_ended = False
+        self.closed = False
+        self.read_blocks: set[str] = set()
+        self.paused = asyncio.Event()  # set while reading is paused (tests await it)
+
+    # -- asyncio callbacks -----------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.peer = transport.get_extra_info("peername")
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.registry.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.skipping:
+            newline = data.find(b"\n")
+            if newline < 0:
+                return
+            data = data[newline + 1 :]
+            self.skipping = False
+        if self.buffer:
+            data = self.buffer + data
+        lines = data.split(b"\n")
+        self.buffer = lines.pop()
+        limit = self.max_line_bytes
+        inbox = self.inbox
+        if len(data) <= limit:  # no line in it can be too long
+            inbox.extend(r for r in map(decode, lines) if r is not None)
+        else:
+            for line in lines:
+                request = line_too_long(limit) if len(line) > limit else decode(line)
+                if request is not None:
+                    inbox.append(request)
+        if len(self.buffer) > limit:
+            # Answer now and drop the rest of this line as it arrives, never holding it whole.
+            inbox.append(line_too_long(limit))
+            self.buffer = b""
+            self.skipping = True
+        if len(inbox) >= MAX_INBOX:
+            self._block_reading("inbox")
+        self._schedule()
+
+    def eof_received(self) -> bool:
+        # A last line without a newline still counts.
+        if self.buffer and not self.skipping:
+            request = decode(self.buffer)
+            if request is not None:
+                self.inbox.append(request)
+        self.buffer = b""
+        self.input_ended = True
+        self._schedule()
+        self._close_when_answered()
+        return True  # keep our side open until every reply is written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.registry.discard(self)
+
+    def pause_writing(self) -> None:
+        self.congested = True
+        self._block_reading("write")
+
+    def resume_writing(self) -> None:
+        self.congested = False
+        self._unblock_reading("write")
+        self._schedule()
+
+    # -- engine side ---------------------------------------------------------
+    def _schedule(self) -> None:
+        if self.inbox and not self.scheduled and not self.congested:
+            self.scheduled = True
+            self.engine.ready(self)
+
+    def deliver(self, data: bytes) -> None:
+        """The engine's answer to this connection's turn (after the journal write)."""
+        self.scheduled = False
+        if data and not self.closed and self.transport is not None:
+            self.transport.write(data)  # may call pause_writing
+        if len(self.inbox) < MAX_INBOX // 2:
+            self._unblock_reading("inbox")
+        self._schedule()
+        self._close_when_answered()
+
+    def _close_when_answered(self) -> None:
+        if self.input_ended and not self.inbox and not self.scheduled and self.transport is not None:
+            self.transport.close()
+
+    # -- flow control -----------------------------------------------------------
+    def _block_reading(self, reason: str) -> None:
+        if not self.read_blocks and self.transport is not None and not self.closed:
+            if not self.input_ended:
+                self.transport.pause_reading()
+            self.paused.set()
+        self.read_blocks.add(reason)
+
+    def _unblock_reading(self, reason: str) -> None:
+        if reason not in self.read_blocks:
+            return
+        self.read_blocks.discard(reason)
+        if not self.read_blocks and self.transport is not None and not self.closed:
+            if not self.input_ended:
+                self.transport.resume_reading()
+            self.paused.clear()
+
+    def stop_reading(self) -> None:
+        """Shutdown: take no more input; what was read is still answered."""
+        self._block_reading("shutdown")
+        self.input_ended = True
+        self._close_when_answered()

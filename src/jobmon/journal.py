@@ -1,0 +1,196 @@
+"""The append-only journal and the snapshot file format.
+
+A journal record is one line: ``<crc32 of payload, 8 hex> <payload JSON>\\n``,
+the payload being ``[ts, type, args]``, the validated arguments of a state
+change and the clock reading it was applied with, so replay is deterministic.
+Records are buffered during a store turn and written with one ``write`` before
+any reply of that turn is released (as Redis's AOF does).
+
+A snapshot is a header line (format, generation, body length and crc) and one
+JSON body line. ``snapshot-G`` holds the state as of the start of ``journal-G``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("jobmon.journal")
+
+SNAPSHOT_FORMAT = "jobmon-snapshot"
+SNAPSHOT_VERSION = 1
+
+
+class CorruptData(Exception):
+    """Damage that is not a torn tail: refuse to start rather than guess."""
+
+    def __init__(self, path: Path, offset: int, reason: str) -> None:
+        super().__init__(
+            f"{path}: damaged at byte offset {offset}: {reason}. jobmon will not start on "
+            "damaged data; move the file aside (or restore it from a backup) and start again"
+        )
+        self.path = path
+        self.offset = offset
+
+
+def encode_frame(ts: float, records: list[tuple[str, Any]]) -> bytes:
+    payload = orjson.dumps((ts, records))
+    return b"%08x %s\n" % (zlib.crc32(payload), payload)
+
+
+def read_records(path: Path, allow_torn_tail: bool) -> Iterator[tuple[float, str, Any]]:
+    """Yield each record; a bad last frame is dropped (and cut off the file) when allowed."""
+    data = path.read_bytes()
+    offset = 0
+    end = len(data)
+    while offset < end:
+        newline = data.find(b"\n", offset)
+        line_end = end if newline < 0 else newline
+        frame = _parse_frame(data, offset, line_end)
+        if frame is None:
+            is_last = newline < 0 or newline + 1 >= end
+            if not (allow_torn_tail and is_last):
+                raise CorruptData(path, offset, "journal frame checksum or format does not match")
+            log.warning(
+                "journal %s: dropped a torn last frame at offset %d (%d bytes): "
+                "the process stopped mid-write; none of its requests were acknowledged",
+                path, offset, end - offset,
+            )
+            with open(path, "r+b") as f:
+                f.truncate(offset)
+                os.fsync(f.fileno())
+            return
+        ts, records = frame
+        for name, args in records:
+            yield ts, name, args
+        offset = line_end + 1
+
+
+def _parse_frame(data: bytes, start: int, stop: int) -> tuple[float, list[Any]] | None:
+    if stop - start < 10 or data[start + 8] != 0x20:
+        return None
+    try:
+        crc = int(data[start : start + 8], 16)
+    except ValueError:
+        return None
+    payload = data[start + 9 : stop]
+    if zlib.crc32(payload) != crc:
+        return None
+    try:
+        ts, records = orjson.loads(payload)
+    except (orjson.JSONDecodeError, ValueError, TypeError):
+        return None
+    return ts, records
+
+
+class JournalWriter:
+    """Appends records to one journal file; ``write`` before replying, ``fsync`` per policy."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.size = os.fstat(self.fd).st_size
+        self.pending: list[tuple[str, Any]] = []
+        self.written_seq = 0  # bumped per write; fsync records what it covered
+        self.synced_seq = 0
+        self.fsyncs = 0
+        self.fsync_seconds_total = 0.0
+        self.fsync_seconds_last = 0.0
+        self._sync_lock = threading.Lock()
+
+    def append(self, name: str, args: Any) -> None:
+        self.pending.append((name, args))
+
+    def write(self, ts: float) -> bool:
+        """Hand the turn's records to the OS as one frame stamped with the turn's
+        clock reading; True when anything was written."""
+        if not self.pending:
+            return False
+        data = encode_frame(ts, self.pending)
+        self.pending = []
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.size += len(data)
+        self.written_seq += 1
+        return True
+
+    @property
+    def dirty(self) -> bool:
+        return self.synced_seq != self.written_seq
+
+    def fsync(self) -> None:
+        """Blocking; called from a worker thread so the event loop keeps reading."""
+        with self._sync_lock:
+            target = self.written_seq
+            if target == self.synced_seq:
+                return
+            started = time.perf_counter()
+            os.fsync(self.fd)
+            elapsed = time.perf_counter() - started
+            self.synced_seq = target
+            self.fsyncs += 1
+            self.fsync_seconds_total += elapsed
+            self.fsync_seconds_last = elapsed
+
+    def close(self) -> None:
+        assert not self.pending, "records appended but never written"
+        self.fsync()
+        os.close(self.fd)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_snapshot(path: Path, generation: int, state: dict[str, Any]) -> int:
+    """Write atomically (temp file, fsync, rename, fsync dir); returns the file size."""
+    body = orjson.dumps(state)
+    header = orjson.dumps(
+        {
+            "format": SNAPSHOT_FORMAT,
+            "version": SNAPSHOT_VERSION,
+            "generation": generation,
+            "length": len(body),
+            "crc": zlib.crc32(body),
+        }
+    )
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(header + b"\n" + body + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return len(header) + len(body) + 2
+
+
+def read_snapshot(path: Path) -> dict[str, Any]:
+    data = path.read_bytes()
+    newline = data.find(b"\n")
+    try:
+        header = orjson.loads(data[:newline]) if newline > 0 else None
+    except orjson.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != SNAPSHOT_FORMAT:
+        raise CorruptData(path, 0, "not a jobmon snapshot header")
+    if header.get("version") != SNAPSHOT_VERSION:
+        raise CorruptData(path, 0, f"snapshot version {header.get('version')} is not supported")
+    body = data[newline + 1 : newline + 1 + header["length"]]
+    if len(body) != header["length"] or zlib.crc32(body) != header["crc"]:
+        raise CorruptData(path, newline + 1, "snapshot body is truncated or its checksum differs")
+    state: dict[str, Any] = orjson.loads(body)
+    return state

@@ -1,0 +1,137 @@
+"""The record types jobmon keeps: job status, the per-job record, alerts."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+
+class Status(str, Enum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+STATUS_BY_NAME: dict[str, Status] = {s.value: s for s in Status}
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+ACTIVE = frozenset({Status.PENDING, Status.QUEUED, Status.RUNNING, Status.RETRYING})
+
+
+class Job:
+    """One tracked job; one object per job_id, its fields describe the current run.
+
+    ``__slots__`` keeps a job well under 1 KiB, so a million fit in memory.
+    Timestamps are epoch seconds (floats); ``runs`` counts runs ever seen.
+    """
+
+    __slots__ = (
+        "job_id",
+        "status",
+        "progress",
+        "created_at",
+        "updated_at",
+        "started_at",
+        "finished_at",
+        "runs",
+        "duration_ms",
+        "resource_usage",
+        "error",
+        "retries",
+        "max_retries",
+        "failed_alert",
+    )
+
+    def __init__(self, job_id: str, status: Status, now: float) -> None:
+        self.job_id = job_id
+        self.status = status
+        self.progress: float = 0
+        self.created_at = now
+        self.updated_at = now
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.runs = 1
+        self.duration_ms: float | None = None
+        self.resource_usage: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.retries = 0
+        self.max_retries: int | None = None
+        # The open `failed` alert of the current incident, if any.
+        self.failed_alert: Alert | None = None
+
+    # Snapshot form: a flat list, positional, so a million load quickly.
+    def to_row(self) -> list[Any]:
+        return [
+            self.job_id,
+            self.status.value,
+            self.progress,
+            self.created_at,
+            self.updated_at,
+            self.started_at,
+            self.finished_at,
+            self.runs,
+            self.duration_ms,
+            self.resource_usage,
+            self.error,
+            self.retries,
+            self.max_retries,
+            self.failed_alert.alert_id if self.failed_alert else None,
+        ]
+
+    @classmethod
+    def from_row(cls, row: list[Any], alerts: dict[int, Alert]) -> Job:
+        job = cls.__new__(cls)
+        (
+            job.job_id,
+            status,
+            job.progress,
+            job.created_at,
+            job.updated_at,
+            job.started_at,
+            job.finished_at,
+            job.runs,
+            job.duration_ms,
+            job.resource_usage,
+            job.error,
+            job.retries,
+            job.max_retries,
+            alert_id,
+        ) = row
+        job.status = STATUS_BY_NAME[status]
+        job.failed_alert = alerts.get(alert_id) if alert_id is not None else None
+        return job
+
+
+class AlertState(str, Enum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class Alert:
+    """One incident: fires once, resolves once."""
+
+    __slots__ = ("alert_id", "job_id", "kind", "text", "fired_at", "resolved_at")
+
+    def __init__(self, alert_id: int, job_id: str, kind: str, text: str, fired_at: float) -> None:
+        self.alert_id = alert_id
+        self.job_id = job_id
+        self.kind = kind
+        self.text = text
+        self.fired_at = fired_at
+        self.resolved_at: float | None = None
+
+    @property
+    def state(self) -> AlertState:
+        return AlertState.FIRING if self.resolved_at is None else AlertState.RESOLVED
+
+    def to_row(self) -> list[Any]:
+        return [self.alert_id, self.job_id, self.kind, self.text, self.fired_at, self.resolved_at]
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> Alert:
+        alert = cls(row[0], row[1], row[2], row[3], row[4])
+        alert.resolved_at = row[5]
+        return alert

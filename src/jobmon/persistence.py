@@ -1,0 +1,159 @@
+"""The data directory: recovery at start (snapshot + journals) and compaction.
+
+Files: ``snapshot-G.json`` is the state as of the start of ``journal-G.log``.
+Recovery loads the newest snapshot, replays every journal from its generation
+on (only the newest may have a torn tail), then appends to the newest journal.
+Compaction starts ``journal-(G+1)``, takes a copy of the state synchronously in
+the store task, and writes ``snapshot-(G+1)`` in a thread; only once that file
+is renamed into place are older files deleted, so a crash at any point leaves a
+recoverable directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .commands import HANDLERS
+from .errors import RequestError
+from .journal import CorruptData, JournalWriter, fsync_dir, read_records, read_snapshot, write_snapshot
+from .node import Node
+
+log = logging.getLogger("jobmon.persistence")
+
+_FILE = re.compile(r"^(journal|snapshot)-(\d{6,})\.(log|json)$")
+# Internal record: the server default that replay of job_failed depends on.
+CONFIG_RECORD = "_config"
+
+
+@dataclass
+class Recovery:
+    snapshot_generation: int | None = None
+    records_replayed: int = 0
+    journals: int = 0
+    seconds: float = 0.0
+
+
+def _journal(dir_: Path, gen: int) -> Path:
+    return dir_ / f"journal-{gen:06d}.log"
+
+
+def _snapshot(dir_: Path, gen: int) -> Path:
+    return dir_ / f"snapshot-{gen:06d}.json"
+
+
+def _generations(dir_: Path) -> tuple[list[int], list[int]]:
+    journals, snapshots = [], []
+    for path in dir_.iterdir():
+        match = _FILE.match(path.name)
+        if match:
+            (journals if match.group(1) == "journal" else snapshots).append(int(match.group(2)))
+    return sorted(journals), sorted(snapshots)
+
+
+class DataDir:
+    def __init__(self, path: Path, compact_min_bytes: int) -> None:
+        self.path = path
+        self.compact_min_bytes = compact_min_bytes
+        self.generation = 0
+        self.writer: JournalWriter | None = None
+        self.snapshot_bytes = 0
+        self.compacting = False
+        self.compactions = 0
+
+    # -- start -------------------------------------------------------------
+    def recover(self, node: Node, default_max_retries: int | None) -> Recovery:
+        started = time.perf_counter()
+        self.path.mkdir(parents=True, exist_ok=True)
+        for leftover in self.path.glob("*.tmp"):
+            leftover.unlink()  # a compaction that never finished; its journals remain
+        journals, snapshots = _generations(self.path)
+        report = Recovery()
+        base = 0
+        # The default that replay of job_failed depends on, as last recorded.
+        recorded_default: int | None = None
+        if snapshots:
+            base = snapshots[-1]
+            snap_path = _snapshot(self.path, base)
+            node.store.load_snapshot(read_snapshot(snap_path))
+            recorded_default = node.store.default_max_retries
+            self.snapshot_bytes = snap_path.stat().st_size
+            report.snapshot_generation = base
+        live = [g for g in journals if g >= base]
+        for index, gen in enumerate(live):
+            path = _journal(self.path, gen)
+            for ts, name, args in read_records(path, allow_torn_tail=index == len(live) - 1):
+                if name == CONFIG_RECORD:
+                    recorded_default = node.store.default_max_retries = args["default_max_retries"]
+                else:
+                    _replay(node, ts, name, args, path)
+                report.records_replayed += 1
+        report.journals = len(live)
+        self.generation = live[-1] if live else base
+        self._delete_older_than(base)
+        self.writer = JournalWriter(_journal(self.path, self.generation))
+        fsync_dir(self.path)
+        if default_max_retries is not None and recorded_default != default_max_retries:
+            node.store.default_max_retries = default_max_retries
+            self.writer.append(CONFIG_RECORD, {"default_max_retries": default_max_retries})
+            self.writer.write(time.time())
+            self.writer.fsync()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    # -- compaction --------------------------------------------------------
+    def should_compact(self) -> bool:
+        writer = self.writer
+        return (
+            writer is not None
+            and not self.compacting
+            and writer.size >= max(self.compact_min_bytes, self.snapshot_bytes)
+        )
+
+    def begin_compaction(self, node: Node) -> tuple[int, dict[str, Any]]:
+        """Synchronous, in the store task: switch journals and copy the state."""
+        assert self.writer is not None
+        self.writer.close()
+        self.generation += 1
+        self.writer = JournalWriter(_journal(self.path, self.generation))
+        fsync_dir(self.path)
+        self.compacting = True
+        return self.generation, node.store.to_snapshot()
+
+    def finish_compaction(self, generation: int, state: dict[str, Any]) -> None:
+        """Blocking, in a worker thread."""
+        try:
+            self.snapshot_bytes = write_snapshot(_snapshot(self.path, generation), generation, state)
+            self._delete_older_than(generation)
+            self.compactions += 1
+        finally:
+            self.compacting = False
+
+    def _delete_older_than(self, generation: int) -> None:
+        journals, snapshots = _generations(self.path)
+        for gen in journals:
+            if gen < generation:
+                _journal(self.path, gen).unlink()
+        for gen in snapshots:
+            if gen < generation:
+                _snapshot(self.path, gen).unlink()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _replay(node: Node, ts: float, name: str, args: Any, path: Path) -> None:
+    handler = HANDLERS.get(name)
+    if handler is None or not handler.mutates:
+        raise CorruptData(path, 0, f"unknown record type {name!r} (written by a newer jobmon?)")
+    try:
+        handler.apply(node, ts, args, None)
+    except RequestError as exc:
+        # It was accepted once, so this means the journal and the code disagree.
+        log.warning("replay of %s record in %s refused (%s); skipped", name, path, exc.text)

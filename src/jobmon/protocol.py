@@ -1,0 +1,91 @@
+"""The wire format: one line -> a validated request, and replies framed like their request.
+
+A request is the tuple ``(frame, msg_id, handler, args)``. ``frame`` is None
+for a bare body, or ``(reply_src, reply_dest)`` for a Maelstrom envelope. A line
+that fails validation becomes the same tuple with ``handler`` None and the
+``RequestError`` as ``args``, so errors travel in order with the replies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .commands import HANDLERS, Handler
+from .errors import Code, RequestError, malformed
+
+Frame = tuple[Any, Any] | None
+Request = tuple[Frame, int | None, Handler | None, Any]
+
+_loads = orjson.loads
+_dumps = orjson.dumps
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
+_SUPPORTED = ", ".join(HANDLERS)
+
+
+def decode(line: bytes) -> Request | None:
+    """Parse and validate one line; None for a blank line."""
+    try:
+        obj = _loads(line)
+    except orjson.JSONDecodeError as exc:
+        if not line.strip():
+            return None
+        return (None, None, None, malformed(f"invalid JSON ({exc}): expected one JSON object per line"))
+    if type(obj) is not dict:
+        return (None, None, None, malformed(
+            f"expected a JSON object, got {type(obj).__name__}: a body such as "
+            '{"type": "get_stats", "msg_id": 1} or an envelope {"src": .., "dest": .., "body": {..}}'
+        ))
+    frame: Frame = None
+    body = obj
+    type_ = obj.get("type")
+    if type_ is None and "body" in obj:
+        frame = (obj.get("dest"), obj.get("src"))
+        body = obj["body"]
+        if type(body) is not dict:
+            return (frame, None, None, malformed("the envelope's body must be a JSON object"))
+        type_ = body.get("type")
+    msg_id = body.get("msg_id")
+    if msg_id is not None and (type(msg_id) is not int or msg_id < 0):
+        return (frame, None, None, malformed(
+            f"msg_id must be an integer >= 0, got {orjson.dumps(msg_id).decode()[:40]}"
+        ))
+    if type(type_) is not str:
+        if type_ is None:
+            return (frame, msg_id, None, malformed(
+                f"missing field type: expected one of {_SUPPORTED}"
+            ))
+        return (frame, msg_id, None, malformed("type must be a string"))
+    handler = HANDLERS.get(type_)
+    if handler is None:
+        return (frame, msg_id, None, RequestError(
+            Code.NOT_SUPPORTED,
+            f"unknown message type {type_[:64]!r}: expected one of {_SUPPORTED}",
+        ))
+    try:
+        return (frame, msg_id, handler, handler.parse(body))
+    except RequestError as exc:
+        return (frame, msg_id, None, exc)
+
+
+def line_too_long(max_line_bytes: int) -> Request:
+    return (None, None, None, malformed(
+        f"line longer than {max_line_bytes} bytes was skipped: "
+        f"send one JSON object per line of at most {max_line_bytes} bytes"
+    ))
+
+
+def error_body(msg_id: int | None, code: int, text: str) -> dict[str, Any]:
+    if msg_id is None:
+        return {"type": "error", "code": int(code), "text": text}
+    return {"type": "error", "in_reply_to": msg_id, "code": int(code), "text": text}
+
+
+def encode(frame: Frame, body: dict[str, Any], node_id: str) -> bytes:
+    """One reply line, framed like its request."""
+    if frame is None:
+        return _dumps(body, option=_NEWLINE)
+    src, dest = frame
+    return _dumps({"src": node_id if src is None else src, "dest": dest, "body": body}, option=_NEWLINE)
+

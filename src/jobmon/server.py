@@ -1,0 +1,147 @@
+"""The TCP server's lifecycle: recover, listen, serve, and a phased shutdown with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from .clock import Clock, SystemClock
+from .config import Config
+from .connection import Connection
+from .engine import Engine
+from .node import Node
+from .persistence import DataDir
+from .store import Store
+
+log = logging.getLogger("jobmon.server")
+
+
+class Server:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.node = Node(Store(config.max_retries), config.node_id)
+        self.data_dir = (
+            None if config.in_memory else DataDir(config.data_dir, config.compact_min_bytes)
+        )
+        self.engine = Engine(self.node, self.clock, self.data_dir, config.fsync)
+        self.connections: set[Connection] = set()
+        self.connections_total = 0
+        self.port = config.port
+        self._listener: asyncio.AbstractServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        if self.data_dir is not None:
+            report = self.data_dir.recover(self.node, self.config.max_retries)
+            log.info(
+                "recovered",
+                extra={
+                    "fields": {
+                        "data_dir": str(self.config.data_dir),
+                        "jobs": len(self.node.store.jobs),
+                        "snapshot_generation": report.snapshot_generation,
+                        "records_replayed": report.records_replayed,
+                        "seconds": round(report.seconds, 3),
+                    }
+                },
+            )
+            # Alerts rebuilt by replay were delivered before the restart.
+            self.node.store.drain_alerts()
+        # Job records live for the life of the process: move them out of the
+        # collector's sight, and collect the young generation less often, or a
+        # full collection over a million jobs stalls every connection.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self.engine.run(), name="jobmon-store"))
+        if self.data_dir is not None and self.config.fsync == "everysec":
+            self._tasks.append(
+                loop.create_task(self.engine.fsync_every_second(), name="jobmon-fsync")
+            )
+        self._listener = await loop.create_server(
+            self._new_connection, self.config.host, self.config.port, backlog=1024
+        )
+        self.port = self._listener.sockets[0].getsockname()[1]
+
+    def _new_connection(self) -> Connection:
+        self.connections_total += 1
+        return Connection(self.engine, self.config.max_line_bytes, self.connections)
+
+    async def stop(self) -> None:
+        """Stop accepting, answer what was received, flush and fsync the journal."""
+        started = time.perf_counter()
+        deadline = self.config.shutdown_timeout
+        if self._listener is not None:
+            self._listener.close()
+        open_connections = len(self.connections)
+        for conn in list(self.connections):
+            conn.stop_reading()
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.engine.wait_idle(), deadline)
+        await self.engine.stop()
+        for task in self._tasks:
+            if not task.done() and task.get_name() != "jobmon-store":
+                task.cancel()
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), deadline)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        if self._listener is not None:
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._listener.wait_closed(), 1.0)
+        if self.data_dir is not None:
+            self.data_dir.close()
+        log.info(
+            "stopped",
+            extra={
+                "fields": {
+                    "connections_open_at_stop": open_connections,
+                    "connections_total": self.connections_total,
+                    "requests_handled": self.engine.requests_handled,
+                    "connection_turns": self.engine.connection_turns,
+                    "store_turns": self.engine.turns,
+                    "jobs": len(self.node.store.jobs),
+                    "seconds": round(time.perf_counter() - started, 3),
+                }
+            },
+        )
+
+
+@asynccontextmanager
+async def running(config: Config, clock: Clock | None = None) -> AsyncIterator[Server]:
+    """Start a server and always stop it (the test helper, as uvicorn's run_server)."""
+    server = Server(config, clock)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def serve(config: Config) -> None:
+    server = Server(config)
+    await server.start()
+    print(f"jobmon listening on {config.host}:{server.port}", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    store_task = server._tasks[0]
+    waiter = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([waiter, store_task], return_when=asyncio.FIRST_COMPLETED)
+    if store_task.done() and not store_task.cancelled() and store_task.exception() is not None:
+        # The journal could not be written: replies were withheld; stop without acking more.
+        log.critical("store task failed; stopping", exc_info=store_task.exception())
+        waiter.cancel()
+        raise SystemExit(1)
+    log.info("shutting down")
+    await server.stop()

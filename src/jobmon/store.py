@@ -1,0 +1,241 @@
+"""All job state and its aggregates. Only the engine task calls these methods.
+
+Every mutation is a plain synchronous method: no ``await`` mid-change, so no
+locks. A method that refuses (``RequestError``) checks everything before it
+changes anything. Aggregates (counts by status, the duration sum) are kept up
+to date as events arrive, so ``get_stats`` is O(1).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from .errors import Code, RequestError
+from .model import TERMINAL, Alert, Job, Status
+
+ALERT_HISTORY = 10_000
+# Plain names: Status.X is an attribute lookup on the Enum class, slow on the hot path.
+RUNNING = Status.RUNNING
+COMPLETED = Status.COMPLETED
+FAILED = Status.FAILED
+RETRYING = Status.RETRYING
+
+
+class Store:
+    def __init__(self, default_max_retries: int = 3) -> None:
+        self.default_max_retries = default_max_retries
+        self.jobs: dict[str, Job] = {}
+        self.count_by_status: dict[Status, int] = {s: 0 for s in Status}
+        # Runs completed through job_completed: the mean duration is over these.
+        self.timed_runs = 0
+        self.duration_sum_ms: float = 0
+        self.next_alert_id = 1
+        self.alert_history: deque[Alert] = deque(maxlen=ALERT_HISTORY)
+        # Alerts fired or resolved since the engine last drained them.
+        self.alert_outbox: list[Alert] = []
+
+    # -- reading ---------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        mean: float = self.duration_sum_ms / self.timed_runs if self.timed_runs else 0
+        if isinstance(mean, float) and mean.is_integer():
+            mean = int(mean)
+        return {
+            "total": len(self.jobs),
+            "completed": self.count_by_status[Status.COMPLETED],
+            "failed": self.count_by_status[Status.FAILED],
+            "avg_duration_ms": mean,
+        }
+
+    def get(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise RequestError(Code.NOT_FOUND, f"no job with job_id {job_id!r} is tracked")
+        return job
+
+    def max_retries_of(self, job: Job | None) -> int:
+        if job is None or job.max_retries is None:
+            return self.default_max_retries
+        return job.max_retries
+
+    # -- primitives ------------------------------------------------------
+    def _create(self, job_id: str, status: Status, now: float) -> Job:
+        job = Job(job_id, status, now)
+        self.jobs[job_id] = job
+        self.count_by_status[status] += 1
+        return job
+
+    def _set_status(self, job: Job, status: Status) -> None:
+        if job.status is not status:
+            self.count_by_status[job.status] -= 1
+            self.count_by_status[status] += 1
+            job.status = status
+
+    @staticmethod
+    def _new_run(job: Job) -> None:
+        """A finished job reported on again: the same job_id, its next run."""
+        job.runs += 1
+        job.progress = 0
+        job.started_at = None
+        job.finished_at = None
+        job.error = None
+        job.retries = 0
+
+    def _fire(self, job: Job, kind: str, text: str, now: float) -> Alert:
+        alert = Alert(self.next_alert_id, job.job_id, kind, text, now)
+        self.next_alert_id += 1
+        self.alert_history.append(alert)
+        self.alert_outbox.append(alert)
+        return alert
+
+    def _resolve(self, alert: Alert, now: float) -> None:
+        alert.resolved_at = now
+        self.alert_outbox.append(alert)
+
+    # -- the three lifecycle events --------------------------------------
+    def update_status(
+        self,
+        now: float,
+        job_id: str,
+        status: Status,
+        progress: float | None,
+        max_retries: int | None,
+    ) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            job = self._create(job_id, status, now)
+        else:
+            previous = job.status
+            if previous is not status:
+                if previous in TERMINAL and status not in TERMINAL:
+                    self._new_run(job)
+                counts = self.count_by_status
+                counts[previous] -= 1
+                counts[status] += 1
+                job.status = status
+            job.updated_at = now
+        if status is RUNNING and job.started_at is None:
+            job.started_at = now
+        if status in TERMINAL:
+            if job.finished_at is None:
+                job.finished_at = now
+            if status is COMPLETED and progress is None:
+                progress = 100
+        if progress is not None:
+            job.progress = progress
+        if max_retries is not None:
+            job.max_retries = max_retries
+        return job
+
+    def complete(
+        self,
+        now: float,
+        job_id: str,
+        duration_ms: float | None,
+        resource_usage: dict[str, Any],
+    ) -> Job:
+        job = self.jobs.get(job_id)
+        if duration_ms is None:
+            if job is None or job.status in TERMINAL or job.started_at is None:
+                raise RequestError(
+                    Code.PRECONDITION_FAILED,
+                    f"duration_ms is missing and job {job_id!r} was never reported running "
+                    "in this run, so its duration cannot be computed; send duration_ms",
+                )
+            duration_ms = round((now - job.started_at) * 1000)
+            if duration_ms < 0:
+                duration_ms = 0
+        if job is None:
+            job = self._create(job_id, COMPLETED, now)
+        else:
+            if job.status in TERMINAL:
+                self._new_run(job)
+            self._set_status(job, COMPLETED)
+            job.updated_at = now
+        job.progress = 100
+        job.finished_at = now
+        job.duration_ms = duration_ms
+        job.resource_usage = resource_usage
+        job.error = None
+        self.timed_runs += 1
+        self.duration_sum_ms += duration_ms
+        if job.failed_alert is not None:
+            self._resolve(job.failed_alert, now)
+            job.failed_alert = None
+        return job
+
+    def fail(
+        self,
+        now: float,
+        job_id: str,
+        error: str,
+        retries: int,
+        max_retries: int | None,
+    ) -> tuple[Job, bool]:
+        """Record a failed attempt; returns the job and whether its retries are exhausted."""
+        job = self.jobs.get(job_id)
+        limit = max_retries if max_retries is not None else self.max_retries_of(job)
+        exhausted = retries >= limit
+        status = FAILED if exhausted else RETRYING
+        if job is None:
+            job = self._create(job_id, status, now)
+        else:
+            duplicate = exhausted and job.status is FAILED
+            if job.status in TERMINAL and not duplicate:
+                self._new_run(job)
+            self._set_status(job, status)
+            job.updated_at = now
+        job.error = error
+        job.retries = retries
+        if max_retries is not None:
+            job.max_retries = max_retries
+        if exhausted:
+            if job.finished_at is None:
+                job.finished_at = now
+            # One alert per incident: a repeated exhausted report is the same failure.
+            if job.failed_alert is None:
+                text = f"Job failed after {retries} retries: {error}"
+                job.failed_alert = self._fire(job, "failed", text, now)
+        return job, exhausted
+
+    # -- alerts ------------------------------------------------------------
+    def drain_alerts(self) -> list[Alert]:
+        out, self.alert_outbox = self.alert_outbox, []
+        return out
+
+    def recent_alerts(self) -> list[Alert]:
+        return list(self.alert_history)
+
+    # -- snapshot ----------------------------------------------------------
+    def to_snapshot(self) -> dict[str, Any]:
+        """A consistent copy of everything, as plain rows (taken synchronously)."""
+        alerts = {a.alert_id: a for a in self.alert_history}
+        for job in self.jobs.values():
+            if job.failed_alert is not None:
+                alerts[job.failed_alert.alert_id] = job.failed_alert
+        return {
+            "default_max_retries": self.default_max_retries,
+            "timed_runs": self.timed_runs,
+            "duration_sum_ms": self.duration_sum_ms,
+            "next_alert_id": self.next_alert_id,
+            "alerts": [a.to_row() for a in sorted(alerts.values(), key=lambda a: a.alert_id)],
+            "alert_history": [a.alert_id for a in self.alert_history],
+            "jobs": [job.to_row() for job in self.jobs.values()],
+        }
+
+    def load_snapshot(self, snap: dict[str, Any]) -> None:
+        alerts = {row[0]: Alert.from_row(row) for row in snap["alerts"]}
+        self.default_max_retries = snap["default_max_retries"]
+        self.timed_runs = snap["timed_runs"]
+        self.duration_sum_ms = snap["duration_sum_ms"]
+        self.next_alert_id = snap["next_alert_id"]
+        self.alert_history = deque(
+            (alerts[i] for i in snap["alert_history"]), maxlen=ALERT_HISTORY
+        )
+        from_row = Job.from_row
+        jobs = {row[0]: from_row(row, alerts) for row in snap["jobs"]}
+        self.jobs = jobs
+        counts = {s: 0 for s in Status}
+        for job in jobs.values():
+            counts[job.status] += 1
+        self.count_by_status = counts

@@ -1,0 +1,117 @@
+"""Test helpers: a line-oriented TCP client and a real `jobmon serve` subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+class LineClient:
+    """Speaks NDJSON to a server: send lines, read reply lines."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, port: int, host: str = "127.0.0.1") -> LineClient:
+        reader, writer = await asyncio.open_connection(host, port, limit=1 << 24)
+        return cls(reader, writer)
+
+    async def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def send(self, *bodies: dict[str, Any]) -> None:
+        await self.send_raw(b"".join(orjson.dumps(b) + b"\n" for b in bodies))
+
+    async def read_line(self, timeout: float = 10.0) -> bytes:
+        line = await asyncio.wait_for(self.reader.readline(), timeout)
+        assert line.endswith(b"\n"), f"connection closed, got {line!r}"
+        return line
+
+    async def read(self, timeout: float = 10.0) -> dict[str, Any]:
+        value: dict[str, Any] = orjson.loads(await self.read_line(timeout))
+        return value
+
+    async def request(self, body: dict[str, Any]) -> dict[str, Any]:
+        await self.send(body)
+        return await self.read()
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+
+def jobmon_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jobmon", *args]
+
+
+class ServerProcess:
+    """`jobmon serve` as a child process on a free port."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.args = ["serve", "--port", "0", "--data-dir", str(data_dir), *extra]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.stderr_lines: list[str] = []
+
+    def start(self) -> ServerProcess:
+        self.proc = subprocess.Popen(
+            jobmon_cmd(*self.args),
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode()
+            self.stderr_lines.append(line)
+            match = re.match(r"jobmon listening on [\d.]+:(\d+)", line)
+            if match:
+                self.port = int(match.group(1))
+                return self
+        raise AssertionError("server exited before listening:\n" + "".join(self.stderr_lines))
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self._drain()
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(30)
+        self._drain()
+        return code
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        self.stderr_lines.extend(raw.decode() for raw in self.proc.stderr)
+        self.proc.stderr.close()
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.stderr_lines)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+            self._drain()
