@@ -20,6 +20,7 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
+	$(PY) bench/scale.py
 	$(PY) bench/run.py
 
 lint: install

@@ -27,6 +27,9 @@ def test_stdio_answers_maelstrom_envelopes_and_bare_bodies() -> None:
     result = subprocess.run(jobmon_cmd("stdio"), input=stdin, capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr
     replies = [orjson.loads(line) for line in result.stdout.splitlines()]
+    error = replies.pop()
+    assert error["type"] == "error" and error["code"] == 12
+    assert error["text"].startswith("invalid JSON (") and "expected one JSON object per line" in error["text"]
     assert replies == [
         {"src": "monitor", "dest": "worker",
          "body": {"type": "status_updated", "in_reply_to": 1, "job_id": "job-123",
@@ -38,9 +41,6 @@ def test_stdio_answers_maelstrom_envelopes_and_bare_bodies() -> None:
          "alert": "Job failed after 3 retries: Connection timeout"},
         {"type": "job_stats", "in_reply_to": 4, "total": 2, "completed": 1, "failed": 1,
          "avg_duration_ms": 60000},
-        {"type": "error", "code": 12,
-         "text": "invalid JSON (unexpected character: line 1 column 1 (char 0)): "
-                 "expected one JSON object per line"},
     ]
     # The alert is also a structured log line on stderr; stdout carries only replies.
     alert = orjson.loads(next(l for l in result.stderr.splitlines() if b'"jobmon.alert"' in l))

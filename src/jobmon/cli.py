@@ -163,8 +163,7 @@ def _compact(data_dir: Path) -> int:
     except CorruptData as exc:
         print(f"jobmon compact: {exc}", file=sys.stderr)
         return 1
-    generation, state = directory.begin_compaction(node)
-    directory.finish_compaction(generation, state)
+    generation = directory.compact_now(node)
     directory.close()
     print(f"compacted {len(node.store.jobs)} jobs into snapshot {generation}", file=sys.stderr)
     return 0

@@ -113,8 +113,11 @@ class Engine:
         if alerts and alert_log.isEnabledFor(logging.WARNING):
             # Straight to stderr, one write per turn: the logging module costs
             # tens of microseconds a line, too much on the ingest path.
-            sys.stderr.flush()
-            os.write(sys.stderr.fileno(), alert_lines(alerts))
+            try:
+                sys.stderr.flush()
+                os.write(sys.stderr.fileno(), alert_lines(alerts))
+            except OSError as exc:  # a closed stderr must not stop the store
+                log.debug("alert log line not written: %s", exc)
 
     # -- the task --------------------------------------------------------------
     async def run(self) -> None:
@@ -148,9 +151,20 @@ class Engine:
 
     def _compact(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.data_dir is not None
-        generation, state = self.data_dir.begin_compaction(self.node)
-        log.info("compaction: journal %d started, writing snapshot", generation)
-        future = loop.run_in_executor(None, self.data_dir.finish_compaction, generation, state)
+        started = time.perf_counter()
+        generation, pid = self.data_dir.begin_compaction(self.node)
+        log.info(
+            "compaction started",
+            extra={
+                "fields": {
+                    "generation": generation,
+                    "jobs": len(self.node.store.jobs),
+                    "child_pid": pid,
+                    "stall_ms": round((time.perf_counter() - started) * 1000, 1),
+                }
+            },
+        )
+        future = loop.run_in_executor(None, self.data_dir.finish_compaction, generation, pid)
         self.track(asyncio.ensure_future(future))
 
     def track(self, task: asyncio.Future[None]) -> None:

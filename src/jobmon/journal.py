@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +156,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_snapshot(path: Path, generation: int, state: dict[str, Any]) -> int:
+def write_snapshot(
+    path: Path, generation: int, state: dict[str, Any], default: Callable[[Any], Any] | None = None
+) -> int:
     """Write atomically (temp file, fsync, rename, fsync dir); returns the file size."""
-    body = orjson.dumps(state)
+    body = orjson.dumps(state, default=default)
     header = orjson.dumps(
         {
             "format": SNAPSHOT_FORMAT,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from operator import attrgetter
 from typing import Any
 
 
@@ -62,47 +63,11 @@ class Job:
         # The open `failed` alert of the current incident, if any.
         self.failed_alert: Alert | None = None
 
-    # Snapshot form: a flat list, positional, so a million load quickly.
-    def to_row(self) -> list[Any]:
-        return [
-            self.job_id,
-            self.status.value,
-            self.progress,
-            self.created_at,
-            self.updated_at,
-            self.started_at,
-            self.finished_at,
-            self.runs,
-            self.duration_ms,
-            self.resource_usage,
-            self.error,
-            self.retries,
-            self.max_retries,
-            self.failed_alert.alert_id if self.failed_alert else None,
-        ]
 
-    @classmethod
-    def from_row(cls, row: list[Any], alerts: dict[int, Alert]) -> Job:
-        job = cls.__new__(cls)
-        (
-            job.job_id,
-            status,
-            job.progress,
-            job.created_at,
-            job.updated_at,
-            job.started_at,
-            job.finished_at,
-            job.runs,
-            job.duration_ms,
-            job.resource_usage,
-            job.error,
-            job.retries,
-            job.max_retries,
-            alert_id,
-        ) = row
-        job.status = STATUS_BY_NAME[status]
-        job.failed_alert = alerts.get(alert_id) if alert_id is not None else None
-        return job
+# A job as a snapshot row: every slot in order, read at C speed. orjson writes
+# Status as its value and an Alert (through ``snapshot_default``) as its id;
+# ``Store.load_snapshot`` reads rows back.
+SNAPSHOT_ROW = attrgetter(*Job.__slots__)
 
 
 class AlertState(str, Enum):
@@ -129,6 +94,13 @@ class Alert:
 
     def to_row(self) -> list[Any]:
         return [self.alert_id, self.job_id, self.kind, self.text, self.fired_at, self.resolved_at]
+
+
+def snapshot_default(value: Any) -> Any:
+    """orjson's hook for what it cannot write itself: a job's open alert, by id."""
+    if isinstance(value, Alert):
+        return value.alert_id
+    raise TypeError(f"cannot snapshot {type(value).__name__}")
 
     @classmethod
     def from_row(cls, row: list[Any]) -> Alert:

@@ -3,15 +3,17 @@
 Files: ``snapshot-G.json`` is the state as of the start of ``journal-G.log``.
 Recovery loads the newest snapshot, replays every journal from its generation
 on (only the newest may have a torn tail), then appends to the newest journal.
-Compaction starts ``journal-(G+1)``, takes a copy of the state synchronously in
-the store task, and writes ``snapshot-(G+1)`` in a thread; only once that file
-is renamed into place are older files deleted, so a crash at any point leaves a
-recoverable directory.
+Compaction starts ``journal-(G+1)`` and forks: the child writes
+``snapshot-(G+1)`` from its copy-on-write view of the state while the store
+goes on serving. Only once that file is renamed into place are older files
+deleted, so a crash at any point leaves a recoverable directory.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -20,7 +22,15 @@ from typing import Any
 
 from .commands import HANDLERS
 from .errors import RequestError
-from .journal import CorruptData, JournalWriter, fsync_dir, read_records, read_snapshot, write_snapshot
+from .journal import (
+    CorruptData,
+    JournalWriter,
+    fsync_dir,
+    read_records,
+    read_snapshot,
+    write_snapshot,
+)
+from .model import snapshot_default
 from .node import Node
 
 log = logging.getLogger("jobmon.persistence")
@@ -67,6 +77,17 @@ class DataDir:
 
     # -- start -------------------------------------------------------------
     def recover(self, node: Node, default_max_retries: int | None) -> Recovery:
+        # Recovery creates millions of long-lived objects and no garbage cycles:
+        # the cyclic collector would only rescan them, over and over.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._recover(node, default_max_retries)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _recover(self, node: Node, default_max_retries: int | None) -> Recovery:
         started = time.perf_counter()
         self.path.mkdir(parents=True, exist_ok=True)
         for leftover in self.path.glob("*.tmp"):
@@ -114,24 +135,74 @@ class DataDir:
             and writer.size >= max(self.compact_min_bytes, self.snapshot_bytes)
         )
 
-    def begin_compaction(self, node: Node) -> tuple[int, dict[str, Any]]:
-        """Synchronous, in the store task: switch journals and copy the state."""
+    def begin_compaction(self, node: Node) -> tuple[int, int]:
+        """In the store task: switch journals, then fork a child that writes the
+        snapshot from its copy-on-write view of the state (as Redis's BGSAVE).
+        The store stalls only for the fork. Returns (generation, child pid)."""
+        generation = self._rotate()
+        # Objects alive now move out of the collector's sight: the parent's
+        # collections stay cheap and do not dirty pages the child still reads.
+        gc.freeze()
+        pid = os.fork()
+        if pid == 0:  # the child: write, then leave without running any cleanup
+            code = 1
+            try:
+                gc.disable()
+                self._write_snapshot(node, generation)
+                code = 0
+            except BaseException as exc:  # noqa: BLE001 - report, never return into the loop
+                os.write(2, f"jobmon compaction child failed: {exc!r}\n".encode())
+            finally:
+                os._exit(code)
+        self.compacting = True
+        return generation, pid
+
+    def finish_compaction(self, generation: int, pid: int) -> None:
+        """Blocking, in a worker thread: wait for the child, then drop older files."""
+        started = time.perf_counter()
+        try:
+            _, status = os.waitpid(pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                # Nothing is lost: the older snapshot and journals are all still there.
+                log.error("compaction %d failed (child exit status %d); will retry", generation, status)
+                return
+            self.snapshot_bytes = _snapshot(self.path, generation).stat().st_size
+            self._delete_older_than(generation)
+            self.compactions += 1
+        finally:
+            self.compacting = False
+        log.info(
+            "compaction finished",
+            extra={
+                "fields": {
+                    "generation": generation,
+                    "snapshot_bytes": self.snapshot_bytes,
+                    "seconds": round(time.perf_counter() - started, 3),
+                }
+            },
+        )
+
+    def compact_now(self, node: Node) -> int:
+        """Offline (``jobmon compact``): the same, in this process."""
+        generation = self._rotate()
+        self._write_snapshot(node, generation)
+        self.snapshot_bytes = _snapshot(self.path, generation).stat().st_size
+        self._delete_older_than(generation)
+        self.compactions += 1
+        return generation
+
+    def _rotate(self) -> int:
         assert self.writer is not None
         self.writer.close()
         self.generation += 1
         self.writer = JournalWriter(_journal(self.path, self.generation))
         fsync_dir(self.path)
-        self.compacting = True
-        return self.generation, node.store.to_snapshot()
+        return self.generation
 
-    def finish_compaction(self, generation: int, state: dict[str, Any]) -> None:
-        """Blocking, in a worker thread."""
-        try:
-            self.snapshot_bytes = write_snapshot(_snapshot(self.path, generation), generation, state)
-            self._delete_older_than(generation)
-            self.compactions += 1
-        finally:
-            self.compacting = False
+    def _write_snapshot(self, node: Node, generation: int) -> None:
+        write_snapshot(
+            _snapshot(self.path, generation), generation, node.store.to_snapshot(), snapshot_default
+        )
 
     def _delete_older_than(self, generation: int) -> None:
         journals, snapshots = _generations(self.path)

@@ -57,7 +57,6 @@ class Server:
         # Job records live for the life of the process: move them out of the
         # collector's sight, and collect the young generation less often, or a
         # full collection over a million jobs stalls every connection.
-        gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
         loop = asyncio.get_running_loop()

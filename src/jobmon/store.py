@@ -12,7 +12,7 @@ from collections import deque
 from typing import Any
 
 from .errors import Code, RequestError
-from .model import TERMINAL, Alert, Job, Status
+from .model import SNAPSHOT_ROW, STATUS_BY_NAME, TERMINAL, Alert, Job, Status
 
 ALERT_HISTORY = 10_000
 # Plain names: Status.X is an attribute lookup on the Enum class, slow on the hot path.
@@ -208,7 +208,7 @@ class Store:
 
     # -- snapshot ----------------------------------------------------------
     def to_snapshot(self) -> dict[str, Any]:
-        """A consistent copy of everything, as plain rows (taken synchronously)."""
+        """Everything, as rows for orjson (``model.snapshot_default`` writes alerts)."""
         alerts = {a.alert_id: a for a in self.alert_history}
         for job in self.jobs.values():
             if job.failed_alert is not None:
@@ -220,7 +220,7 @@ class Store:
             "next_alert_id": self.next_alert_id,
             "alerts": [a.to_row() for a in sorted(alerts.values(), key=lambda a: a.alert_id)],
             "alert_history": [a.alert_id for a in self.alert_history],
-            "jobs": [job.to_row() for job in self.jobs.values()],
+            "jobs": list(map(SNAPSHOT_ROW, self.jobs.values())),
         }
 
     def load_snapshot(self, snap: dict[str, Any]) -> None:
@@ -232,10 +232,32 @@ class Store:
         self.alert_history = deque(
             (alerts[i] for i in snap["alert_history"]), maxlen=ALERT_HISTORY
         )
-        from_row = Job.from_row
-        jobs = {row[0]: from_row(row, alerts) for row in snap["jobs"]}
-        self.jobs = jobs
+        # Job.from_row, inlined: this loop runs once per job at every start.
+        new_job = Job.__new__
+        status_by_name = STATUS_BY_NAME
         counts = {s: 0 for s in Status}
-        for job in jobs.values():
-            counts[job.status] += 1
+        jobs = {}
+        for row in snap["jobs"]:
+            job = new_job(Job)
+            (
+                job.job_id,
+                status,
+                job.progress,
+                job.created_at,
+                job.updated_at,
+                job.started_at,
+                job.finished_at,
+                job.runs,
+                job.duration_ms,
+                job.resource_usage,
+                job.error,
+                job.retries,
+                job.max_retries,
+                alert_id,
+            ) = row
+            job.status = status = status_by_name[status]
+            job.failed_alert = None if alert_id is None else alerts[alert_id]
+            counts[status] += 1
+            jobs[job.job_id] = job
+        self.jobs = jobs
         self.count_by_status = counts

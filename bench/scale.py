@@ -1,0 +1,150 @@
+"""A million jobs: memory per job, get_stats cost, compaction stall, and restart time.
+
+1. Start `jobmon serve` (fsync everysec) on a fresh data dir.
+2. Report 1,000,000 distinct jobs: each set running, then completed with a duration
+   and resource usage (2,000,000 messages, pipelined over 8 connections).
+3. Memory per job: (RSS after - RSS at start) / jobs.
+4. get_stats latency, request/response, at 0 and at 1,000,000 jobs (O(1): the same).
+5. Restart from the journal (replay), then `jobmon compact` and restart from the
+   snapshot: time from spawn until `listening` (median of 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+import servers
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def fill(port: int, jobs: int, conns: int) -> float:
+    async def one(index: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
+        mine = range(index, jobs, conns)
+        expected = 2 * len(mine)
+
+        async def read_all() -> None:
+            seen = 0
+            while seen < expected:
+                chunk = await reader.read(1 << 20)
+                if not chunk:
+                    raise RuntimeError("server closed the connection")
+                seen += chunk.count(b"\n")
+                if b'"error"' in chunk:
+                    raise RuntimeError(chunk[:500])
+
+        reading = asyncio.create_task(read_all())
+        batch = []
+        for i in mine:
+            job_id = f"job-{i:07d}"
+            batch.append(orjson.dumps({"type": "update_status", "job_id": job_id,
+                                       "status": "running", "progress": 50}))
+            batch.append(orjson.dumps({"type": "job_completed", "job_id": job_id,
+                                       "duration_ms": 1000 + i % 5000,
+                                       "resource_usage": {"cpu_percent": i % 400,
+                                                          "memory_mb": 64 + i % 4096}}))
+            if len(batch) >= 4000:
+                writer.write(b"\n".join(batch) + b"\n")
+                batch.clear()
+                await writer.drain()
+        if batch:
+            writer.write(b"\n".join(batch) + b"\n")
+        await writer.drain()
+        await reading
+        writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(conns)))
+    return time.perf_counter() - started
+
+
+async def stats_latency(port: int, count: int) -> dict[str, float]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    samples = []
+    reply = b""
+    for msg_id in range(count):
+        started = time.perf_counter()
+        writer.write(b'{"type":"get_stats","msg_id":%d}\n' % msg_id)
+        reply = await reader.readline()
+        samples.append(time.perf_counter() - started)
+    writer.close()
+    samples.sort()
+    return {"p50_ms": round(samples[len(samples) // 2] * 1000, 3),
+            "p99_ms": round(samples[int(len(samples) * 0.99)] * 1000, 3),
+            "reply": orjson.loads(reply)}
+
+
+def restart(data_dir: Path, work: Path) -> tuple[float, dict[str, object]]:
+    server = servers.jobmon(data_dir, log_dir=work, log_level="info")
+    seconds = server.ready_after
+    server.stop()
+    recovered = {}
+    for line in server.log_path.read_text().splitlines():
+        if '"msg":"recovered"' in line:
+            recovered = json.loads(line)
+    return seconds, recovered
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--conns", type=int, default=8)
+    parser.add_argument("--restarts", type=int, default=3)
+    args = parser.parse_args()
+    work = servers.scratch()
+    data_dir = work / "data"
+    # Logs at info, to read the compaction stall lines.
+    server = servers.Spawned(
+        [sys.executable, "-m", "jobmon", "serve", "--port", "0", "--data-dir", str(data_dir)],
+        work / "fill.log",
+    )
+    time.sleep(0.5)
+    base_rss = rss_mb(server.pid)
+    empty = asyncio.run(stats_latency(server.port, 2000))
+    fill_seconds = asyncio.run(fill(server.port, args.jobs, args.conns))
+    full_rss = rss_mb(server.pid)
+    full = asyncio.run(stats_latency(server.port, 2000))
+    server.stop()
+    stalls = [json.loads(line)["stall_ms"] for line in (work / "fill.log").read_text().splitlines()
+              if '"compaction started"' in line]
+    per_job = (full_rss - base_rss) * 1024 * 1024 / args.jobs
+    print(f"filled {args.jobs:,} jobs ({2 * args.jobs:,} messages) in {fill_seconds:.1f} s "
+          f"= {2 * args.jobs / fill_seconds:,.0f} msgs/s")
+    print(f"RSS {base_rss:.0f} MB at start, {full_rss:.0f} MB at {args.jobs:,} jobs: "
+          f"{per_job:.0f} bytes per job")
+    print(f"get_stats req/rep at 0 jobs: p50 {empty['p50_ms']} ms p99 {empty['p99_ms']} ms; "
+          f"at {args.jobs:,}: p50 {full['p50_ms']} ms p99 {full['p99_ms']} ms")
+    print(f"  reply at {args.jobs:,}: {full['reply']}")
+    print(f"compactions during the fill: {len(stalls)}, store-task stall each (ms): {stalls}")
+    journal_bytes = sum(p.stat().st_size for p in data_dir.glob("journal-*.log"))
+    replay = [restart(data_dir, work) for _ in range(1)]
+    print(f"restart replaying {journal_bytes / 1e6:.0f} MB of journal (+ snapshot): "
+          f"{replay[0][0]:.2f} s to listening ({replay[0][1].get('records_replayed')} records)")
+    subprocess.run([sys.executable, "-m", "jobmon", "compact", "--data-dir", str(data_dir)],
+                   check=True, capture_output=True)
+    snap = sorted(data_dir.glob("snapshot-*.json"))[-1]
+    times = [restart(data_dir, work)[0] for _ in range(args.restarts)]
+    print(f"restart after compaction ({snap.stat().st_size / 1e6:.0f} MB snapshot): "
+          f"median {statistics.median(times):.2f} s to listening, runs {[round(t, 2) for t in times]}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Start a server under test as a subprocess on a free port; shared by the bench scripts."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+
+
+class Spawned:
+    def __init__(self, argv: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        assert self.proc.stderr is not None
+        self.port = 0
+        for line in self.proc.stderr:
+            self.log.write(line)
+            match = re.search(rb"listening on [\d.]+:(\d+)", line)
+            if match:
+                self.port = int(match.group(1))
+                break
+        else:
+            raise RuntimeError(f"{argv} exited before listening; see {log_path}")
+        self.ready_after = time.perf_counter() - self.started
+        # Keep draining stderr into the log so the server never blocks on it.
+        self.drainer = threading.Thread(target=self._drain, daemon=True)
+        self.drainer.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.write(line)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.drainer.join(10)
+        self.log.close()
+
+
+def jobmon(data_dir: Path | None, *extra: str, log_dir: Path, log_level: str = "warning") -> Spawned:
+    argv = [sys.executable, "-m", "jobmon", "--log-level", log_level, "serve", "--port", "0"]
+    if data_dir is None:
+        argv.append("--in-memory")
+    else:
+        argv += ["--data-dir", str(data_dir)]
+    return Spawned(argv + list(extra), log_dir / "jobmon.log")
+
+
+def ceiling(log_dir: Path) -> Spawned:
+    return Spawned([sys.executable, str(BENCH / "ceiling.py"), "--port", "0"], log_dir / "ceiling.log")
+
+
+def scratch() -> Path:
+    return Path(tempfile.mkdtemp(prefix="jobmon-bench-"))
