@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 
 import orjson
@@ -35,7 +36,11 @@ class Bare(asyncio.Protocol):
 async def main(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(Bare, host, port, backlog=1024)
-    print(f"ceiling listening on {host}:{server.sockets[0].getsockname()[1]}", file=sys.stderr, flush=True)
+    print(
+        f"ceiling listening on {host}:{server.sockets[0].getsockname()[1]}",
+        file=sys.stderr,
+        flush=True,
+    )
     await asyncio.Event().wait()
 
 
@@ -44,7 +49,5 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(main(args.host, args.port))
-    except KeyboardInterrupt:
-        pass

@@ -28,17 +28,32 @@ def make_lines(count: int, jobs: int, seed: int) -> list[bytes]:
         job_id = f"job-{rng.randrange(jobs)}"
         roll = rng.random()
         if roll < 0.80:
-            body = {"type": "update_status", "msg_id": msg_id, "job_id": job_id,
-                    "status": rng.choice(("queued", "running", "running", "running")),
-                    "progress": rng.randrange(101)}
+            body = {
+                "type": "update_status",
+                "msg_id": msg_id,
+                "job_id": job_id,
+                "status": rng.choice(("queued", "running", "running", "running")),
+                "progress": rng.randrange(101),
+            }
         elif roll < 0.90:
-            body = {"type": "job_completed", "msg_id": msg_id, "job_id": job_id,
-                    "duration_ms": rng.randrange(100, 120_000),
-                    "resource_usage": {"cpu_percent": rng.randrange(1, 400),
-                                       "memory_mb": rng.randrange(16, 8192)}}
+            body = {
+                "type": "job_completed",
+                "msg_id": msg_id,
+                "job_id": job_id,
+                "duration_ms": rng.randrange(100, 120_000),
+                "resource_usage": {
+                    "cpu_percent": rng.randrange(1, 400),
+                    "memory_mb": rng.randrange(16, 8192),
+                },
+            }
         elif roll < 0.98:
-            body = {"type": "job_failed", "msg_id": msg_id, "job_id": job_id,
-                    "error": "Connection timeout", "retries": rng.randrange(4)}
+            body = {
+                "type": "job_failed",
+                "msg_id": msg_id,
+                "job_id": job_id,
+                "error": "Connection timeout",
+                "retries": rng.randrange(4),
+            }
         else:
             body = {"type": "get_stats", "msg_id": msg_id}
         lines.append(orjson.dumps(body) + b"\n")
@@ -149,7 +164,8 @@ async def main(args: argparse.Namespace) -> dict[str, float | int | None]:
     for i in range(args.conns):
         _, proto = await loop.create_connection(
             lambda i=i: LoadConn(lines, (i * 7919) % len(lines), args.window, run),
-            args.host, args.port,
+            args.host,
+            args.port,
         )
         conns.append(proto)
     await asyncio.sleep(args.warmup)

@@ -24,9 +24,23 @@ TARGETS = ["ceiling", "jobmon --fsync no", "jobmon --fsync everysec", "jobmon --
 
 def load(port: int, window: int, duration: float, conns: int, server_pid: int) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, str(servers.BENCH / "load.py"), "--port", str(port), "--conns", str(conns),
-         "--window", str(window), "--duration", str(duration), "--server-pid", str(server_pid)],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            str(servers.BENCH / "load.py"),
+            "--port",
+            str(port),
+            "--conns",
+            str(conns),
+            "--window",
+            str(window),
+            "--duration",
+            str(duration),
+            "--server-pid",
+            str(server_pid),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -63,8 +77,11 @@ def main() -> None:
             result = one_round(target, args, work)
             runs[target].append(result)
             p, r = result["pipelined"], result["reqrep"]
-            print(f"round {round_no + 1} {target:24} {p['msgs_per_s']:>9,.0f} msgs/s pipelined  "
-                  f"p99 {r['p99_ms']:.2f} ms req/rep  errors {p['errors'] + r['errors']}", flush=True)
+            print(
+                f"round {round_no + 1} {target:24} {p['msgs_per_s']:>9,.0f} msgs/s pipelined  "
+                f"p99 {r['p99_ms']:.2f} ms req/rep  errors {p['errors'] + r['errors']}",
+                flush=True,
+            )
 
     def med(target: str, mode: str, key: str) -> float:
         return statistics.median(run[mode][key] for run in runs[target])
@@ -73,10 +90,14 @@ def main() -> None:
     ceiling_p99 = med("ceiling", "reqrep", "p99_ms")
     summary = {}
     print()
-    print(f"medians of {args.rounds} rounds, {args.conns} connections, "
-          f"{time.strftime('%Y-%m-%d')} on this machine")
-    print("| target | pipelined msgs/s | x ceiling | p50 ms | p99 ms | req/rep msgs/s "
-          "| req/rep p99 ms | p99 x ceiling | peak RSS MB |")
+    print(
+        f"medians of {args.rounds} rounds, {args.conns} connections, "
+        f"{time.strftime('%Y-%m-%d')} on this machine"
+    )
+    print(
+        "| target | pipelined msgs/s | x ceiling | p50 ms | p99 ms | req/rep msgs/s "
+        "| req/rep p99 ms | p99 x ceiling | peak RSS MB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for target in TARGETS:
         row = {
@@ -90,9 +111,12 @@ def main() -> None:
         row["throughput_x_ceiling"] = row["msgs_per_s"] / ceiling_tput
         row["p99_x_ceiling"] = row["reqrep_p99_ms"] / ceiling_p99
         summary[target] = row
-        print(f"| {target} | {row['msgs_per_s']:,.0f} | {row['throughput_x_ceiling']:.2f} "
-              f"| {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['reqrep_msgs_per_s']:,.0f} "
-              f"| {row['reqrep_p99_ms']:.2f} | {row['p99_x_ceiling']:.2f} | {row['peak_rss_mb']:.0f} |")
+        print(
+            f"| {target} | {row['msgs_per_s']:,.0f} | {row['throughput_x_ceiling']:.2f} "
+            f"| {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['reqrep_msgs_per_s']:,.0f} "
+            f"| {row['reqrep_p99_ms']:.2f} | {row['p99_x_ceiling']:.2f} "
+            f"| {row['peak_rss_mb']:.0f} |"
+        )
     always = summary["jobmon --fsync always"]["msgs_per_s"]
     everysec = summary["jobmon --fsync everysec"]["msgs_per_s"]
     print(f"\nfsync always / everysec throughput: {always / everysec:.2f}")

@@ -54,12 +54,21 @@ async def fill(port: int, jobs: int, conns: int) -> float:
         batch = []
         for i in mine:
             job_id = f"job-{i:07d}"
-            batch.append(orjson.dumps({"type": "update_status", "job_id": job_id,
-                                       "status": "running", "progress": 50}))
-            batch.append(orjson.dumps({"type": "job_completed", "job_id": job_id,
-                                       "duration_ms": 1000 + i % 5000,
-                                       "resource_usage": {"cpu_percent": i % 400,
-                                                          "memory_mb": 64 + i % 4096}}))
+            batch.append(
+                orjson.dumps(
+                    {"type": "update_status", "job_id": job_id, "status": "running", "progress": 50}
+                )
+            )
+            batch.append(
+                orjson.dumps(
+                    {
+                        "type": "job_completed",
+                        "job_id": job_id,
+                        "duration_ms": 1000 + i % 5000,
+                        "resource_usage": {"cpu_percent": i % 400, "memory_mb": 64 + i % 4096},
+                    }
+                )
+            )
             if len(batch) >= 4000:
                 writer.write(b"\n".join(batch) + b"\n")
                 batch.clear()
@@ -86,9 +95,11 @@ async def stats_latency(port: int, count: int) -> dict[str, float]:
         samples.append(time.perf_counter() - started)
     writer.close()
     samples.sort()
-    return {"p50_ms": round(samples[len(samples) // 2] * 1000, 3),
-            "p99_ms": round(samples[int(len(samples) * 0.99)] * 1000, 3),
-            "reply": orjson.loads(reply)}
+    return {
+        "p50_ms": round(samples[len(samples) // 2] * 1000, 3),
+        "p99_ms": round(samples[int(len(samples) * 0.99)] * 1000, 3),
+        "reply": orjson.loads(reply),
+    }
 
 
 def restart(data_dir: Path, work: Path) -> tuple[float, dict[str, object]]:
@@ -122,27 +133,43 @@ def main() -> None:
     full_rss = rss_mb(server.pid)
     full = asyncio.run(stats_latency(server.port, 2000))
     server.stop()
-    stalls = [json.loads(line)["stall_ms"] for line in (work / "fill.log").read_text().splitlines()
-              if '"compaction started"' in line]
+    stalls = [
+        json.loads(line)["stall_ms"]
+        for line in (work / "fill.log").read_text().splitlines()
+        if '"compaction started"' in line
+    ]
     per_job = (full_rss - base_rss) * 1024 * 1024 / args.jobs
-    print(f"filled {args.jobs:,} jobs ({2 * args.jobs:,} messages) in {fill_seconds:.1f} s "
-          f"= {2 * args.jobs / fill_seconds:,.0f} msgs/s")
-    print(f"RSS {base_rss:.0f} MB at start, {full_rss:.0f} MB at {args.jobs:,} jobs: "
-          f"{per_job:.0f} bytes per job")
-    print(f"get_stats req/rep at 0 jobs: p50 {empty['p50_ms']} ms p99 {empty['p99_ms']} ms; "
-          f"at {args.jobs:,}: p50 {full['p50_ms']} ms p99 {full['p99_ms']} ms")
+    print(
+        f"filled {args.jobs:,} jobs ({2 * args.jobs:,} messages) in {fill_seconds:.1f} s "
+        f"= {2 * args.jobs / fill_seconds:,.0f} msgs/s"
+    )
+    print(
+        f"RSS {base_rss:.0f} MB at start, {full_rss:.0f} MB at {args.jobs:,} jobs: "
+        f"{per_job:.0f} bytes per job"
+    )
+    print(
+        f"get_stats req/rep at 0 jobs: p50 {empty['p50_ms']} ms p99 {empty['p99_ms']} ms; "
+        f"at {args.jobs:,}: p50 {full['p50_ms']} ms p99 {full['p99_ms']} ms"
+    )
     print(f"  reply at {args.jobs:,}: {full['reply']}")
     print(f"compactions during the fill: {len(stalls)}, store-task stall each (ms): {stalls}")
     journal_bytes = sum(p.stat().st_size for p in data_dir.glob("journal-*.log"))
     replay = [restart(data_dir, work) for _ in range(1)]
-    print(f"restart replaying {journal_bytes / 1e6:.0f} MB of journal (+ snapshot): "
-          f"{replay[0][0]:.2f} s to listening ({replay[0][1].get('records_replayed')} records)")
-    subprocess.run([sys.executable, "-m", "jobmon", "compact", "--data-dir", str(data_dir)],
-                   check=True, capture_output=True)
+    print(
+        f"restart replaying {journal_bytes / 1e6:.0f} MB of journal (+ snapshot): "
+        f"{replay[0][0]:.2f} s to listening ({replay[0][1].get('records_replayed')} records)"
+    )
+    subprocess.run(
+        [sys.executable, "-m", "jobmon", "compact", "--data-dir", str(data_dir)],
+        check=True,
+        capture_output=True,
+    )
     snap = sorted(data_dir.glob("snapshot-*.json"))[-1]
     times = [restart(data_dir, work)[0] for _ in range(args.restarts)]
-    print(f"restart after compaction ({snap.stat().st_size / 1e6:.0f} MB snapshot): "
-          f"median {statistics.median(times):.2f} s to listening, runs {[round(t, 2) for t in times]}")
+    print(
+        f"restart after compaction ({snap.stat().st_size / 1e6:.0f} MB snapshot): "
+        f"median {statistics.median(times):.2f} s to listening, runs {[round(t, 2) for t in times]}"
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -17,7 +17,7 @@ BENCH = Path(__file__).resolve().parent
 class Spawned:
     def __init__(self, argv: list[str], log_path: Path) -> None:
         self.log_path = log_path
-        self.log = open(log_path, "wb")
+        self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
         assert self.proc.stderr is not None
@@ -55,7 +55,9 @@ class Spawned:
         self.log.close()
 
 
-def jobmon(data_dir: Path | None, *extra: str, log_dir: Path, log_level: str = "warning") -> Spawned:
+def jobmon(
+    data_dir: Path | None, *extra: str, log_dir: Path, log_level: str = "warning"
+) -> Spawned:
     argv = [sys.executable, "-m", "jobmon", "--log-level", log_level, "serve", "--port", "0"]
     if data_dir is None:
         argv.append("--in-memory")
@@ -65,7 +67,9 @@ def jobmon(data_dir: Path | None, *extra: str, log_dir: Path, log_level: str = "
 
 
 def ceiling(log_dir: Path) -> Spawned:
-    return Spawned([sys.executable, str(BENCH / "ceiling.py"), "--port", "0"], log_dir / "ceiling.log")
+    return Spawned(
+        [sys.executable, str(BENCH / "ceiling.py"), "--port", "0"], log_dir / "ceiling.log"
+    )
 
 
 def scratch() -> Path:

@@ -35,7 +35,9 @@ def start_server(
 
 
 @pytest.fixture
-async def server(start_server: Callable[..., AbstractAsyncContextManager[Server]]) -> AsyncIterator[Server]:
+async def server(
+    start_server: Callable[..., AbstractAsyncContextManager[Server]],
+) -> AsyncIterator[Server]:
     async with start_server() as srv:
         yield srv
 

@@ -12,15 +12,35 @@ from helpers import ServerProcess, jobmon_cmd
 
 def test_stdio_answers_maelstrom_envelopes_and_bare_bodies() -> None:
     requests = [
-        {"src": "worker", "dest": "monitor", "body": {"type": "update_status", "msg_id": 1,
-                                                      "job_id": "job-123", "status": "running",
-                                                      "progress": 25}},
-        {"src": "worker", "dest": "monitor", "body": {"type": "job_completed", "msg_id": 1,
-                                                      "job_id": "job-123", "duration_ms": 60000,
-                                                      "resource_usage": {"cpu_percent": 75,
-                                                                         "memory_mb": 1024}}},
-        {"type": "job_failed", "msg_id": 3, "job_id": "job-9", "error": "Connection timeout",
-         "retries": 3},
+        {
+            "src": "worker",
+            "dest": "monitor",
+            "body": {
+                "type": "update_status",
+                "msg_id": 1,
+                "job_id": "job-123",
+                "status": "running",
+                "progress": 25,
+            },
+        },
+        {
+            "src": "worker",
+            "dest": "monitor",
+            "body": {
+                "type": "job_completed",
+                "msg_id": 1,
+                "job_id": "job-123",
+                "duration_ms": 60000,
+                "resource_usage": {"cpu_percent": 75, "memory_mb": 1024},
+            },
+        },
+        {
+            "type": "job_failed",
+            "msg_id": 3,
+            "job_id": "job-9",
+            "error": "Connection timeout",
+            "retries": 3,
+        },
         {"type": "get_stats", "msg_id": 4},
     ]
     stdin = b"".join(orjson.dumps(r) + b"\n" for r in requests) + b"\nnot json"
@@ -29,27 +49,60 @@ def test_stdio_answers_maelstrom_envelopes_and_bare_bodies() -> None:
     replies = [orjson.loads(line) for line in result.stdout.splitlines()]
     error = replies.pop()
     assert error["type"] == "error" and error["code"] == 12
-    assert error["text"].startswith("invalid JSON (") and "expected one JSON object per line" in error["text"]
+    assert (
+        error["text"].startswith("invalid JSON (")
+        and "expected one JSON object per line" in error["text"]
+    )
     assert replies == [
-        {"src": "monitor", "dest": "worker",
-         "body": {"type": "status_updated", "in_reply_to": 1, "job_id": "job-123",
-                  "status": "running", "progress": 25}},
-        {"src": "monitor", "dest": "worker",
-         "body": {"type": "job_completed", "in_reply_to": 1, "job_id": "job-123",
-                  "duration_ms": 60000, "resource_usage": {"cpu_percent": 75, "memory_mb": 1024}}},
-        {"type": "alert_sent", "in_reply_to": 3, "job_id": "job-9",
-         "alert": "Job failed after 3 retries: Connection timeout"},
-        {"type": "job_stats", "in_reply_to": 4, "total": 2, "completed": 1, "failed": 1,
-         "avg_duration_ms": 60000},
+        {
+            "src": "monitor",
+            "dest": "worker",
+            "body": {
+                "type": "status_updated",
+                "in_reply_to": 1,
+                "job_id": "job-123",
+                "status": "running",
+                "progress": 25,
+            },
+        },
+        {
+            "src": "monitor",
+            "dest": "worker",
+            "body": {
+                "type": "job_completed",
+                "in_reply_to": 1,
+                "job_id": "job-123",
+                "duration_ms": 60000,
+                "resource_usage": {"cpu_percent": 75, "memory_mb": 1024},
+            },
+        },
+        {
+            "type": "alert_sent",
+            "in_reply_to": 3,
+            "job_id": "job-9",
+            "alert": "Job failed after 3 retries: Connection timeout",
+        },
+        {
+            "type": "job_stats",
+            "in_reply_to": 4,
+            "total": 2,
+            "completed": 1,
+            "failed": 1,
+            "avg_duration_ms": 60000,
+        },
     ]
     # The alert is also a structured log line on stderr; stdout carries only replies.
-    alert = orjson.loads(next(l for l in result.stderr.splitlines() if b'"jobmon.alert"' in l))
+    alert = orjson.loads(next(x for x in result.stderr.splitlines() if b'"jobmon.alert"' in x))
     assert alert["job_id"] == "job-9" and alert["kind"] == "failed" and alert["state"] == "firing"
 
 
 def test_stdio_answers_each_line_before_the_next_arrives() -> None:
-    proc = subprocess.Popen(jobmon_cmd("stdio"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        jobmon_cmd("stdio"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     assert proc.stdin is not None and proc.stdout is not None
     try:
         for msg_id in range(3):
@@ -64,10 +117,16 @@ def test_stdio_answers_each_line_before_the_next_arrives() -> None:
 def test_send_prints_replies(tmp_path: Path) -> None:
     with ServerProcess(tmp_path / "data") as server:
         result = subprocess.run(
-            jobmon_cmd("send", "--port", str(server.port),
-                       '{"type":"update_status","msg_id":1,"job_id":"a","status":"running"}',
-                       '{"type":"get_stats","msg_id":2}'),
-            capture_output=True, text=True, timeout=60,
+            jobmon_cmd(
+                "send",
+                "--port",
+                str(server.port),
+                '{"type":"update_status","msg_id":1,"job_id":"a","status":"running"}',
+                '{"type":"get_stats","msg_id":2}',
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.splitlines() == [
@@ -76,7 +135,9 @@ def test_send_prints_replies(tmp_path: Path) -> None:
         ]
         piped = subprocess.run(
             jobmon_cmd("send", "--port", str(server.port)),
-            input='{"type":"get_job","msg_id":3,"job_id":"a"}\n', capture_output=True, text=True,
+            input='{"type":"get_job","msg_id":3,"job_id":"a"}\n',
+            capture_output=True,
+            text=True,
             timeout=60,
         )
         assert orjson.loads(piped.stdout)["job"]["status"] == "running"
@@ -84,8 +145,12 @@ def test_send_prints_replies(tmp_path: Path) -> None:
 
 
 def test_send_reports_an_unreachable_server(tmp_path: Path) -> None:
-    result = subprocess.run(jobmon_cmd("send", "--port", "1", '{"type":"get_stats"}'),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        jobmon_cmd("send", "--port", "1", '{"type":"get_stats"}'),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "cannot connect to 127.0.0.1:1" in result.stderr
 
@@ -95,8 +160,10 @@ def test_serve_flags_come_from_the_environment(tmp_path: Path) -> None:
 
     env = {**os.environ, "JOBMON_MAX_RETRIES": "0", "JOBMON_NODE_ID": "n7"}
     proc = subprocess.Popen(
-        jobmon_cmd("serve", "--port", "0", "--in-memory"), env=env,
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        jobmon_cmd("serve", "--port", "0", "--in-memory"),
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
     )
     try:
         assert proc.stderr is not None
@@ -107,9 +174,15 @@ def test_serve_flags_come_from_the_environment(tmp_path: Path) -> None:
                 break
         assert port is not None
         result = subprocess.run(
-            jobmon_cmd("send", "--port", str(port),
-                       '{"src":"w","dest":"x","body":{"type":"job_failed","msg_id":1,"job_id":"a"}}'),
-            capture_output=True, text=True, timeout=60,
+            jobmon_cmd(
+                "send",
+                "--port",
+                str(port),
+                '{"src":"w","dest":"x","body":{"type":"job_failed","msg_id":1,"job_id":"a"}}',
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert orjson.loads(result.stdout)["body"]["type"] == "alert_sent"  # max_retries 0
     finally:

@@ -17,11 +17,20 @@ async def pipeline(port: int, conn_index: int, count: int) -> list[int]:
     for msg_id in range(count):
         kind = msg_id % 4
         if kind == 0:
-            body = {"type": "update_status", "msg_id": msg_id, "job_id": f"c{conn_index}-{msg_id % 50}",
-                    "status": "running", "progress": msg_id % 101}
+            body = {
+                "type": "update_status",
+                "msg_id": msg_id,
+                "job_id": f"c{conn_index}-{msg_id % 50}",
+                "status": "running",
+                "progress": msg_id % 101,
+            }
         elif kind == 1:
-            body = {"type": "job_completed", "msg_id": msg_id, "job_id": f"c{conn_index}-{msg_id % 50}",
-                    "duration_ms": 10}
+            body = {
+                "type": "job_completed",
+                "msg_id": msg_id,
+                "job_id": f"c{conn_index}-{msg_id % 50}",
+                "duration_ms": 10,
+            }
         elif kind == 2:
             body = {"type": "bogus", "msg_id": msg_id}  # errors must keep their place too
         else:
@@ -33,7 +42,9 @@ async def pipeline(port: int, conn_index: int, count: int) -> list[int]:
     return got
 
 
-async def test_replies_come_back_in_order_across_many_pipelining_connections(server: Server) -> None:
+async def test_replies_come_back_in_order_across_many_pipelining_connections(
+    server: Server,
+) -> None:
     count = 3000
     results = await asyncio.gather(*(pipeline(server.port, i, count) for i in range(20)))
     for got in results:
@@ -45,8 +56,9 @@ async def test_a_client_that_stops_reading_is_paused_not_buffered(server: Server
     client = await LineClient.connect(server.port)
     request = orjson.dumps({"type": "list_jobs", "msg_id": 1}) + b"\n"
     # Fill some jobs so every list_jobs reply is large.
-    await client.send(*({"type": "update_status", "job_id": f"job-{i}", "status": "running"}
-                        for i in range(100)))
+    await client.send(
+        *({"type": "update_status", "job_id": f"job-{i}", "status": "running"} for i in range(100))
+    )
     for _ in range(100):
         await client.read()
     reply_size = len(await client.read_line()) if await client.send_raw(request) is None else 0
@@ -77,7 +89,9 @@ async def test_a_client_that_stops_reading_is_paused_not_buffered(server: Server
 async def test_server_survives_abrupt_disconnects(server: Server) -> None:
     for _ in range(5):
         client = await LineClient.connect(server.port)
-        await client.send_raw(b'{"type":"update_status","job_id":"x","status":"running"}\n{"type":"get_')
+        await client.send_raw(
+            b'{"type":"update_status","job_id":"x","status":"running"}\n{"type":"get_'
+        )
         client.writer.transport.abort()
     survivor = await LineClient.connect(server.port)
     reply = await survivor.request({"type": "get_job", "msg_id": 1, "job_id": "x"})

@@ -21,11 +21,24 @@ async def report_many(port: int, count: int) -> list[dict[str, object]]:
         bodies = []
         for i in range(conn, count, 4):
             if i % 3 == 2:
-                bodies.append({"type": "job_completed", "msg_id": i, "job_id": f"job-{i % 97}",
-                               "duration_ms": i})
+                bodies.append(
+                    {
+                        "type": "job_completed",
+                        "msg_id": i,
+                        "job_id": f"job-{i % 97}",
+                        "duration_ms": i,
+                    }
+                )
             else:
-                bodies.append({"type": "update_status", "msg_id": i, "job_id": f"job-{i % 97}",
-                               "status": "running", "progress": i % 101})
+                bodies.append(
+                    {
+                        "type": "update_status",
+                        "msg_id": i,
+                        "job_id": f"job-{i % 97}",
+                        "status": "running",
+                        "progress": i % 101,
+                    }
+                )
         await client.send(*bodies)
         replies = [await client.read() for _ in bodies]
         await client.close()
@@ -91,7 +104,9 @@ async def test_damage_before_the_tail_refuses_to_start(data_dir: Path) -> None:
     journal.write_bytes(bytes(data))
     result = subprocess.run(
         jobmon_cmd("serve", "--port", "0", "--data-dir", str(data_dir)),
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
     assert f"{journal}: damaged at byte offset {first_end + 1}" in result.stderr
@@ -101,8 +116,9 @@ async def test_damage_before_the_tail_refuses_to_start(data_dir: Path) -> None:
 async def test_sigterm_answers_flushes_and_exits_zero(data_dir: Path) -> None:
     with ServerProcess(data_dir, "--fsync", "no") as server:
         client = await LineClient.connect(server.port)
-        reply = await client.request({"type": "job_completed", "msg_id": 1, "job_id": "a",
-                                      "duration_ms": 5})
+        reply = await client.request(
+            {"type": "job_completed", "msg_id": 1, "job_id": "a", "duration_ms": 5}
+        )
         assert reply["type"] == "job_completed"
         assert server.terminate() == 0
         assert await client.reader.read() == b""  # closed by the server
@@ -113,17 +129,27 @@ async def test_sigterm_answers_flushes_and_exits_zero(data_dir: Path) -> None:
     with ServerProcess(data_dir) as restarted:
         stats, _ = await snapshot_of_state(restarted.port)
         restarted.terminate()
-    assert stats == {"type": "job_stats", "total": 1, "completed": 1, "failed": 0, "avg_duration_ms": 5}
+    assert stats == {
+        "type": "job_stats",
+        "total": 1,
+        "completed": 1,
+        "failed": 0,
+        "avg_duration_ms": 5,
+    }
 
 
 async def test_compaction_keeps_state_and_bounds_the_journal(start_server, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
     async with start_server(data_dir=data_dir, compact_min_bytes=20_000) as server:
+        # Alerts too, before the snapshot: one still open, one resolved.
+        client = await LineClient.connect(server.port)
+        for job_id in ("alerting", "recovered"):
+            await client.request(
+                {"type": "job_failed", "job_id": job_id, "error": "disk full", "retries": 3}
+            )
+        await client.request({"type": "job_completed", "job_id": "recovered", "duration_ms": 7})
+        await client.close()
         replies = await report_many(server.port, 3000)
         assert len(replies) == 3000
-        # Alerts too: an open one must survive compaction and restart.
-        client = await LineClient.connect(server.port)
-        await client.request({"type": "job_failed", "job_id": "job-5", "error": "disk full", "retries": 3})
-        await client.close()
         await server.engine.wait_background()
         assert server.data_dir is not None and server.data_dir.compactions >= 1
         before = await snapshot_of_state(server.port)
@@ -131,6 +157,11 @@ async def test_compaction_keeps_state_and_bounds_the_journal(start_server, data_
     snapshots = sorted(data_dir.glob("snapshot-*.json"))
     journals = sorted(data_dir.glob("journal-*.log"))
     assert len(snapshots) == 1
+    snapshot_body = orjson.loads(snapshots[0].read_bytes().split(b"\n")[1])
+    assert [row[1:3] for row in snapshot_body["alerts"]] == [
+        ["alerting", "failed"],
+        ["recovered", "failed"],
+    ]
     # Only journals from the snapshot's generation on are kept.
     assert [p.name[8:14] for p in journals] >= [snapshots[0].name[9:15]]
     assert sum(p.stat().st_size for p in journals) < 60_000
@@ -139,7 +170,9 @@ async def test_compaction_keeps_state_and_bounds_the_journal(start_server, data_
         assert [a.to_row() for a in restarted.node.store.recent_alerts()] == alerts_before
         # The restored open alert is still the same incident: no second alert.
         client = await LineClient.connect(restarted.port)
-        await client.request({"type": "job_failed", "job_id": "job-5", "error": "disk full", "retries": 3})
+        await client.request(
+            {"type": "job_failed", "job_id": "alerting", "error": "disk full", "retries": 3}
+        )
         await client.close()
         assert len(restarted.node.store.recent_alerts()) == len(alerts_before)
 
@@ -149,8 +182,12 @@ async def test_offline_compact_command(data_dir: Path) -> None:
         await report_many(server.port, 500)
         before = await snapshot_of_state(server.port)
         server.terminate()
-    result = subprocess.run(jobmon_cmd("compact", "--data-dir", str(data_dir)),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        jobmon_cmd("compact", "--data-dir", str(data_dir)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "compacted 97 jobs" in result.stderr
     (journal,) = data_dir.glob("journal-*.log")
@@ -160,7 +197,9 @@ async def test_offline_compact_command(data_dir: Path) -> None:
         restarted.terminate()
 
 
-async def test_default_max_retries_change_does_not_rewrite_history(start_server, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_default_max_retries_change_does_not_rewrite_history(
+    start_server, data_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
     async with start_server(data_dir=data_dir, max_retries=2) as server:
         client = await LineClient.connect(server.port)
         reply = await client.request({"type": "job_failed", "job_id": "a", "retries": 2})

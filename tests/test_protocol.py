@@ -44,29 +44,49 @@ async def test_seed_cases_in_maelstrom_envelopes(client: LineClient) -> None:
         {
             "src": "worker",
             "dest": "monitor",
-            "body": {"type": "update_status", "msg_id": 1, "job_id": "job-123",
-                     "status": "running", "progress": 25},
+            "body": {
+                "type": "update_status",
+                "msg_id": 1,
+                "job_id": "job-123",
+                "status": "running",
+                "progress": 25,
+            },
         }
     )
     assert await client.read() == {
         "src": "monitor",
         "dest": "worker",
-        "body": {"type": "status_updated", "in_reply_to": 1, "job_id": "job-123",
-                 "status": "running", "progress": 25},
+        "body": {
+            "type": "status_updated",
+            "in_reply_to": 1,
+            "job_id": "job-123",
+            "status": "running",
+            "progress": 25,
+        },
     }
     await client.send(
         {
             "src": "worker",
             "dest": "monitor",
-            "body": {"type": "job_completed", "msg_id": 1, "job_id": "job-123", "duration_ms": 60000,
-                     "resource_usage": {"cpu_percent": 75, "memory_mb": 1024}},
+            "body": {
+                "type": "job_completed",
+                "msg_id": 1,
+                "job_id": "job-123",
+                "duration_ms": 60000,
+                "resource_usage": {"cpu_percent": 75, "memory_mb": 1024},
+            },
         }
     )
     assert await client.read() == {
         "src": "monitor",
         "dest": "worker",
-        "body": {"type": "job_completed", "in_reply_to": 1, "job_id": "job-123",
-                 "duration_ms": 60000, "resource_usage": {"cpu_percent": 75, "memory_mb": 1024}},
+        "body": {
+            "type": "job_completed",
+            "in_reply_to": 1,
+            "job_id": "job-123",
+            "duration_ms": 60000,
+            "resource_usage": {"cpu_percent": 75, "memory_mb": 1024},
+        },
     }
 
 
@@ -75,9 +95,13 @@ async def test_reply_without_msg_id_has_no_in_reply_to(client: LineClient) -> No
     assert reply == {"type": "status_updated", "job_id": "a", "status": "queued", "progress": 0}
 
 
-async def test_blank_lines_are_ignored_and_a_last_line_without_newline_counts(server: Server) -> None:
+async def test_blank_lines_are_ignored_and_a_last_line_without_newline_counts(
+    server: Server,
+) -> None:
     client = await LineClient.connect(server.port)
-    await client.send_raw(b'\n  \n{"type":"get_stats","msg_id":7}\n\n{"type":"get_stats","msg_id":8}')
+    await client.send_raw(
+        b'\n  \n{"type":"get_stats","msg_id":7}\n\n{"type":"get_stats","msg_id":8}'
+    )
     client.writer.write_eof()
     assert (await client.read())["in_reply_to"] == 7
     assert (await client.read())["in_reply_to"] == 8
@@ -87,8 +111,11 @@ async def test_blank_lines_are_ignored_and_a_last_line_without_newline_counts(se
 
 async def test_init_names_the_node(client: LineClient, server: Server) -> None:
     reply = await client.request(
-        {"src": "c1", "dest": "n1", "body": {"type": "init", "msg_id": 1, "node_id": "n1",
-                                            "node_ids": ["n1", "n2"]}}
+        {
+            "src": "c1",
+            "dest": "n1",
+            "body": {"type": "init", "msg_id": 1, "node_id": "n1", "node_ids": ["n1", "n2"]},
+        }
     )
     assert reply == {"src": "n1", "dest": "c1", "body": {"type": "init_ok", "in_reply_to": 1}}
     assert server.node.node_id == "n1"
@@ -106,56 +133,103 @@ BAD_REQUESTS = [
     (b'{"type": "get_stats", "msg_id": "5"}', {"type": "error", "code": 12}),
     (b'{"type": "get_stats", "msg_id": -1}', {"type": "error", "code": 12}),
     (b'{"type": "get_stats", "msg_id": 1.5}', {"type": "error", "code": 12}),
-    (b'{"type": "update_status", "msg_id": 1, "status": "running"}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "update_status", "msg_id": 1, "job_id": "", "status": "running"}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "update_status", "msg_id": 1, "job_id": 42, "status": "running"}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "update_status", "msg_id": 1, "job_id": "j", "status": "sleeping"}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "update_status", "msg_id": 1, "job_id": "j", "status": ["running"]}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "update_status", "msg_id": 1, "job_id": "j", "status": "running", "progress": 150}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "update_status", "msg_id": 1, "job_id": "j", "status": "running", "progress": -1}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "update_status", "msg_id": 1, "job_id": "j", "status": "running", "progress": true}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "update_status", "msg_id": 1, "job_id": "j", "status": "running", "max_retries": -2}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "job_completed", "msg_id": 1, "job_id": "j", "duration_ms": -5}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "job_completed", "msg_id": 1, "job_id": "j", "duration_ms": "5"}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "job_completed", "msg_id": 1, "job_id": "j", "duration_ms": 5, "resource_usage": [1]}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "job_completed", "msg_id": 1, "job_id": "j", "duration_ms": 5,'
-     b' "resource_usage": {"memory_mb": -1}}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "job_completed", "msg_id": 1, "job_id": "j", "duration_ms": 5,'
-     b' "resource_usage": {"cpu_percent": "high"}}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "job_completed", "msg_id": 1, "job_id": "never-ran"}',
-     {"type": "error", "in_reply_to": 1, "code": 22}),
-    (b'{"type": "job_failed", "msg_id": 1, "job_id": "j", "retries": -1}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "job_failed", "msg_id": 1, "job_id": "j", "retries": 1.5}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "job_failed", "msg_id": 1, "job_id": "j", "error": 404}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "get_job", "msg_id": 1, "job_id": "nobody"}',
-     {"type": "error", "in_reply_to": 1, "code": 20}),
-    (b'{"type": "list_jobs", "msg_id": 1, "limit": 0}', {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "list_jobs", "msg_id": 1, "status": "weird"}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
-    (b'{"type": "list_jobs", "msg_id": 1, "cursor": "abc"}',
-     {"type": "error", "in_reply_to": 1, "code": 12}),
+    (
+        b'{"type": "update_status", "msg_id": 1, "status": "running"}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "update_status", "msg_id": 1, "job_id": "", "status": "running"}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "update_status", "msg_id": 1, "job_id": 42, "status": "running"}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "update_status", "msg_id": 1, "job_id": "j", "status": "sleeping"}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "update_status", "msg_id": 1, "job_id": "j", "status": ["running"]}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "update_status", "msg_id": 1, "job_id": "j", "status": "running", "progress": 150}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "update_status", "msg_id": 1, "job_id": "j", "status": "running", "progress": -1}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "update_status", "msg_id": 1, "job_id": "j", "status": "running", "progress": true}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "update_status", "msg_id": 1, "job_id": "j", "status": "running", "max_retries": -2}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "job_completed", "msg_id": 1, "job_id": "j", "duration_ms": -5}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "job_completed", "msg_id": 1, "job_id": "j", "duration_ms": "5"}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "job_completed", "msg_id": 1, "job_id": "j", "duration_ms": 5, "resource_usage": [1]}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "job_completed", "msg_id": 1, "job_id": "j", "duration_ms": 5,'
+        b' "resource_usage": {"memory_mb": -1}}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "job_completed", "msg_id": 1, "job_id": "j", "duration_ms": 5,'
+        b' "resource_usage": {"cpu_percent": "high"}}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "job_completed", "msg_id": 1, "job_id": "never-ran"}',
+        {"type": "error", "in_reply_to": 1, "code": 22},
+    ),
+    (
+        b'{"type": "job_failed", "msg_id": 1, "job_id": "j", "retries": -1}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "job_failed", "msg_id": 1, "job_id": "j", "retries": 1.5}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "job_failed", "msg_id": 1, "job_id": "j", "error": 404}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "get_job", "msg_id": 1, "job_id": "nobody"}',
+        {"type": "error", "in_reply_to": 1, "code": 20},
+    ),
+    (
+        b'{"type": "list_jobs", "msg_id": 1, "limit": 0}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "list_jobs", "msg_id": 1, "status": "weird"}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
+    (
+        b'{"type": "list_jobs", "msg_id": 1, "cursor": "abc"}',
+        {"type": "error", "in_reply_to": 1, "code": 12},
+    ),
     (b'{"type": "init", "msg_id": 1}', {"type": "error", "in_reply_to": 1, "code": 12}),
 ]
 
 
-@pytest.mark.parametrize(("line", "expected"), BAD_REQUESTS, ids=[r[0].decode()[:60] for r in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    ("line", "expected"), BAD_REQUESTS, ids=[r[0].decode()[:60] for r in BAD_REQUESTS]
+)
 async def test_bad_input_gets_an_error_and_changes_nothing(
     client: LineClient, server: Server, line: bytes, expected: dict[str, object]
 ) -> None:
@@ -176,7 +250,9 @@ async def test_error_texts_name_the_problem(client: LineClient) -> None:
         {"type": "update_status", "msg_id": 1, "job_id": "j", "status": "running", "progress": 150}
     )
     assert reply["text"] == "progress must be between 0 and 100, got 150"
-    reply = await client.request({"type": "update_status", "msg_id": 2, "job_id": "j", "status": "zzz"})
+    reply = await client.request(
+        {"type": "update_status", "msg_id": 2, "job_id": "j", "status": "zzz"}
+    )
     assert reply["text"] == (
         'unknown status a string "zzz": expected one of '
         "pending, queued, running, retrying, completed, failed, cancelled"
@@ -201,8 +277,13 @@ async def test_errors_in_envelopes_are_enveloped(client: LineClient) -> None:
 async def test_too_long_line_is_refused_and_the_connection_carries_on(start_server) -> None:  # type: ignore[no-untyped-def]
     async with start_server(max_line_bytes=1000) as server:
         client = await LineClient.connect(server.port)
-        long_body = {"type": "update_status", "msg_id": 1, "job_id": "j", "status": "running",
-                     "pad": "x" * 5000}
+        long_body = {
+            "type": "update_status",
+            "msg_id": 1,
+            "job_id": "j",
+            "status": "running",
+            "pad": "x" * 5000,
+        }
         # Sent in small pieces, so the server sees the line grow past the limit.
         data = orjson.dumps(long_body) + b"\n" + b'{"type":"get_stats","msg_id":2}\n'
         for start in range(0, len(data), 700):
@@ -210,8 +291,14 @@ async def test_too_long_line_is_refused_and_the_connection_carries_on(start_serv
         reply = await client.read()
         assert reply["code"] == 12 and "longer than 1000 bytes" in reply["text"]
         assert "in_reply_to" not in reply
-        assert await client.read() == {"type": "job_stats", "in_reply_to": 2, "total": 0,
-                                       "completed": 0, "failed": 0, "avg_duration_ms": 0}
+        assert await client.read() == {
+            "type": "job_stats",
+            "in_reply_to": 2,
+            "total": 0,
+            "completed": 0,
+            "failed": 0,
+            "avg_duration_ms": 0,
+        }
         # A too-long line arriving in one piece is refused the same way.
         await client.send_raw(orjson.dumps(long_body) + b'\n{"type":"get_stats","msg_id":3}\n')
         assert (await client.read())["code"] == 12

@@ -7,8 +7,12 @@ from jobmon.clock import FakeClock
 from jobmon.server import Server
 
 
-async def status(client: LineClient, job_id: str, status: str, **extra: object) -> dict[str, object]:
-    return await client.request({"type": "update_status", "job_id": job_id, "status": status, **extra})
+async def status(
+    client: LineClient, job_id: str, status: str, **extra: object
+) -> dict[str, object]:
+    return await client.request(
+        {"type": "update_status", "job_id": job_id, "status": status, **extra}
+    )
 
 
 async def get_job(client: LineClient, job_id: str) -> dict[str, object]:
@@ -36,8 +40,14 @@ async def test_get_job_returns_the_whole_record(client: LineClient, clock: FakeC
     clock.current = 1_795_000_000.25
     await status(client, "backup", "running", progress=10, max_retries=5)
     clock.advance(90)
-    await client.request({"type": "job_completed", "job_id": "backup", "duration_ms": 90000,
-                          "resource_usage": {"cpu_percent": 180, "memory_mb": 512, "io_mb": 3}})
+    await client.request(
+        {
+            "type": "job_completed",
+            "job_id": "backup",
+            "duration_ms": 90000,
+            "resource_usage": {"cpu_percent": 180, "memory_mb": 512, "io_mb": 3},
+        }
+    )
     assert await get_job(client, "backup") == {
         "job_id": "backup",
         "status": "completed",
@@ -55,14 +65,21 @@ async def test_get_job_returns_the_whole_record(client: LineClient, clock: FakeC
     }
 
 
-async def test_duration_is_computed_from_running_when_absent(client: LineClient, clock: FakeClock) -> None:
+async def test_duration_is_computed_from_running_when_absent(
+    client: LineClient, clock: FakeClock
+) -> None:
     await status(client, "etl", "queued")
     clock.advance(5)
     await status(client, "etl", "running")
     clock.advance(2.5)
     reply = await client.request({"type": "job_completed", "msg_id": 9, "job_id": "etl"})
-    assert reply == {"type": "job_completed", "in_reply_to": 9, "job_id": "etl",
-                     "duration_ms": 2500, "resource_usage": {}}
+    assert reply == {
+        "type": "job_completed",
+        "in_reply_to": 9,
+        "job_id": "etl",
+        "duration_ms": 2500,
+        "resource_usage": {},
+    }
     # A completed job has no running run any more: no duration can be computed.
     again = await client.request({"type": "job_completed", "msg_id": 10, "job_id": "etl"})
     assert again["type"] == "error" and again["code"] == 22
@@ -98,28 +115,57 @@ async def test_status_set_completed_counts_but_adds_no_duration(client: LineClie
 
 
 async def test_retries_then_failure_alert(client: LineClient, server: Server) -> None:
-    reply = await client.request({"type": "job_failed", "msg_id": 1, "job_id": "sync",
-                                  "error": "Connection timeout", "retries": 1})
-    assert reply == {"type": "job_failed", "in_reply_to": 1, "job_id": "sync",
-                     "error": "Connection timeout", "retries": 1, "will_retry": True}
+    reply = await client.request(
+        {
+            "type": "job_failed",
+            "msg_id": 1,
+            "job_id": "sync",
+            "error": "Connection timeout",
+            "retries": 1,
+        }
+    )
+    assert reply == {
+        "type": "job_failed",
+        "in_reply_to": 1,
+        "job_id": "sync",
+        "error": "Connection timeout",
+        "retries": 1,
+        "will_retry": True,
+    }
     assert (await get_job(client, "sync"))["status"] == "retrying"
     assert server.node.store.recent_alerts() == []
-    reply = await client.request({"type": "job_failed", "msg_id": 2, "job_id": "sync",
-                                  "error": "Connection timeout", "retries": 3})
-    assert reply == {"type": "alert_sent", "in_reply_to": 2, "job_id": "sync",
-                     "alert": "Job failed after 3 retries: Connection timeout"}
+    reply = await client.request(
+        {
+            "type": "job_failed",
+            "msg_id": 2,
+            "job_id": "sync",
+            "error": "Connection timeout",
+            "retries": 3,
+        }
+    )
+    assert reply == {
+        "type": "alert_sent",
+        "in_reply_to": 2,
+        "job_id": "sync",
+        "alert": "Job failed after 3 retries: Connection timeout",
+    }
     job = await get_job(client, "sync")
-    assert job["status"] == "failed" and job["error"] == "Connection timeout" and job["retries"] == 3
+    assert (
+        job["status"] == "failed" and job["error"] == "Connection timeout" and job["retries"] == 3
+    )
     alerts = server.node.store.recent_alerts()
     assert [(a.job_id, a.kind, a.text) for a in alerts] == [
         ("sync", "failed", "Job failed after 3 retries: Connection timeout")
     ]
 
 
-async def test_repeated_exhausted_failure_is_one_incident(client: LineClient, server: Server) -> None:
+async def test_repeated_exhausted_failure_is_one_incident(
+    client: LineClient, server: Server
+) -> None:
     for msg_id in (1, 2, 3):
-        reply = await client.request({"type": "job_failed", "msg_id": msg_id, "job_id": "j",
-                                      "error": "boom", "retries": 3})
+        reply = await client.request(
+            {"type": "job_failed", "msg_id": msg_id, "job_id": "j", "error": "boom", "retries": 3}
+        )
         assert reply["type"] == "alert_sent"
     assert len(server.node.store.recent_alerts()) == 1
     assert (await get_job(client, "j"))["runs"] == 1
@@ -135,19 +181,26 @@ async def test_repeated_exhausted_failure_is_one_incident(client: LineClient, se
 
 async def test_max_retries_per_job_and_per_request(client: LineClient) -> None:
     await status(client, "a", "running", max_retries=1)
-    assert (await client.request({"type": "job_failed", "job_id": "a", "retries": 1}))["type"] == "alert_sent"
-    reply = await client.request({"type": "job_failed", "job_id": "b", "retries": 4, "max_retries": 5})
+    assert (await client.request({"type": "job_failed", "job_id": "a", "retries": 1}))[
+        "type"
+    ] == "alert_sent"
+    reply = await client.request(
+        {"type": "job_failed", "job_id": "b", "retries": 4, "max_retries": 5}
+    )
     assert reply["will_retry"] is True
     assert (await get_job(client, "b"))["max_retries"] == 5
-    reply = await client.request({"type": "job_failed", "job_id": "c", "error": "x", "retries": 0,
-                                  "max_retries": 0})
+    reply = await client.request(
+        {"type": "job_failed", "job_id": "c", "error": "x", "retries": 0, "max_retries": 0}
+    )
     assert reply["alert"] == "Job failed after 0 retries: x"
 
 
 async def test_server_default_max_retries(start_server) -> None:  # type: ignore[no-untyped-def]
     async with start_server(max_retries=1) as server:
         client = await LineClient.connect(server.port)
-        reply = await client.request({"type": "job_failed", "job_id": "a", "error": "e", "retries": 1})
+        reply = await client.request(
+            {"type": "job_failed", "job_id": "a", "error": "e", "retries": 1}
+        )
         assert reply["type"] == "alert_sent"
         assert (await get_job(client, "a"))["max_retries"] == 1
         await client.close()
@@ -175,8 +228,19 @@ async def test_stats_mean_is_integer_when_whole_else_exact(client: LineClient) -
 
 
 async def test_stats_counts_follow_every_transition(client: LineClient, server: Server) -> None:
-    sequence = ["pending", "queued", "running", "retrying", "running", "failed", "queued",
-                "running", "cancelled", "running", "completed"]
+    sequence = [
+        "pending",
+        "queued",
+        "running",
+        "retrying",
+        "running",
+        "failed",
+        "queued",
+        "running",
+        "cancelled",
+        "running",
+        "completed",
+    ]
     for index, name in enumerate(sequence):
         await status(client, f"j{index % 3}", name)
     store = server.node.store
@@ -204,8 +268,16 @@ async def test_list_jobs_pages_with_a_cursor(client: LineClient) -> None:
             break
     assert seen == [f"job-{i:02d}" for i in range(25)]
     reply = await client.request({"type": "list_jobs", "status": "completed", "limit": 5})
-    assert [job["job_id"] for job in reply["jobs"]] == ["job-01", "job-03", "job-05", "job-07", "job-09"]
-    rest = await client.request({"type": "list_jobs", "status": "completed", "cursor": reply["next_cursor"]})
+    assert [job["job_id"] for job in reply["jobs"]] == [
+        "job-01",
+        "job-03",
+        "job-05",
+        "job-07",
+        "job-09",
+    ]
+    rest = await client.request(
+        {"type": "list_jobs", "status": "completed", "cursor": reply["next_cursor"]}
+    )
     assert [job["job_id"] for job in rest["jobs"]] == [f"job-{i:02d}" for i in range(11, 25, 2)]
     assert rest["next_cursor"] is None
     default = await client.request({"type": "list_jobs"})

@@ -1,9 +1,8 @@
-"""The command line: ``jobmon serve | stdio | send | compact``; every serve flag also reads JOBMON_*."""
+"""The command line: ``jobmon serve | stdio | send | compact``; serve flags also read JOBMON_*."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import socket
 import sys
@@ -38,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the TCP server (env: JOBMON_<FLAG>)")
     _add_connect_flags(serve)
-    serve.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", str(defaults.data_dir))))
+    serve.add_argument(
+        "--data-dir", type=Path, default=Path(_env("DATA_DIR", str(defaults.data_dir)))
+    )
     serve.add_argument(
         "--in-memory",
         action="store_true",
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--fsync", choices=FSYNC_POLICIES, default=_env("FSYNC", defaults.fsync))
     serve.add_argument(
-        "--max-retries", type=_positive_int, default=int(_env("MAX_RETRIES", str(defaults.max_retries)))
+        "--max-retries",
+        type=_positive_int,
+        default=int(_env("MAX_RETRIES", str(defaults.max_retries))),
     )
     serve.add_argument(
         "--max-line-bytes",
@@ -73,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connect_flags(send)
     send.add_argument("messages", nargs="*", help="JSON messages; read from stdin when none")
 
-    compact = sub.add_parser("compact", help="offline: snapshot the data dir, start a fresh journal")
-    compact.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", str(defaults.data_dir))))
+    compact = sub.add_parser(
+        "compact", help="offline: snapshot the data dir, start a fresh journal"
+    )
+    compact.add_argument(
+        "--data-dir", type=Path, default=Path(_env("DATA_DIR", str(defaults.data_dir)))
+    )
     return parser
 
 

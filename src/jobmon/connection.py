@@ -130,7 +130,12 @@ class Connection(asyncio.Protocol):
         self._close_when_answered()
 
     def _close_when_answered(self) -> None:
-        if self.input_ended and not self.inbox and not self.scheduled and self.transport is not None:
+        if (
+            self.input_ended
+            and not self.inbox
+            and not self.scheduled
+            and self.transport is not None
+        ):
             self.transport.close()
 
     # -- flow control -----------------------------------------------------------

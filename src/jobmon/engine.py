@@ -20,11 +20,11 @@ from typing import Protocol
 import orjson
 
 from .clock import Clock, iso
+from .connection import TURN_OUTPUT_BUDGET
 from .errors import Code, RequestError
 from .model import Alert
 from .node import Node
 from .persistence import DataDir
-from .connection import TURN_OUTPUT_BUDGET
 from .protocol import Request, encode, error_body
 
 log = logging.getLogger("jobmon.engine")
@@ -102,7 +102,11 @@ class Engine:
                         msg_id, Code.CRASH, f"internal error while handling {handler.name}; logged"
                     )
                     self.errors_replied += 1
-            line = _dumps(body, option=_NEWLINE) if frame is None else encode(frame, body, node.node_id)
+            line = (
+                _dumps(body, option=_NEWLINE)
+                if frame is None
+                else encode(frame, body, node.node_id)
+            )
             out.append(line)
             size += len(line)
         self.requests_handled += len(out)
@@ -172,7 +176,7 @@ class Engine:
         task.add_done_callback(self._background_done)
 
     def _background_done(self, task: asyncio.Future[None]) -> None:
-        self._background.discard(task)  # type: ignore[arg-type]
+        self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background work failed", exc_info=task.exception())
 

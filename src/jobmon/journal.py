@@ -62,7 +62,9 @@ def read_records(path: Path, allow_torn_tail: bool) -> Iterator[tuple[float, str
             log.warning(
                 "journal %s: dropped a torn last frame at offset %d (%d bytes): "
                 "the process stopped mid-write; none of its requests were acknowledged",
-                path, offset, end - offset,
+                path,
+                offset,
+                end - offset,
             )
             with open(path, "r+b") as f:
                 f.truncate(offset)

@@ -95,15 +95,15 @@ class Alert:
     def to_row(self) -> list[Any]:
         return [self.alert_id, self.job_id, self.kind, self.text, self.fired_at, self.resolved_at]
 
+    @classmethod
+    def from_row(cls, row: list[Any]) -> Alert:
+        alert = cls(row[0], row[1], row[2], row[3], row[4])
+        alert.resolved_at = row[5]
+        return alert
+
 
 def snapshot_default(value: Any) -> Any:
     """orjson's hook for what it cannot write itself: a job's open alert, by id."""
     if isinstance(value, Alert):
         return value.alert_id
     raise TypeError(f"cannot snapshot {type(value).__name__}")
-
-    @classmethod
-    def from_row(cls, row: list[Any]) -> Alert:
-        alert = cls(row[0], row[1], row[2], row[3], row[4])
-        alert.resolved_at = row[5]
-        return alert

@@ -57,7 +57,8 @@ def _snapshot(dir_: Path, gen: int) -> Path:
 
 
 def _generations(dir_: Path) -> tuple[list[int], list[int]]:
-    journals, snapshots = [], []
+    journals: list[int] = []
+    snapshots: list[int] = []
     for path in dir_.iterdir():
         match = _FILE.match(path.name)
         if match:
@@ -164,7 +165,9 @@ class DataDir:
             _, status = os.waitpid(pid, 0)
             if os.waitstatus_to_exitcode(status) != 0:
                 # Nothing is lost: the older snapshot and journals are all still there.
-                log.error("compaction %d failed (child exit status %d); will retry", generation, status)
+                log.error(
+                    "compaction %d failed (child exit status %d); will retry", generation, status
+                )
                 return
             self.snapshot_bytes = _snapshot(self.path, generation).stat().st_size
             self._delete_older_than(generation)

@@ -31,12 +31,23 @@ def decode(line: bytes) -> Request | None:
     except orjson.JSONDecodeError as exc:
         if not line.strip():
             return None
-        return (None, None, None, malformed(f"invalid JSON ({exc}): expected one JSON object per line"))
+        return (
+            None,
+            None,
+            None,
+            malformed(f"invalid JSON ({exc}): expected one JSON object per line"),
+        )
     if type(obj) is not dict:
-        return (None, None, None, malformed(
-            f"expected a JSON object, got {type(obj).__name__}: a body such as "
-            '{"type": "get_stats", "msg_id": 1} or an envelope {"src": .., "dest": .., "body": {..}}'
-        ))
+        return (
+            None,
+            None,
+            None,
+            malformed(
+                f"expected a JSON object, got {type(obj).__name__}: a body such as "
+                '{"type": "get_stats", "msg_id": 1} or an envelope '
+                '{"src": .., "dest": .., "body": {..}}'
+            ),
+        )
     frame: Frame = None
     body = obj
     type_ = obj.get("type")
@@ -48,21 +59,32 @@ def decode(line: bytes) -> Request | None:
         type_ = body.get("type")
     msg_id = body.get("msg_id")
     if msg_id is not None and (type(msg_id) is not int or msg_id < 0):
-        return (frame, None, None, malformed(
-            f"msg_id must be an integer >= 0, got {orjson.dumps(msg_id).decode()[:40]}"
-        ))
+        return (
+            frame,
+            None,
+            None,
+            malformed(f"msg_id must be an integer >= 0, got {orjson.dumps(msg_id).decode()[:40]}"),
+        )
     if type(type_) is not str:
         if type_ is None:
-            return (frame, msg_id, None, malformed(
-                f"missing field type: expected one of {_SUPPORTED}"
-            ))
+            return (
+                frame,
+                msg_id,
+                None,
+                malformed(f"missing field type: expected one of {_SUPPORTED}"),
+            )
         return (frame, msg_id, None, malformed("type must be a string"))
     handler = HANDLERS.get(type_)
     if handler is None:
-        return (frame, msg_id, None, RequestError(
-            Code.NOT_SUPPORTED,
-            f"unknown message type {type_[:64]!r}: expected one of {_SUPPORTED}",
-        ))
+        return (
+            frame,
+            msg_id,
+            None,
+            RequestError(
+                Code.NOT_SUPPORTED,
+                f"unknown message type {type_[:64]!r}: expected one of {_SUPPORTED}",
+            ),
+        )
     try:
         return (frame, msg_id, handler, handler.parse(body))
     except RequestError as exc:
@@ -70,10 +92,15 @@ def decode(line: bytes) -> Request | None:
 
 
 def line_too_long(max_line_bytes: int) -> Request:
-    return (None, None, None, malformed(
-        f"line longer than {max_line_bytes} bytes was skipped: "
-        f"send one JSON object per line of at most {max_line_bytes} bytes"
-    ))
+    return (
+        None,
+        None,
+        None,
+        malformed(
+            f"line longer than {max_line_bytes} bytes was skipped: "
+            f"send one JSON object per line of at most {max_line_bytes} bytes"
+        ),
+    )
 
 
 def error_body(msg_id: int | None, code: int, text: str) -> dict[str, Any]:
@@ -87,5 +114,6 @@ def encode(frame: Frame, body: dict[str, Any], node_id: str) -> bytes:
     if frame is None:
         return _dumps(body, option=_NEWLINE)
     src, dest = frame
-    return _dumps({"src": node_id if src is None else src, "dest": dest, "body": body}, option=_NEWLINE)
-
+    return _dumps(
+        {"src": node_id if src is None else src, "dest": dest, "body": body}, option=_NEWLINE
+    )

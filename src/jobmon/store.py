@@ -229,9 +229,7 @@ class Store:
         self.timed_runs = snap["timed_runs"]
         self.duration_sum_ms = snap["duration_sum_ms"]
         self.next_alert_id = snap["next_alert_id"]
-        self.alert_history = deque(
-            (alerts[i] for i in snap["alert_history"]), maxlen=ALERT_HISTORY
-        )
+        self.alert_history = deque((alerts[i] for i in snap["alert_history"]), maxlen=ALERT_HISTORY)
         # Job.from_row, inlined: this loop runs once per job at every start.
         new_job = Job.__new__
         status_by_name = STATUS_BY_NAME

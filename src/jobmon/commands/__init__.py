@@ -14,9 +14,7 @@ class Parse(Protocol):
 
 
 class Apply(Protocol):
-    def __call__(
-        self, node: Node, now: float, args: Any, msg_id: int | None
-    ) -> dict[str, Any]: ...
+    def __call__(self, node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]: ...
 
 
 class Handler(NamedTuple):

@@ -39,7 +39,12 @@ def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, An
     job_id, status, progress, max_retries = args
     job = node.store.update_status(now, job_id, STATUS_BY_NAME[status], progress, max_retries)
     if msg_id is None:
-        return {"type": "status_updated", "job_id": job_id, "status": status, "progress": job.progress}
+        return {
+            "type": "status_updated",
+            "job_id": job_id,
+            "status": status,
+            "progress": job.progress,
+        }
     return {
         "type": "status_updated",
         "in_reply_to": msg_id,
