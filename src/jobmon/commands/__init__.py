@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any, NamedTuple, Protocol
 
@@ -22,10 +23,21 @@ class Handler(NamedTuple):
     mutates: bool  # True: journaled, so replay re-applies it
     parse: Parse
     apply: Apply
+    # The hottest messages also declare a msgspec Struct, decoded and checked in
+    # C, and how to turn it into parse's arguments (protocol.decode's fast path).
+    wire: type | None
+    from_wire: Callable[[Any], tuple[Any, ...]] | None
 
 
 def _handler(module: ModuleType) -> Handler:
-    return Handler(module.NAME, module.MUTATES, module.parse, module.apply)
+    return Handler(
+        module.NAME,
+        module.MUTATES,
+        module.parse,
+        module.apply,
+        getattr(module, "Wire", None),
+        getattr(module, "from_wire", None),
+    )
 
 
 HANDLERS: dict[str, Handler] = {

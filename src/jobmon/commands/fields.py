@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 
 from ..errors import malformed
 
 MAX_JOB_ID_CHARS = 256
+
+# Wire types for the fast path (see protocol.decode): msgspec checks these in C.
+# They must accept only what the validators below accept (Wire structs forbid
+# unknown fields, so extra fields take the general path and are checked there);
+# tests/test_fast_path.py compares the two paths on many inputs.
+WireJobId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_JOB_ID_CHARS)]
+# orjson reads integers past 64 bits as floats; msgspec keeps them exact. Such
+# numbers take the general path, so both paths see the same value.
+_INT64 = 2**63 - 1
+WireCount = Annotated[int, msgspec.Meta(ge=0, le=_INT64)]
+WireNumber = Annotated[int, msgspec.Meta(ge=0, le=_INT64)] | Annotated[float, msgspec.Meta(ge=0)]
+WirePercent = (
+    Annotated[int, msgspec.Meta(ge=0, le=100)] | Annotated[float, msgspec.Meta(ge=0, le=100)]
+)
+WireStatus = Literal["pending", "queued", "running", "retrying", "completed", "failed", "cancelled"]
 NUMBER = (int, float)
 
 

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from ..node import Node
 from . import fields
 
 NAME = "get_stats"
 MUTATES = False
+
+
+class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=True):
+    msg_id: fields.WireCount | None = None
+
+
+def from_wire(wire: Wire) -> tuple[Any, ...]:
+    return ()
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:

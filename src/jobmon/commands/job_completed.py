@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
+
+import msgspec
 
 from ..errors import malformed
 from ..node import Node
@@ -10,6 +13,17 @@ from . import fields
 
 NAME = "job_completed"
 MUTATES = True
+
+
+class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=True):
+    job_id: fields.WireJobId
+    duration_ms: fields.WireNumber | None = None
+    # Stricter than parse (every value a number): anything else takes the slow path.
+    resource_usage: dict[str, fields.WireNumber] = msgspec.field(default_factory=dict)
+    msg_id: fields.WireCount | None = None
+
+
+from_wire = attrgetter("job_id", "duration_ms", "resource_usage")
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
+
+import msgspec
 
 from ..node import Node
 from . import fields
 
 NAME = "job_failed"
 MUTATES = True
+
+
+class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=True):
+    job_id: fields.WireJobId
+    error: str = ""
+    retries: fields.WireCount = 0
+    max_retries: fields.WireCount | None = None
+    msg_id: fields.WireCount | None = None
+
+
+from_wire = attrgetter("job_id", "error", "retries", "max_retries")
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
+
+import msgspec
 
 from ..errors import malformed
 from ..model import STATUS_BY_NAME
@@ -12,6 +15,17 @@ from . import fields
 NAME = "update_status"
 MUTATES = True
 _EXPECTED = ", ".join(STATUS_BY_NAME)
+
+
+class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=True):
+    job_id: fields.WireJobId
+    status: fields.WireStatus
+    progress: fields.WirePercent | None = None
+    max_retries: fields.WireCount | None = None
+    msg_id: fields.WireCount | None = None
+
+
+from_wire = attrgetter("job_id", "status", "progress", "max_retries")
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:

@@ -1,0 +1,105 @@
+"""The msgspec fast path must agree with the general validators on every input it accepts."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import orjson
+import pytest
+
+from jobmon import protocol
+
+MISSING = object()
+
+# Per field: valid values, edge values and wrong ones (MISSING leaves the field out).
+VARIANTS: dict[str, list[Any]] = {
+    "msg_id": [MISSING, None, 0, 7, -1, 1.5, True, "3"],
+    "job_id": [MISSING, "job-1", "", "x" * 256, "x" * 257, 5, None, "é-ü-🙂"],
+    "status": [MISSING, "running", "completed", "sleeping", None, 3, ["running"]],
+    "progress": [MISSING, None, 0, 42, 42.5, 100, 100.0, 101, -0.5, True, "50", 1e2],
+    "max_retries": [MISSING, None, 0, 3, -1, 2.0, False],
+    "duration_ms": [MISSING, None, 0, 60000, 1.25, -1, "10", True],
+    "resource_usage": [
+        MISSING,
+        None,
+        {},
+        {"cpu_percent": 75, "memory_mb": 1024},
+        {"cpu_percent": 250.5, "io": 3},
+        {"cpu_percent": -1},
+        {"memory_mb": "big"},
+        {"note": "text"},
+        [1],
+    ],
+    "error": [MISSING, None, "", "Connection timeout", 404],
+    "retries": [MISSING, None, 0, 3, -2, 1.0, True],
+}
+FIELDS = {
+    "update_status": ["msg_id", "job_id", "status", "progress", "max_retries"],
+    "job_completed": ["msg_id", "job_id", "duration_ms", "resource_usage"],
+    "job_failed": ["msg_id", "job_id", "error", "retries", "max_retries"],
+    "get_stats": ["msg_id"],
+}
+
+
+def bodies(type_: str) -> list[dict[str, Any]]:
+    names = FIELDS[type_]
+    out = []
+    for values in itertools.product(*(VARIANTS[name] for name in names)):
+        body = {"type": type_}
+        body.update({n: v for n, v in zip(names, values, strict=True) if v is not MISSING})
+        out.append(body)
+    return out
+
+
+def same(a: protocol.Request | None, b: protocol.Request | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    if a[2] is None or b[2] is None:  # errors: same framing, msg_id and code
+        return (
+            a[2] is b[2] is None
+            and a[:2] == b[:2]
+            and a[3].code == b[3].code
+            and a[3].text == b[3].text
+        )
+    # Values and their types (42 must stay an int, 42.5 a float).
+    return a[:3] == b[:3] and orjson.dumps(a[3]) == orjson.dumps(b[3])
+
+
+@pytest.mark.parametrize("type_", sorted(FIELDS))
+def test_fast_path_agrees_with_the_checked_path(type_: str) -> None:
+    fast_taken = 0
+    for body in bodies(type_):
+        line = orjson.dumps(body)
+        assert same(protocol.decode(line), protocol.decode_checked(line)), body
+        fast_taken += protocol._WIRE_ROUTES.get(type(_try_wire(line))) is not None
+    assert fast_taken > 0  # the fast path really was exercised
+
+
+def _try_wire(line: bytes) -> Any:
+    try:
+        return protocol._wire_decode(line)
+    except protocol._WIRE_ERRORS:
+        return None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"update_status","job_id":"\xff","status":"running"}',
+        b'{"type":"update_status","job_id":"a","status":"running","x":"\xff"}',
+        b'{"type":"update_status","job_id":"a\\ud800","status":"running"}',
+        b'{"type":"update_status","job_id":"a","status":"running","extra":{"deep":[1,2]}}',
+        b'{"type":"update_status","job_id":"a","job_id":"b","status":"running"}',
+        b'{"type":"get_stats","msg_id":1,"type":"get_job"}',
+        b'  {"type":"get_stats"}  ',
+        b'{"type":"get_stats"} trailing',
+        b'{"type":"get_stats","msg_id":123456789012345678901234567890}',
+        b'{"type":"update_status","job_id":"a","status":"running","progress":1e400}',
+        b"",
+        b"   ",
+        b"\xef\xbb\xbf{}",
+    ],
+)
+def test_odd_bytes_get_the_same_answer_both_ways(line: bytes) -> None:
+    assert same(protocol.decode(line), protocol.decode_checked(line))
