@@ -14,6 +14,51 @@ from typing import Any
 
 import orjson
 
+# The original harness's sample cases (seed 000): an enveloped request and the
+# exact body expected back.
+SEED_SAMPLE_CASES: list[tuple[dict[str, Any], dict[str, Any]]] = [
+    (
+        {
+            "src": "worker",
+            "dest": "monitor",
+            "body": {
+                "type": "update_status",
+                "msg_id": 1,
+                "job_id": "job-123",
+                "status": "running",
+                "progress": 25,
+            },
+        },
+        {
+            "type": "status_updated",
+            "in_reply_to": 1,
+            "job_id": "job-123",
+            "status": "running",
+            "progress": 25,
+        },
+    ),
+    (
+        {
+            "src": "worker",
+            "dest": "monitor",
+            "body": {
+                "type": "job_completed",
+                "msg_id": 1,
+                "job_id": "job-123",
+                "duration_ms": 60000,
+                "resource_usage": {"cpu_percent": 75, "memory_mb": 1024},
+            },
+        },
+        {
+            "type": "job_completed",
+            "in_reply_to": 1,
+            "job_id": "job-123",
+            "duration_ms": 60000,
+            "resource_usage": {"cpu_percent": 75, "memory_mb": 1024},
+        },
+    ),
+]
+
 
 class LineClient:
     """Speaks NDJSON to a server: send lines, read reply lines."""

@@ -7,33 +7,12 @@ from pathlib import Path
 
 import orjson
 
-from helpers import ServerProcess, jobmon_cmd
+from helpers import SEED_SAMPLE_CASES, ServerProcess, jobmon_cmd
 
 
 def test_stdio_answers_maelstrom_envelopes_and_bare_bodies() -> None:
     requests = [
-        {
-            "src": "worker",
-            "dest": "monitor",
-            "body": {
-                "type": "update_status",
-                "msg_id": 1,
-                "job_id": "job-123",
-                "status": "running",
-                "progress": 25,
-            },
-        },
-        {
-            "src": "worker",
-            "dest": "monitor",
-            "body": {
-                "type": "job_completed",
-                "msg_id": 1,
-                "job_id": "job-123",
-                "duration_ms": 60000,
-                "resource_usage": {"cpu_percent": 75, "memory_mb": 1024},
-            },
-        },
+        *(request for request, _ in SEED_SAMPLE_CASES),
         {
             "type": "job_failed",
             "msg_id": 3,
@@ -54,28 +33,7 @@ def test_stdio_answers_maelstrom_envelopes_and_bare_bodies() -> None:
         and "expected one JSON object per line" in error["text"]
     )
     assert replies == [
-        {
-            "src": "monitor",
-            "dest": "worker",
-            "body": {
-                "type": "status_updated",
-                "in_reply_to": 1,
-                "job_id": "job-123",
-                "status": "running",
-                "progress": 25,
-            },
-        },
-        {
-            "src": "monitor",
-            "dest": "worker",
-            "body": {
-                "type": "job_completed",
-                "in_reply_to": 1,
-                "job_id": "job-123",
-                "duration_ms": 60000,
-                "resource_usage": {"cpu_percent": 75, "memory_mb": 1024},
-            },
-        },
+        *({"src": "monitor", "dest": "worker", "body": body} for _, body in SEED_SAMPLE_CASES),
         {
             "type": "alert_sent",
             "in_reply_to": 3,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from helpers import LineClient
+from helpers import SEED_SAMPLE_CASES, LineClient
 from jobmon.server import Server
 
 SEED = [
@@ -40,54 +40,9 @@ async def test_seed_messages_reply_exact_bytes(client: LineClient) -> None:
 
 
 async def test_seed_cases_in_maelstrom_envelopes(client: LineClient) -> None:
-    await client.send(
-        {
-            "src": "worker",
-            "dest": "monitor",
-            "body": {
-                "type": "update_status",
-                "msg_id": 1,
-                "job_id": "job-123",
-                "status": "running",
-                "progress": 25,
-            },
-        }
-    )
-    assert await client.read() == {
-        "src": "monitor",
-        "dest": "worker",
-        "body": {
-            "type": "status_updated",
-            "in_reply_to": 1,
-            "job_id": "job-123",
-            "status": "running",
-            "progress": 25,
-        },
-    }
-    await client.send(
-        {
-            "src": "worker",
-            "dest": "monitor",
-            "body": {
-                "type": "job_completed",
-                "msg_id": 1,
-                "job_id": "job-123",
-                "duration_ms": 60000,
-                "resource_usage": {"cpu_percent": 75, "memory_mb": 1024},
-            },
-        }
-    )
-    assert await client.read() == {
-        "src": "monitor",
-        "dest": "worker",
-        "body": {
-            "type": "job_completed",
-            "in_reply_to": 1,
-            "job_id": "job-123",
-            "duration_ms": 60000,
-            "resource_usage": {"cpu_percent": 75, "memory_mb": 1024},
-        },
-    }
+    for request, expected_body in SEED_SAMPLE_CASES:
+        await client.send(request)
+        assert await client.read() == {"src": "monitor", "dest": "worker", "body": expected_body}
 
 
 async def test_reply_without_msg_id_has_no_in_reply_to(client: LineClient) -> None:

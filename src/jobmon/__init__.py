@@ -7,10 +7,11 @@ Layout, from the wire inwards:
 
 - ``connection``  transport and framing: reads large chunks, splits lines,
                   enforces the line limit, applies backpressure, writes replies.
-- ``protocol``    one line -> a validated request (bare or Maelstrom envelope),
-                  error replies, reply encoding.
+- ``protocol``    one line -> a validated request (bare or Maelstrom envelope;
+                  a msgspec fast path for the hot messages), errors, framing.
 - ``commands/``   one module per message type; each owns its parsing
-                  (``parse``) and its effect plus reply (``apply``).
+                  (``parse``, and a msgspec ``Wire`` struct for the hot ones)
+                  and its effect plus reply (``apply``).
 - ``store``       all job state and O(1) aggregates; plain synchronous
                   mutations, called only from the engine task.
 - ``model``       the record types (``Job``, ``Alert``) and ``Status``.
