@@ -58,7 +58,7 @@ class Spawned:
 def jobmon(
     data_dir: Path | None, *extra: str, log_dir: Path, log_level: str = "warning"
 ) -> Spawned:
-    argv = [sys.executable, "-m", "jobmon", "--log-level", log_level, "serve", "--port", "0"]
+    argv = [sys.executable, "-m", "jobmon", "serve", "--log-level", log_level, "--port", "0"]
     if data_dir is None:
         argv.append("--in-memory")
     else:

@@ -225,3 +225,23 @@ async def test_in_memory_writes_nothing(start_server, tmp_path: Path) -> None:  
         await client.close()
         assert isinstance(server, Server)
     assert not (tmp_path / "unused").exists()
+
+
+async def test_failed_compaction_loses_nothing_and_backs_off(start_server, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    async with start_server(data_dir=data_dir, compact_min_bytes=20_000) as server:
+        # The snapshot's temp file cannot be created: the compaction child fails.
+        (data_dir / "snapshot-000001.tmp").mkdir()
+        await report_many(server.port, 3000)
+        await server.engine.wait_background()
+        assert server.data_dir is not None
+        assert server.data_dir.compactions == 0
+        assert server.data_dir.retry_at_bytes > server.data_dir.writer.size  # no retry storm
+        before = await snapshot_of_state(server.port)
+    assert sorted(p.name for p in data_dir.glob("journal-*.log")) == [
+        "journal-000000.log",
+        "journal-000001.log",
+    ]
+    assert not list(data_dir.glob("snapshot-*.json"))
+    (data_dir / "snapshot-000001.tmp").rmdir()
+    async with start_server(data_dir=data_dir) as restarted:
+        assert await snapshot_of_state(restarted.port) == before

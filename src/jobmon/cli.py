@@ -32,7 +32,6 @@ def _add_connect_flags(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     defaults = Config()
     parser = argparse.ArgumentParser(prog="jobmon", description="A durable job-monitoring server.")
-    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the TCP server (env: JOBMON_<FLAG>)")
@@ -82,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument(
         "--data-dir", type=Path, default=Path(_env("DATA_DIR", str(defaults.data_dir)))
     )
+    for command in (serve, stdio, send, compact):
+        command.add_argument(
+            "--log-level",
+            default=_env("LOG_LEVEL", "info"),
+            choices=("debug", "info", "warning", "error"),
+            help="logs are JSON lines on stderr",
+        )
     return parser
 
 

@@ -103,6 +103,9 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.registry.discard(self)
+        # Nobody can read answers to questions any more; reported facts still
+        # count (a worker may write its events and hang up without reading).
+        self.inbox = deque(r for r in self.inbox if r[2] is not None and r[2].mutates)
 
     def pause_writing(self) -> None:
         self.congested = True

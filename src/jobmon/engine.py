@@ -98,15 +98,26 @@ class Engine:
                     self.errors_replied += 1
                 except Exception:
                     log.exception("bug while handling %s", handler.name)
+                    # The command may have changed state before failing; journal it
+                    # anyway so a replay ends in the same state as this process.
+                    if journal is not None and handler.mutates:
+                        journal((handler.name, args))
                     body = error_body(
                         msg_id, Code.CRASH, f"internal error while handling {handler.name}; logged"
                     )
                     self.errors_replied += 1
-            line = (
-                _dumps(body, option=_NEWLINE)
-                if frame is None
-                else encode(frame, body, node.node_id)
-            )
+            try:
+                line = (
+                    _dumps(body, option=_NEWLINE)
+                    if frame is None
+                    else encode(frame, body, node.node_id)
+                )
+            except (TypeError, orjson.JSONEncodeError):
+                log.exception("bug: reply could not be encoded")
+                line = _dumps(
+                    error_body(msg_id, Code.CRASH, "internal error encoding the reply; logged"),
+                    option=_NEWLINE,
+                )
             out.append(line)
             size += len(line)
         self.requests_handled += len(out)

@@ -23,7 +23,10 @@ ACTIVE = frozenset({Status.PENDING, Status.QUEUED, Status.RUNNING, Status.RETRYI
 
 
 class Job:
-    """One tracked job; one object per job_id, its fields describe the current run.
+    """One tracked job; one object per job_id.
+
+    Status, progress, the timestamps, error and retries describe the current run;
+    duration_ms and resource_usage are those of the last completed run.
 
     ``__slots__`` keeps a job well under 1 KiB, so a million fit in memory.
     Timestamps are epoch seconds (floats); ``runs`` counts runs ever seen.

@@ -75,6 +75,7 @@ class DataDir:
         self.snapshot_bytes = 0
         self.compacting = False
         self.compactions = 0
+        self.retry_at_bytes = 0  # after a failed compaction, wait for this much journal
 
     # -- start -------------------------------------------------------------
     def recover(self, node: Node, default_max_retries: int | None) -> Recovery:
@@ -133,7 +134,7 @@ class DataDir:
         return (
             writer is not None
             and not self.compacting
-            and writer.size >= max(self.compact_min_bytes, self.snapshot_bytes)
+            and writer.size >= max(self.compact_min_bytes, self.snapshot_bytes, self.retry_at_bytes)
         )
 
     def begin_compaction(self, node: Node) -> tuple[int, int]:
@@ -164,11 +165,18 @@ class DataDir:
         try:
             _, status = os.waitpid(pid, 0)
             if os.waitstatus_to_exitcode(status) != 0:
-                # Nothing is lost: the older snapshot and journals are all still there.
+                # Nothing is lost: the older snapshot and journals are all still
+                # there. Retry once the journal has grown again, not every turn.
+                written = self.writer.size if self.writer is not None else 0
+                self.retry_at_bytes = written + self.compact_min_bytes
                 log.error(
-                    "compaction %d failed (child exit status %d); will retry", generation, status
+                    "compaction %d failed (child exit status %d); retrying after %d more bytes",
+                    generation,
+                    status,
+                    self.compact_min_bytes,
                 )
                 return
+            self.retry_at_bytes = 0
             self.snapshot_bytes = _snapshot(self.path, generation).stat().st_size
             self._delete_older_than(generation)
             self.compactions += 1
@@ -231,3 +239,7 @@ def _replay(node: Node, ts: float, name: str, args: Any, path: Path) -> None:
     except RequestError as exc:
         # It was accepted once, so this means the journal and the code disagree.
         log.warning("replay of %s record in %s refused (%s); skipped", name, path, exc.text)
+    except Exception:
+        # Live, this record hit a bug and was journaled for that reason: replay
+        # ends in the same state as the process that wrote it.
+        log.exception("replay of %s record in %s failed as it did live; continuing", name, path)

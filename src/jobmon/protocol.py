@@ -8,6 +8,7 @@ that fails validation becomes the same tuple with ``handler`` None and the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, Union
 
@@ -15,6 +16,7 @@ import msgspec
 import orjson
 
 from .commands import HANDLERS, Handler
+from .commands.fields import _show
 from .errors import Code, RequestError, malformed
 
 Frame = tuple[Any, Any] | None
@@ -24,6 +26,8 @@ _loads = orjson.loads
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 _SUPPORTED = ", ".join(HANDLERS)
+_ADDRESS = (str, type(None))
+log = logging.getLogger("jobmon.protocol")
 
 
 # The fast path: one C call decodes and validates a well-formed hot message.
@@ -56,6 +60,14 @@ def decode(line: bytes) -> Request | None:
 def decode_checked(line: bytes) -> Request | None:
     """The general path: any framing, every message type, precise errors."""
     try:
+        return _decode_checked(line)
+    except Exception:  # a bug here must cost one error reply, not the connection
+        log.exception("bug while decoding a request")
+        return (None, None, None, RequestError(Code.CRASH, "internal error while decoding; logged"))
+
+
+def _decode_checked(line: bytes) -> Request | None:
+    try:
         obj = _loads(line)
     except orjson.JSONDecodeError as exc:
         if not line.strip():
@@ -81,7 +93,10 @@ def decode_checked(line: bytes) -> Request | None:
     body = obj
     type_ = obj.get("type")
     if type_ is None and "body" in obj:
-        frame = (obj.get("dest"), obj.get("src"))
+        src, dest = obj.get("src"), obj.get("dest")
+        if not (type(src) in _ADDRESS and type(dest) in _ADDRESS):
+            return (None, None, None, malformed("the envelope's src and dest must be strings"))
+        frame = (dest, src)
         body = obj["body"]
         if type(body) is not dict:
             return (frame, None, None, malformed("the envelope's body must be a JSON object"))
@@ -92,7 +107,7 @@ def decode_checked(line: bytes) -> Request | None:
             frame,
             None,
             None,
-            malformed(f"msg_id must be an integer >= 0, got {orjson.dumps(msg_id).decode()[:40]}"),
+            malformed(f"msg_id must be an integer >= 0, got {_show(msg_id)}"),
         )
     if type(type_) is not str:
         if type_ is None:

@@ -119,8 +119,12 @@ class Store:
         if status in TERMINAL:
             if job.finished_at is None:
                 job.finished_at = now
-            if status is COMPLETED and progress is None:
-                progress = 100
+            if status is COMPLETED:
+                if progress is None:
+                    progress = 100
+                if job.failed_alert is not None:
+                    self._resolve(job.failed_alert, now)
+                    job.failed_alert = None
         if progress is not None:
             job.progress = progress
         if max_retries is not None:

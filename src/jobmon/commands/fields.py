@@ -10,17 +10,22 @@ import orjson
 from ..errors import malformed
 
 MAX_JOB_ID_CHARS = 256
+# Numbers beyond 2**53 lose integer precision as floats, and sums of them can
+# overflow to infinity (which JSON cannot carry): refuse them at the edge.
+MAX_NUMBER = 2**53
 
 # Wire types for the fast path (see protocol.decode): msgspec checks these in C.
 # They must accept only what the validators below accept (Wire structs forbid
 # unknown fields, so extra fields take the general path and are checked there);
 # tests/test_fast_path.py compares the two paths on many inputs.
 WireJobId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_JOB_ID_CHARS)]
-# orjson reads integers past 64 bits as floats; msgspec keeps them exact. Such
-# numbers take the general path, so both paths see the same value.
-_INT64 = 2**63 - 1
-WireCount = Annotated[int, msgspec.Meta(ge=0, le=_INT64)]
-WireNumber = Annotated[int, msgspec.Meta(ge=0, le=_INT64)] | Annotated[float, msgspec.Meta(ge=0)]
+WireCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_NUMBER)]
+WireNumber = (
+    Annotated[int, msgspec.Meta(ge=0, le=MAX_NUMBER)]
+    | Annotated[float, msgspec.Meta(ge=0, le=MAX_NUMBER)]
+)
+# msg_id is only echoed back: any integer orjson can read back as one is fine.
+WireMsgId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 WirePercent = (
     Annotated[int, msgspec.Meta(ge=0, le=100)] | Annotated[float, msgspec.Meta(ge=0, le=100)]
 )
@@ -51,30 +56,30 @@ def job_id(body: dict[str, Any]) -> str:
     return value
 
 
-def number(
-    body: dict[str, Any], name: str, low: float = 0, high: float | None = None
-) -> float | None:
+def number(body: dict[str, Any], name: str, low: float = 0, high: float = MAX_NUMBER) -> Any:
     """An optional number in [low, high]; None when absent."""
-    value = body.get(name)
+    return checked_number(body.get(name), name, low, high)
+
+
+def checked_number(value: Any, name: str, low: float = 0, high: float = MAX_NUMBER) -> Any:
     if value is None:
         return None
     if not is_number(value):
         raise malformed(f"{name} must be a number, got {_show(value)}")
-    if value < low or (high is not None and value > high):
-        expected = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise malformed(f"{name} must be {expected}, got {value}")
-    return value  # type: ignore[no-any-return]
+    if not low <= value <= high:
+        raise malformed(f"{name} must be between {low} and {high}, got {value}")
+    return value
 
 
 def integer(body: dict[str, Any], name: str, low: int = 0) -> int | None:
-    """An optional integer >= low; None when absent."""
+    """An optional integer in [low, MAX_NUMBER]; None when absent."""
     value = body.get(name)
     if value is None:
         return None
     if type(value) is not int:
         raise malformed(f"{name} must be an integer >= {low}, got {_show(value)}")
-    if value < low:
-        raise malformed(f"{name} must be an integer >= {low}, got {value}")
+    if not low <= value <= MAX_NUMBER:
+        raise malformed(f"{name} must be an integer between {low} and {MAX_NUMBER}, got {value}")
     return value
 
 
@@ -88,6 +93,7 @@ def string(body: dict[str, Any], name: str) -> str | None:
 
 
 def _show(value: Any) -> str:
+    """A short description of a wrong value, for error texts."""
     kind = {
         bool: "a boolean",
         int: "an integer",
@@ -98,7 +104,10 @@ def _show(value: Any) -> str:
     }.get(type(value), type(value).__name__)
     if value is None:
         return "null"
-    text = orjson.dumps(value).decode()
+    try:
+        text = orjson.dumps(value).decode()
+    except (TypeError, orjson.JSONEncodeError):  # nested too deep to write back
+        return f"{kind} (too deeply nested to show)"
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{kind} {text}"

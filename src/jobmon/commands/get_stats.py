@@ -14,7 +14,7 @@ MUTATES = False
 
 
 class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=True):
-    msg_id: fields.WireCount | None = None
+    msg_id: fields.WireMsgId | None = None
 
 
 def from_wire(wire: Wire) -> tuple[Any, ...]:

@@ -20,7 +20,7 @@ class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=Tru
     duration_ms: fields.WireNumber | None = None
     # Stricter than parse (every value a number): anything else takes the slow path.
     resource_usage: dict[str, fields.WireNumber] = msgspec.field(default_factory=dict)
-    msg_id: fields.WireCount | None = None
+    msg_id: fields.WireMsgId | None = None
 
 
 from_wire = attrgetter("job_id", "duration_ms", "resource_usage")
@@ -40,8 +40,7 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     else:
         for key, value in usage.items():
             if fields.is_number(value):
-                if value < 0:
-                    raise malformed(f"resource_usage.{key} must be >= 0, got {value}")
+                fields.checked_number(value, f"resource_usage.{key}")
             elif key in ("cpu_percent", "memory_mb"):
                 raise malformed(
                     f"resource_usage.{key} must be a number >= 0, got {fields._show(value)}"

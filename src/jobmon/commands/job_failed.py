@@ -19,7 +19,7 @@ class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=Tru
     error: str = ""
     retries: fields.WireCount = 0
     max_retries: fields.WireCount | None = None
-    msg_id: fields.WireCount | None = None
+    msg_id: fields.WireMsgId | None = None
 
 
 from_wire = attrgetter("job_id", "error", "retries", "max_retries")

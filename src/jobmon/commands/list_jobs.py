@@ -29,7 +29,7 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     cursor = body.get("cursor")
     if cursor is None:
         offset = 0
-    elif type(cursor) is str and cursor.isdigit():
+    elif type(cursor) is str and cursor.isascii() and cursor.isdigit() and len(cursor) <= 16:
         offset = int(cursor)
     else:
         raise malformed(

@@ -22,7 +22,7 @@ class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=Tru
     status: fields.WireStatus
     progress: fields.WirePercent | None = None
     max_retries: fields.WireCount | None = None
-    msg_id: fields.WireCount | None = None
+    msg_id: fields.WireMsgId | None = None
 
 
 from_wire = attrgetter("job_id", "status", "progress", "max_retries")
