@@ -32,6 +32,7 @@ log = logging.getLogger("jobmon.connection")
 WRITE_HIGH_WATER = 1 << 20  # bytes of unsent replies before the connection is congested
 MAX_INBOX = 8192  # decoded requests waiting before reading pauses
 TURN_OUTPUT_BUDGET = 256 << 10  # reply bytes per connection per engine turn
+SUBSCRIBER_MAX_UNSENT = 4 << 20  # pushed bytes a subscriber may leave unread
 
 
 class Connection(asyncio.Protocol):
@@ -103,6 +104,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.registry.discard(self)
+        self.engine.publisher.forget(self)
         # Nobody can read answers to questions any more; reported facts still
         # count (a worker may write its events and hang up without reading).
         self.inbox = deque(r for r in self.inbox if r[2] is not None and r[2].mutates)
@@ -131,6 +133,21 @@ class Connection(asyncio.Protocol):
             self._unblock_reading("inbox")
         self._schedule()
         self._close_when_answered()
+
+    def push(self, data: bytes) -> bool:
+        """A line for a subscriber; a subscriber too slow to read is dropped."""
+        if self.closed or self.transport is None:
+            return False
+        unsent = self.transport.get_write_buffer_size()
+        if unsent > SUBSCRIBER_MAX_UNSENT:
+            log.warning(
+                "subscriber dropped: too slow",
+                extra={"fields": {"peer": str(self.peer), "unsent_bytes": unsent}},
+            )
+            self.transport.close()
+            return False
+        self.transport.write(data)
+        return True
 
     def _close_when_answered(self) -> None:
         if (

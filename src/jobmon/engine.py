@@ -10,22 +10,21 @@ journal records with one ``write``, fsyncs once if the policy is ``always``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import os
-import sys
 import time
 from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
-from .clock import Clock, iso
+from .clock import Clock
 from .connection import TURN_OUTPUT_BUDGET
 from .errors import Code, RequestError
-from .model import Alert
 from .node import Node
-from .persistence import DataDir
+from .persistence import TICK_RECORD, DataDir
 from .protocol import Request, encode, error_body
+from .publish import Publisher
 
 log = logging.getLogger("jobmon.engine")
 _dumps = orjson.dumps
@@ -39,6 +38,10 @@ class Sink(Protocol):
     inbox: deque[Request]
 
     def deliver(self, data: bytes) -> None: ...
+
+    def push(self, data: bytes) -> bool:
+        """An unprompted line (a subscription); False when the sink is gone or too slow."""
+        ...
 
 
 class Engine:
@@ -60,9 +63,15 @@ class Engine:
         self.errors_replied = 0
         self._wakeup: asyncio.Future[None] | None = None
         self._stopping = False
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._idle = asyncio.Event()  # set by run() whenever it has nothing to do
         self._background: set[asyncio.Task[None]] = set()
+        self.publisher = Publisher(node)
+        self.events: list[dict[str, Any]] | None = None  # this turn's, when subscribed
+        self.timer_target: float | None = None
+        self._timer_changed = asyncio.Event()
+        # When this process started, if it recovered earlier state (alert texts
+        # say a deadline was detected after a restart).
+        self.restarted_at: float | None = None
 
     # -- called by connections -------------------------------------------
     def ready(self, sink: Sink) -> None:
@@ -74,25 +83,35 @@ class Engine:
             wakeup.set_result(None)
 
     # -- applying ------------------------------------------------------------
-    def execute(self, inbox: deque[Request], now: float, budget: int = 1 << 62) -> bytes:
+    def execute(
+        self, inbox: deque[Request], now: float, budget: int = 1 << 62, sink: Sink | None = None
+    ) -> bytes:
         """Apply requests from the inbox in order until it is empty or the replies
         reach ``budget`` bytes; returns the reply lines (journal records buffered)."""
         node = self.node
+        node.sink = sink
         writer = self.data_dir.writer if self.data_dir is not None else None
         journal = writer.pending.append if writer is not None else None
+        if self.events is None and node.subscriptions and self.publisher.wants_events():
+            self.events = []
+        events = self.events
         out: list[bytes] = []
         size = 0
         pop = inbox.popleft
         while inbox and size < budget:
             frame, msg_id, handler, args = pop()
+            node.frame = frame
             if handler is None:
                 body = error_body(msg_id, args.code, args.text)
                 self.errors_replied += 1
             else:
                 try:
                     body = handler.apply(node, now, args, msg_id)
-                    if journal is not None and handler.mutates:
-                        journal((handler.name, args))
+                    if handler.mutates:
+                        if journal is not None:
+                            journal((handler.name, args))
+                        if events is not None:
+                            events.append(body)
                 except RequestError as exc:
                     body = error_body(msg_id, exc.code, exc.text)
                     self.errors_replied += 1
@@ -123,23 +142,61 @@ class Engine:
         self.requests_handled += len(out)
         return b"".join(out)
 
-    def publish_alerts(self) -> None:
-        alerts = self.node.store.drain_alerts()
-        if alerts and alert_log.isEnabledFor(logging.WARNING):
-            # Straight to stderr, one write per turn: the logging module costs
-            # tens of microseconds a line, too much on the ingest path.
-            try:
-                sys.stderr.flush()
-                os.write(sys.stderr.fileno(), alert_lines(alerts))
-            except OSError as exc:  # a closed stderr must not stop the store
-                log.debug("alert log line not written: %s", exc)
+    def publish(self, now: float) -> None:
+        """After the turn is journaled and answered: alerts and events go out."""
+        events, self.events = self.events, None
+        self.publisher.publish(self.node.store.drain_alerts(), events or [], now)
+
+    # -- deadlines -------------------------------------------------------------
+    def due(self) -> bool:
+        return self.timer_target is not None and self.timer_target <= self.clock.now()
+
+    def expire(self, now: float) -> None:
+        """Fire what is due; journaled as a tick, since it changes state."""
+        if self.node.store.expire(now, self.restarted_at):
+            writer = self.data_dir.writer if self.data_dir is not None else None
+            if writer is not None:
+                writer.pending.append((TICK_RECORD, [self.restarted_at]))
+
+    def retarget(self) -> None:
+        target = self.node.store.next_deadline()
+        if target != self.timer_target:
+            self.timer_target = target
+            self._timer_changed.set()
+
+    def wake(self) -> None:
+        """Run a turn now: the timer says a deadline is due (or a test moved the clock)."""
+        self._idle.clear()
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def deadline_timer(self) -> None:
+        """One timer for the earliest deadline of all; the engine moves it."""
+        while True:
+            self._timer_changed.clear()
+            target = self.timer_target
+            if target is None:
+                await self._timer_changed.wait()
+                continue
+            delay = target - self.clock.now()
+            if delay > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._timer_changed.wait(), delay)
+                continue
+            self.wake()
+            # The engine expires it and moves the target; look again shortly in
+            # case the clock it reads had not quite reached the deadline.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._timer_changed.wait(), 0.01)
 
     # -- the task --------------------------------------------------------------
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         data_dir = self.data_dir
+        self.retarget()
         while True:
-            while not self.queue:
+            while not self.queue and not self.due():
                 self._idle.set()
                 if self._stopping:
                     return
@@ -150,8 +207,10 @@ class Engine:
             self.turns += 1
             self.connection_turns += len(sinks)
             now = self.clock.now()
+            if self.timer_target is not None and self.timer_target <= now:
+                self.expire(now)
             budget = TURN_OUTPUT_BUDGET
-            replies = [(sink, self.execute(sink.inbox, now, budget)) for sink in sinks]
+            replies = [(sink, self.execute(sink.inbox, now, budget, sink)) for sink in sinks]
             if data_dir is not None and data_dir.writer is not None:
                 writer = data_dir.writer
                 if writer.write(now) and self.fsync_always:
@@ -160,9 +219,10 @@ class Engine:
                     await loop.run_in_executor(None, writer.fsync)
                 if data_dir.should_compact():
                     self._compact(loop)
-            self.publish_alerts()
             for sink, data in replies:
                 sink.deliver(data)
+            self.publish(now)
+            self.retarget()
 
     def _compact(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.data_dir is not None
@@ -217,27 +277,3 @@ class Engine:
             wakeup.set_result(None)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-
-
-def alert_lines(alerts: list[Alert]) -> bytes:
-    """One structured log line per alert, in the format of ``logs.JsonFormatter``."""
-    ts = iso(time.time())
-    return b"".join(
-        orjson.dumps(
-            {
-                "ts": ts,
-                "level": "warning",
-                "logger": "jobmon.alert",
-                "msg": "alert",
-                "alert_id": alert.alert_id,
-                "job_id": alert.job_id,
-                "kind": alert.kind,
-                "state": alert.state.value,
-                "text": alert.text,
-                "fired_at": iso(alert.fired_at),
-                "resolved_at": iso(alert.resolved_at),
-            },
-            option=orjson.OPT_APPEND_NEWLINE,
-        )
-        for alert in alerts
-    )

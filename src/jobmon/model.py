@@ -6,6 +6,8 @@ from enum import Enum
 from operator import attrgetter
 from typing import Any
 
+from .clock import iso
+
 
 class Status(str, Enum):
     PENDING = "pending"
@@ -46,7 +48,8 @@ class Job:
         "error",
         "retries",
         "max_retries",
-        "failed_alert",
+        "alerts",
+        "monitor",
     )
 
     def __init__(self, job_id: str, status: Status, now: float) -> None:
@@ -63,14 +66,42 @@ class Job:
         self.error: str | None = None
         self.retries = 0
         self.max_retries: int | None = None
-        # The open `failed` alert of the current incident, if any.
-        self.failed_alert: Alert | None = None
+        # Open alerts by kind (at most one per kind); None while there are none.
+        self.alerts: dict[str, Alert] | None = None
+        # Negative-alerting settings and timers; None for jobs that only report.
+        self.monitor: Monitor | None = None
 
 
 # A job as a snapshot row: every slot in order, read at C speed. orjson writes
 # Status as its value and an Alert (through ``snapshot_default``) as its id;
 # ``Store.load_snapshot`` reads rows back.
 SNAPSHOT_ROW = attrgetter(*Job.__slots__)
+
+
+class Monitor:
+    """What a job promised (a heartbeat every ttl) and the deadlines that follow.
+
+    ``timers`` maps an alert kind to the time it fires; ``armed`` maps a kind to
+    the time of its entry in the deadline heap (see ``deadlines``).
+    """
+
+    __slots__ = ("heartbeat_ttl_ms", "last_heartbeat_at", "labels", "timers", "armed")
+
+    def __init__(self) -> None:
+        self.heartbeat_ttl_ms: int | None = None
+        self.last_heartbeat_at: float | None = None
+        self.labels: dict[str, str] = {}
+        self.timers: dict[str, float] = {}
+        self.armed: dict[str, float] = {}
+
+    def to_row(self) -> list[Any]:
+        return [self.heartbeat_ttl_ms, self.last_heartbeat_at, self.labels, self.timers]
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> Monitor:
+        monitor = cls()
+        monitor.heartbeat_ttl_ms, monitor.last_heartbeat_at, monitor.labels, monitor.timers = row
+        return monitor
 
 
 class AlertState(str, Enum):
@@ -81,32 +112,65 @@ class AlertState(str, Enum):
 class Alert:
     """One incident: fires once, resolves once."""
 
-    __slots__ = ("alert_id", "job_id", "kind", "text", "fired_at", "resolved_at")
+    __slots__ = ("alert_id", "job_id", "kind", "text", "fired_at", "resolved_at", "labels")
 
-    def __init__(self, alert_id: int, job_id: str, kind: str, text: str, fired_at: float) -> None:
+    def __init__(
+        self,
+        alert_id: int,
+        job_id: str,
+        kind: str,
+        text: str,
+        fired_at: float,
+        labels: dict[str, str] | None = None,
+    ) -> None:
         self.alert_id = alert_id
         self.job_id = job_id
         self.kind = kind
         self.text = text
         self.fired_at = fired_at
         self.resolved_at: float | None = None
+        self.labels = labels or {}
 
     @property
     def state(self) -> AlertState:
         return AlertState.FIRING if self.resolved_at is None else AlertState.RESOLVED
 
     def to_row(self) -> list[Any]:
-        return [self.alert_id, self.job_id, self.kind, self.text, self.fired_at, self.resolved_at]
+        return [
+            self.alert_id,
+            self.job_id,
+            self.kind,
+            self.text,
+            self.fired_at,
+            self.resolved_at,
+            self.labels,
+        ]
 
     @classmethod
     def from_row(cls, row: list[Any]) -> Alert:
-        alert = cls(row[0], row[1], row[2], row[3], row[4])
+        alert = cls(row[0], row[1], row[2], row[3], row[4], row[6])
         alert.resolved_at = row[5]
         return alert
 
+    def to_wire(self) -> dict[str, Any]:
+        """The alert as subscribers, get_alerts and webhooks see it."""
+        return {
+            "id": self.alert_id,
+            "job_id": self.job_id,
+            "kind": self.kind,
+            "state": self.state.value,
+            "text": self.text,
+            "fired_at": iso(self.fired_at),
+            "resolved_at": iso(self.resolved_at),
+            "labels": self.labels,
+        }
+
 
 def snapshot_default(value: Any) -> Any:
-    """orjson's hook for what it cannot write itself: a job's open alert, by id."""
+    """orjson's hook for what it cannot write itself: a job's open alerts (by id)
+    and its monitor (as a row)."""
     if isinstance(value, Alert):
         return value.alert_id
+    if isinstance(value, Monitor):
+        return value.to_row()
     raise TypeError(f"cannot snapshot {type(value).__name__}")

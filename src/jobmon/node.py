@@ -1,8 +1,23 @@
-"""What one command may touch: the store plus the node's identity."""
+"""What one command may touch: the store, the node's identity, and who asked."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from .store import Store
+
+TOPICS = ("alerts", "events")
+
+
+class Subscription:
+    """A connection that asked for pushed lines, framed as it framed its subscribe."""
+
+    __slots__ = ("sink", "topics", "frame")
+
+    def __init__(self, sink: Any, topics: frozenset[str], frame: tuple[Any, Any] | None) -> None:
+        self.sink = sink
+        self.topics = topics
+        self.frame = frame  # None: bare lines; else (our src, the subscriber's src)
 
 
 class Node:
@@ -10,3 +25,10 @@ class Node:
         self.store = store
         self.node_id = node_id
         self.node_ids: list[str] = [node_id]
+        # The connection and framing of the request being applied (set by the engine).
+        self.sink: Any = None
+        self.frame: tuple[Any, Any] | None = None
+        self.subscriptions: dict[Any, Subscription] = {}
+
+    def subscribers(self, topic: str) -> list[Subscription]:
+        return [s for s in self.subscriptions.values() if topic in s.topics]

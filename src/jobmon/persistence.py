@@ -38,6 +38,8 @@ log = logging.getLogger("jobmon.persistence")
 _FILE = re.compile(r"^(journal|snapshot)-(\d{6,})\.(log|json)$")
 # Internal record: the server default that replay of job_failed depends on.
 CONFIG_RECORD = "_config"
+# Internal record: deadlines came due at this record's time (see Store.expire).
+TICK_RECORD = "_tick"
 
 
 @dataclass
@@ -231,6 +233,9 @@ class DataDir:
 
 
 def _replay(node: Node, ts: float, name: str, args: Any, path: Path) -> None:
+    if name == TICK_RECORD:
+        node.store.expire(ts, args[0])
+        return
     handler = HANDLERS.get(name)
     if handler is None or not handler.mutates:
         raise CorruptData(path, 0, f"unknown record type {name!r} (written by a newer jobmon?)")

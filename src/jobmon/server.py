@@ -54,6 +54,8 @@ class Server:
             )
             # Alerts rebuilt by replay were delivered before the restart.
             self.node.store.drain_alerts()
+            if report.snapshot_generation is not None or report.records_replayed:
+                self.engine.restarted_at = self.clock.now()
         # Job records live for the life of the process: move them out of the
         # collector's sight, and collect the young generation less often, or a
         # full collection over a million jobs stalls every connection.
@@ -61,6 +63,7 @@ class Server:
         gc.set_threshold(50_000, 20, 100)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.engine.run(), name="jobmon-store"))
+        self._tasks.append(loop.create_task(self.engine.deadline_timer(), name="jobmon-timer"))
         if self.data_dir is not None and self.config.fsync == "everysec":
             self._tasks.append(
                 loop.create_task(self.engine.fsync_every_second(), name="jobmon-fsync")

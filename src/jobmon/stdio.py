@@ -26,9 +26,10 @@ def run(
         request = line_too_long(max_line_bytes) if len(line) > max_line_bytes + 1 else decode(line)
         if request is None:
             continue
-        stdout.write(engine.execute(deque((request,)), clock.now()))
+        now = clock.now()
+        stdout.write(engine.execute(deque((request,)), now))
         stdout.flush()
-        engine.publish_alerts()
+        engine.publish(now)
     return 0
 
 

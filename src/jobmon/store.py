@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from .clock import iso
+from .deadlines import Deadlines
 from .errors import Code, RequestError
-from .model import SNAPSHOT_ROW, STATUS_BY_NAME, TERMINAL, Alert, Job, Status
+from .model import SNAPSHOT_ROW, STATUS_BY_NAME, TERMINAL, Alert, Job, Monitor, Status
 
 ALERT_HISTORY = 10_000
 # Plain names: Status.X is an attribute lookup on the Enum class, slow on the hot path.
@@ -34,6 +36,7 @@ class Store:
         self.alert_history: deque[Alert] = deque(maxlen=ALERT_HISTORY)
         # Alerts fired or resolved since the engine last drained them.
         self.alert_outbox: list[Alert] = []
+        self.deadlines = Deadlines()
 
     # -- reading ---------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -81,14 +84,29 @@ class Store:
         job.error = None
         job.retries = 0
 
-    def _fire(self, job: Job, kind: str, text: str, now: float) -> Alert:
-        alert = Alert(self.next_alert_id, job.job_id, kind, text, now)
+    def _fire(self, job: Job, kind: str, text: str, now: float) -> Alert | None:
+        """Open an alert of this kind for the job, unless one is open already."""
+        if job.alerts is None:
+            job.alerts = {}
+        elif kind in job.alerts:
+            return None
+        labels = job.monitor.labels if job.monitor is not None else {}
+        alert = Alert(self.next_alert_id, job.job_id, kind, text, now, labels)
         self.next_alert_id += 1
+        job.alerts[kind] = alert
         self.alert_history.append(alert)
         self.alert_outbox.append(alert)
         return alert
 
-    def _resolve(self, alert: Alert, now: float) -> None:
+    def _resolve(self, job: Job, kind: str, now: float) -> None:
+        alerts = job.alerts
+        if alerts is None:
+            return
+        alert = alerts.pop(kind, None)
+        if alert is None:
+            return
+        if not alerts:
+            job.alerts = None
         alert.resolved_at = now
         self.alert_outbox.append(alert)
 
@@ -122,9 +140,8 @@ class Store:
             if status is COMPLETED:
                 if progress is None:
                     progress = 100
-                if job.failed_alert is not None:
-                    self._resolve(job.failed_alert, now)
-                    job.failed_alert = None
+                if job.alerts is not None:
+                    self._resolve(job, "failed", now)
         if progress is not None:
             job.progress = progress
         if max_retries is not None:
@@ -163,9 +180,8 @@ class Store:
         job.error = None
         self.timed_runs += 1
         self.duration_sum_ms += duration_ms
-        if job.failed_alert is not None:
-            self._resolve(job.failed_alert, now)
-            job.failed_alert = None
+        if job.alerts is not None:
+            self._resolve(job, "failed", now)
         return job
 
     def fail(
@@ -197,10 +213,56 @@ class Store:
             if job.finished_at is None:
                 job.finished_at = now
             # One alert per incident: a repeated exhausted report is the same failure.
-            if job.failed_alert is None:
-                text = f"Job failed after {retries} retries: {error}"
-                job.failed_alert = self._fire(job, "failed", text, now)
+            self._fire(job, "failed", f"Job failed after {retries} retries: {error}", now)
         return job, exhausted
+
+    # -- negative alerting ---------------------------------------------------
+    def _monitor(self, job: Job) -> Monitor:
+        if job.monitor is None:
+            job.monitor = Monitor()
+        return job.monitor
+
+    def heartbeat(self, now: float, job_id: str, ttl_ms: int | None) -> float:
+        """Redis's SETEX: alert unless another heartbeat comes within ttl. Returns the deadline."""
+        job = self.jobs.get(job_id)
+        monitor = job.monitor if job is not None else None
+        if ttl_ms is None:
+            ttl_ms = monitor.heartbeat_ttl_ms if monitor is not None else None
+            if ttl_ms is None:
+                raise RequestError(
+                    Code.MALFORMED,
+                    f"ttl_ms is missing and job {job_id!r} has none yet: "
+                    "the first heartbeat of a job must say how long until the next (ttl_ms)",
+                )
+        if job is None:
+            job = self._create(job_id, Status.PENDING, now)
+        else:
+            job.updated_at = now
+        monitor = self._monitor(job)
+        monitor.heartbeat_ttl_ms = ttl_ms
+        monitor.last_heartbeat_at = now
+        deadline_at = now + ttl_ms / 1000
+        self.deadlines.set(job, monitor, "missed_heartbeat", deadline_at)
+        if job.alerts is not None:
+            self._resolve(job, "missed_heartbeat", now)
+        return deadline_at
+
+    def next_deadline(self) -> float | None:
+        return self.deadlines.next_at(self.jobs)
+
+    def expire(self, now: float, restarted_at: float | None) -> int:
+        """Fire every alert whose deadline has come; returns how many fired.
+
+        ``restarted_at``: when this process started, after a restart; a deadline
+        before it passed while jobmon was down, and the alert says so.
+        """
+        fired = 0
+        for deadline_at, job, kind in self.deadlines.pop_due(self.jobs, now):
+            text = _DEADLINE_TEXT[kind](job, deadline_at)
+            if restarted_at is not None and deadline_at < restarted_at:
+                text += " (detected after a restart)"
+            fired += self._fire(job, kind, text, now) is not None
+        return fired
 
     # -- alerts ------------------------------------------------------------
     def drain_alerts(self) -> list[Alert]:
@@ -210,13 +272,27 @@ class Store:
     def recent_alerts(self) -> list[Alert]:
         return list(self.alert_history)
 
+    def find_alerts(self, state: str, job_id: str | None, limit: int) -> list[Alert]:
+        """Newest first, from the kept history (the last ALERT_HISTORY alerts)."""
+        out = []
+        for alert in reversed(self.alert_history):
+            if job_id is not None and alert.job_id != job_id:
+                continue
+            if state != "all" and alert.state.value != state:
+                continue
+            out.append(alert)
+            if len(out) == limit:
+                break
+        return out
+
     # -- snapshot ----------------------------------------------------------
     def to_snapshot(self) -> dict[str, Any]:
         """Everything, as rows for orjson (``model.snapshot_default`` writes alerts)."""
         alerts = {a.alert_id: a for a in self.alert_history}
         for job in self.jobs.values():
-            if job.failed_alert is not None:
-                alerts[job.failed_alert.alert_id] = job.failed_alert
+            if job.alerts is not None:
+                for alert in job.alerts.values():
+                    alerts[alert.alert_id] = alert
         return {
             "default_max_retries": self.default_max_retries,
             "timed_runs": self.timed_runs,
@@ -255,11 +331,28 @@ class Store:
                 job.error,
                 job.retries,
                 job.max_retries,
-                alert_id,
+                open_alerts,
+                monitor,
             ) = row
             job.status = status = status_by_name[status]
-            job.failed_alert = None if alert_id is None else alerts[alert_id]
+            job.alerts = (
+                None if open_alerts is None else {k: alerts[i] for k, i in open_alerts.items()}
+            )
+            job.monitor = None if monitor is None else Monitor.from_row(monitor)
             counts[status] += 1
             jobs[job.job_id] = job
         self.jobs = jobs
         self.count_by_status = counts
+        self.deadlines.rebuild(jobs)
+
+
+def _missed_heartbeat_text(job: Job, deadline_at: float) -> str:
+    monitor = job.monitor
+    assert monitor is not None
+    return (
+        f"Job {job.job_id} missed its heartbeat: expected one every {monitor.heartbeat_ttl_ms} ms, "
+        f"the last came at {iso(monitor.last_heartbeat_at)}, none by {iso(deadline_at)}"
+    )
+
+
+_DEADLINE_TEXT = {"missed_heartbeat": _missed_heartbeat_text}

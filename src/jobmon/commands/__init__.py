@@ -7,7 +7,18 @@ from types import ModuleType
 from typing import Any, NamedTuple, Protocol
 
 from ..node import Node
-from . import get_job, get_stats, init, job_completed, job_failed, list_jobs, update_status
+from . import (
+    get_alerts,
+    get_job,
+    get_stats,
+    heartbeat,
+    init,
+    job_completed,
+    job_failed,
+    list_jobs,
+    subscribe,
+    update_status,
+)
 
 
 class Parse(Protocol):
@@ -44,6 +55,17 @@ HANDLERS: dict[str, Handler] = {
     h.name: h
     for h in map(
         _handler,
-        (init, update_status, job_completed, job_failed, get_stats, get_job, list_jobs),
+        (
+            init,
+            update_status,
+            job_completed,
+            job_failed,
+            get_stats,
+            get_job,
+            list_jobs,
+            heartbeat,
+            subscribe,
+            get_alerts,
+        ),
     )
 }

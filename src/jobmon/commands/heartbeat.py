@@ -1,0 +1,27 @@
+"""heartbeat: Redis's SETEX for a job; no further heartbeat before deadline_at alerts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..clock import iso
+from ..node import Node
+from . import fields
+
+NAME = "heartbeat"
+MUTATES = True
+
+
+def parse(body: dict[str, Any]) -> tuple[Any, ...]:
+    job_id = fields.job_id(body)
+    ttl_ms = fields.integer(body, "ttl_ms", 1)
+    return (job_id, ttl_ms)
+
+
+def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
+    job_id, ttl_ms = args
+    deadline_at = node.store.heartbeat(now, job_id, ttl_ms)
+    out = fields.reply("heartbeat_ok", msg_id)
+    out["job_id"] = job_id
+    out["deadline_at"] = iso(deadline_at)
+    return out
