@@ -33,8 +33,9 @@ class Publisher:
     def publish(self, alerts: list[Alert], events: list[dict[str, Any]], now: float) -> None:
         if alerts:
             log_alerts(alerts)
-            bodies = [{"type": "alert", "alert": alert.to_wire()} for alert in alerts]
-            self._push("alerts", bodies)
+            if self.node.subscriptions:
+                bodies = [{"type": "alert", "alert": alert.to_wire()} for alert in alerts]
+                self._push("alerts", bodies)
         if events:
             at = iso(now)
             bodies = []
