@@ -90,6 +90,7 @@ class Engine:
         reach ``budget`` bytes; returns the reply lines (journal records buffered)."""
         node = self.node
         node.sink = sink
+        node.now = now
         writer = self.data_dir.writer if self.data_dir is not None else None
         journal = writer.pending.append if writer is not None else None
         if self.events is None and node.subscriptions and self.publisher.wants_events():

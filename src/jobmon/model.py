@@ -79,13 +79,34 @@ SNAPSHOT_ROW = attrgetter(*Job.__slots__)
 
 
 class Monitor:
-    """What a job promised (a heartbeat every ttl) and the deadlines that follow.
+    """What a job promised (a schedule, a heartbeat, a runtime limit...) and the
+    deadlines that follow; only jobs that registered or sent heartbeats have one.
 
     ``timers`` maps an alert kind to the time it fires; ``armed`` maps a kind to
     the time of its entry in the deadline heap (see ``deadlines``).
     """
 
-    __slots__ = ("heartbeat_ttl_ms", "last_heartbeat_at", "labels", "timers", "armed")
+    # Persisted, in this order (``to_row``); ``armed`` is rebuilt at load.
+    FIELDS = (
+        "heartbeat_ttl_ms",
+        "last_heartbeat_at",
+        "labels",
+        "timers",
+        "schedule",
+        "grace_ms",
+        "max_runtime_ms",
+        "stall_ms",
+        "failure_threshold",
+        "recovery_threshold",
+        "paused",
+        "paused_until",
+        "last_seen_at",
+        "next_expected_at",
+        "progress_at",
+        "consecutive_failures",
+        "consecutive_successes",
+    )
+    __slots__ = (*FIELDS, "armed")
 
     def __init__(self) -> None:
         self.heartbeat_ttl_ms: int | None = None
@@ -93,15 +114,32 @@ class Monitor:
         self.labels: dict[str, str] = {}
         self.timers: dict[str, float] = {}
         self.armed: dict[str, float] = {}
+        self.schedule: dict[str, Any] | None = None
+        self.grace_ms = 0
+        self.max_runtime_ms: int | None = None
+        self.stall_ms: int | None = None
+        self.failure_threshold = 1
+        self.recovery_threshold = 1
+        self.paused = False
+        self.paused_until: float | None = None  # None while paused: until resumed
+        self.last_seen_at: float | None = None  # the last sign of life
+        self.next_expected_at: float | None = None
+        self.progress_at: float | None = None  # when progress last moved
+        self.consecutive_failures = 0
+        self.consecutive_successes = 0
 
     def to_row(self) -> list[Any]:
-        return [self.heartbeat_ttl_ms, self.last_heartbeat_at, self.labels, self.timers]
+        return [getattr(self, name) for name in self.FIELDS]
 
     @classmethod
     def from_row(cls, row: list[Any]) -> Monitor:
         monitor = cls()
-        monitor.heartbeat_ttl_ms, monitor.last_heartbeat_at, monitor.labels, monitor.timers = row
+        for name, value in zip(cls.FIELDS, row, strict=True):
+            setattr(monitor, name, value)
         return monitor
+
+    def is_paused(self, now: float) -> bool:
+        return self.paused and (self.paused_until is None or now < self.paused_until)
 
 
 class AlertState(str, Enum):

@@ -29,6 +29,7 @@ class Node:
         self.sink: Any = None
         self.frame: tuple[Any, Any] | None = None
         self.subscriptions: dict[Any, Subscription] = {}
+        self.now = 0.0  # the clock reading of the turn being applied
 
     def subscribers(self, topic: str) -> list[Subscription]:
         return [s for s in self.subscriptions.values() if topic in s.topics]

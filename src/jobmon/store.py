@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from .clock import iso
 from .deadlines import Deadlines
 from .errors import Code, RequestError
 from .model import SNAPSHOT_ROW, STATUS_BY_NAME, TERMINAL, Alert, Job, Monitor, Status
+from .monitoring import Monitoring
 
 ALERT_HISTORY = 10_000
 # Plain names: Status.X is an attribute lookup on the Enum class, slow on the hot path.
@@ -24,7 +24,7 @@ FAILED = Status.FAILED
 RETRYING = Status.RETRYING
 
 
-class Store:
+class Store(Monitoring):
     def __init__(self, default_max_retries: int = 3) -> None:
         self.default_max_retries = default_max_retries
         self.jobs: dict[str, Job] = {}
@@ -85,7 +85,10 @@ class Store:
         job.retries = 0
 
     def _fire(self, job: Job, kind: str, text: str, now: float) -> Alert | None:
-        """Open an alert of this kind for the job, unless one is open already."""
+        """Open an alert of this kind for the job, unless one is open already
+        or the job is paused (a maintenance window)."""
+        if job.monitor is not None and job.monitor.is_paused(now):
+            return None
         if job.alerts is None:
             job.alerts = {}
         elif kind in job.alerts:
@@ -122,6 +125,7 @@ class Store:
         job = self.jobs.get(job_id)
         if job is None:
             job = self._create(job_id, status, now)
+            previous = None
         else:
             previous = job.status
             if previous is not status:
@@ -137,15 +141,21 @@ class Store:
         if status in TERMINAL:
             if job.finished_at is None:
                 job.finished_at = now
-            if status is COMPLETED:
-                if progress is None:
-                    progress = 100
-                if job.alerts is not None:
-                    self._resolve(job, "failed", now)
+            if status is COMPLETED and progress is None:
+                progress = 100
+        moved = progress is not None and progress != job.progress
         if progress is not None:
             job.progress = progress
         if max_retries is not None:
             job.max_retries = max_retries
+        monitor = job.monitor
+        recovered = True
+        if monitor is not None and previous is not None:
+            self.observe_status(job, monitor, previous, moved, now)
+            if status is COMPLETED and previous is not COMPLETED:
+                recovered = self.observe_outcome(job, monitor, True, now)
+        if status is COMPLETED and recovered and job.alerts is not None:
+            self._resolve(job, "failed", now)
         return job
 
     def complete(
@@ -180,6 +190,9 @@ class Store:
         job.error = None
         self.timed_runs += 1
         self.duration_sum_ms += duration_ms
+        monitor = job.monitor
+        if monitor is not None and not self.observe_outcome(job, monitor, True, now):
+            return job  # not yet enough good runs in a row to call it recovered
         if job.alerts is not None:
             self._resolve(job, "failed", now)
         return job
@@ -197,11 +210,14 @@ class Store:
         limit = max_retries if max_retries is not None else self.max_retries_of(job)
         exhausted = retries >= limit
         status = FAILED if exhausted else RETRYING
+        duplicate = False
         if job is None:
             job = self._create(job_id, status, now)
+            previous = None
         else:
-            duplicate = exhausted and job.status is FAILED
-            if job.status in TERMINAL and not duplicate:
+            previous = job.status
+            duplicate = exhausted and previous is FAILED
+            if previous in TERMINAL and not duplicate:
                 self._new_run(job)
             self._set_status(job, status)
             job.updated_at = now
@@ -209,60 +225,22 @@ class Store:
         job.retries = retries
         if max_retries is not None:
             job.max_retries = max_retries
+        monitor = job.monitor
         if exhausted:
             if job.finished_at is None:
                 job.finished_at = now
+            if monitor is None:
+                alert = True
+            elif duplicate:  # the same failed run again: counts once
+                alert = monitor.consecutive_failures >= monitor.failure_threshold
+            else:
+                alert = self.observe_outcome(job, monitor, False, now)
             # One alert per incident: a repeated exhausted report is the same failure.
-            self._fire(job, "failed", f"Job failed after {retries} retries: {error}", now)
+            if alert:
+                self._fire(job, "failed", f"Job failed after {retries} retries: {error}", now)
+        elif monitor is not None and previous is not None:
+            self.observe_status(job, monitor, previous, False, now)
         return job, exhausted
-
-    # -- negative alerting ---------------------------------------------------
-    def _monitor(self, job: Job) -> Monitor:
-        if job.monitor is None:
-            job.monitor = Monitor()
-        return job.monitor
-
-    def heartbeat(self, now: float, job_id: str, ttl_ms: int | None) -> float:
-        """Redis's SETEX: alert unless another heartbeat comes within ttl. Returns the deadline."""
-        job = self.jobs.get(job_id)
-        monitor = job.monitor if job is not None else None
-        if ttl_ms is None:
-            ttl_ms = monitor.heartbeat_ttl_ms if monitor is not None else None
-            if ttl_ms is None:
-                raise RequestError(
-                    Code.MALFORMED,
-                    f"ttl_ms is missing and job {job_id!r} has none yet: "
-                    "the first heartbeat of a job must say how long until the next (ttl_ms)",
-                )
-        if job is None:
-            job = self._create(job_id, Status.PENDING, now)
-        else:
-            job.updated_at = now
-        monitor = self._monitor(job)
-        monitor.heartbeat_ttl_ms = ttl_ms
-        monitor.last_heartbeat_at = now
-        deadline_at = now + ttl_ms / 1000
-        self.deadlines.set(job, monitor, "missed_heartbeat", deadline_at)
-        if job.alerts is not None:
-            self._resolve(job, "missed_heartbeat", now)
-        return deadline_at
-
-    def next_deadline(self) -> float | None:
-        return self.deadlines.next_at(self.jobs)
-
-    def expire(self, now: float, restarted_at: float | None) -> int:
-        """Fire every alert whose deadline has come; returns how many fired.
-
-        ``restarted_at``: when this process started, after a restart; a deadline
-        before it passed while jobmon was down, and the alert says so.
-        """
-        fired = 0
-        for deadline_at, job, kind in self.deadlines.pop_due(self.jobs, now):
-            text = _DEADLINE_TEXT[kind](job, deadline_at)
-            if restarted_at is not None and deadline_at < restarted_at:
-                text += " (detected after a restart)"
-            fired += self._fire(job, kind, text, now) is not None
-        return fired
 
     # -- alerts ------------------------------------------------------------
     def drain_alerts(self) -> list[Alert]:
@@ -344,15 +322,3 @@ class Store:
         self.jobs = jobs
         self.count_by_status = counts
         self.deadlines.rebuild(jobs)
-
-
-def _missed_heartbeat_text(job: Job, deadline_at: float) -> str:
-    monitor = job.monitor
-    assert monitor is not None
-    return (
-        f"Job {job.job_id} missed its heartbeat: expected one every {monitor.heartbeat_ttl_ms} ms, "
-        f"the last came at {iso(monitor.last_heartbeat_at)}, none by {iso(deadline_at)}"
-    )
-
-
-_DEADLINE_TEXT = {"missed_heartbeat": _missed_heartbeat_text}

@@ -16,7 +16,11 @@ from . import (
     job_completed,
     job_failed,
     list_jobs,
+    pause_job,
+    register_job,
+    resume_job,
     subscribe,
+    unregister_job,
     update_status,
 )
 
@@ -64,6 +68,10 @@ HANDLERS: dict[str, Handler] = {
             get_job,
             list_jobs,
             heartbeat,
+            register_job,
+            unregister_job,
+            pause_job,
+            resume_job,
             subscribe,
             get_alerts,
         ),

@@ -18,7 +18,7 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def record(node: Node, job: Job) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "job_id": job.job_id,
         "status": job.status.value,
         "progress": job.progress,
@@ -33,6 +33,26 @@ def record(node: Node, job: Job) -> dict[str, Any]:
         "retries": job.retries,
         "max_retries": node.store.max_retries_of(job),
     }
+    if job.alerts:
+        out["alerts"] = sorted(job.alerts)
+    monitor = job.monitor
+    if monitor is not None:
+        out["monitor"] = {
+            "schedule": monitor.schedule,
+            "next_expected_at": iso(monitor.next_expected_at),
+            "grace_ms": monitor.grace_ms,
+            "heartbeat_ttl_ms": monitor.heartbeat_ttl_ms,
+            "max_runtime_ms": monitor.max_runtime_ms,
+            "stall_ms": monitor.stall_ms,
+            "failure_threshold": monitor.failure_threshold,
+            "recovery_threshold": monitor.recovery_threshold,
+            "labels": monitor.labels,
+            "paused": monitor.is_paused(node.now),
+            "paused_until": iso(monitor.paused_until),
+            "last_seen_at": iso(monitor.last_seen_at),
+            "deadlines": {kind: iso(at) for kind, at in sorted(monitor.timers.items())},
+        }
+    return out
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:

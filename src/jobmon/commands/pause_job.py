@@ -1,0 +1,42 @@
+"""pause_job / resume_job: a maintenance window; a paused job raises no alerts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ..clock import iso
+from ..errors import malformed
+from ..node import Node
+from . import fields
+
+NAME = "pause_job"
+MUTATES = True
+
+
+def parse(body: dict[str, Any]) -> tuple[Any, ...]:
+    job_id = fields.job_id(body)
+    until = body.get("until")
+    if until is None:
+        return (job_id, None)
+    if type(until) is str:
+        try:
+            moment = datetime.fromisoformat(until)
+        except ValueError:
+            moment = None
+        if moment is not None:
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return (job_id, moment.timestamp())
+    raise malformed(
+        f"until must be an ISO-8601 time such as 2026-11-22T04:00:00Z, got {fields._show(until)}"
+    )
+
+
+def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
+    job_id, until = args
+    node.store.pause(now, job_id, until)
+    out = fields.reply("job_paused", msg_id)
+    out["job_id"] = job_id
+    out["until"] = iso(until)
+    return out

@@ -1,0 +1,69 @@
+"""Schedules: when a job is next expected. Cron in the job's IANA time zone
+(cronsim, which aims to match Debian cron, DST included) or a fixed interval."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+from .errors import malformed
+
+MAX_INTERVAL_MS = 10 * 366 * 24 * 3600 * 1000
+
+
+def validate(schedule: Any) -> dict[str, Any]:
+    """A schedule as given on the wire, checked; raises error 12 with the reason."""
+    if type(schedule) is not dict:
+        raise malformed(
+            'schedule must be an object: {"cron": "0 2 * * *", "tz": "Europe/Berlin"} '
+            'or {"every_ms": 3600000}'
+        )
+    if "cron" in schedule:
+        expr, tz = schedule["cron"], schedule.get("tz", "UTC")
+        if type(expr) is not str or type(tz) is not str:
+            raise malformed("schedule.cron and schedule.tz must be strings")
+        try:
+            zone = _zone(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise malformed(
+                f"schedule.tz {tz!r} is not an IANA time zone (such as Europe/Berlin or UTC)"
+            ) from None
+        try:
+            CronSim(expr, datetime.now(zone))
+        except CronSimError as exc:
+            raise malformed(
+                f"schedule.cron {expr!r} is not a valid cron expression: {exc}"
+            ) from None
+        return {"cron": expr, "tz": tz}
+    every = schedule.get("every_ms")
+    if type(every) is int and 1000 <= every <= MAX_INTERVAL_MS:
+        return {"every_ms": every}
+    raise malformed(
+        "schedule needs cron (with an optional tz) or every_ms, an integer number of "
+        f"milliseconds between 1000 and {MAX_INTERVAL_MS}"
+    )
+
+
+def next_after(schedule: dict[str, Any], after: float) -> float:
+    """The first expected time strictly after ``after`` (epoch seconds)."""
+    if "every_ms" in schedule:
+        every_ms: int = schedule["every_ms"]
+        return after + every_ms / 1000
+    zone = _zone(schedule["tz"])
+    moment = next(CronSim(schedule["cron"], datetime.fromtimestamp(after, zone)))
+    return moment.timestamp()
+
+
+def describe(schedule: dict[str, Any]) -> str:
+    if "every_ms" in schedule:
+        return f"every {schedule['every_ms']} ms"
+    return f"cron {schedule['cron']!r} in {schedule['tz']}"
+
+
+@lru_cache(maxsize=256)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
