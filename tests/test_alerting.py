@@ -16,6 +16,14 @@ async def advance(server: Server, clock: FakeClock, seconds: float) -> None:
     await server.engine.wait_idle()
 
 
+async def close_and_wait(server: Server, client: LineClient) -> None:
+    """Close a client and wait until the server has seen the connection go."""
+    newest = max(server.connections, key=lambda c: c.conn_id or 0)
+    await client.close()
+    await newest.gone.wait()
+    await server.engine.wait_idle()
+
+
 async def subscriber(server: Server, topics: list[str] | None = None) -> LineClient:
     client = await LineClient.connect(server.port)
     body: dict[str, object] = {"type": "subscribe", "msg_id": 1}
@@ -184,3 +192,43 @@ async def test_a_deadline_passed_while_down_fires_at_start_once(
         await advance(server, clock, 600)
         assert [a.job_id for a in server.node.store.recent_alerts()] == ["db-sync", "alive"]
         assert not server.node.store.recent_alerts()[1].text.endswith("restart)")
+
+
+async def test_worker_lost_when_the_reporting_connection_closes(
+    server: Server, client: LineClient, clock: FakeClock
+) -> None:
+    await client.request({"type": "register_job", "job_id": "ingest"})
+    await client.request({"type": "register_job", "job_id": "quick", "lost_grace_ms": 0})
+    worker = await LineClient.connect(server.port)
+    for job_id in ("ingest", "quick"):
+        await worker.request({"type": "update_status", "job_id": job_id, "status": "running"})
+    closed_at = clock.now()
+    await close_and_wait(server, worker)
+    await advance(server, clock, 29.9)
+    assert (await client.request({"type": "get_alerts"}))["alerts"] == []
+    await advance(server, clock, 0.2)
+    found = (await client.request({"type": "get_alerts"}))["alerts"]
+    assert [(a["job_id"], a["kind"]) for a in found] == [("ingest", "worker_lost")]
+    assert found[0]["text"] == (
+        f"Job ingest lost its worker: the connection that reported it running closed at "
+        f"{iso(closed_at)} and nothing reported on the job within 30000 ms"
+    )
+    # A worker reconnecting and reporting resolves it.
+    await client.request(
+        {"type": "update_status", "job_id": "ingest", "status": "running", "progress": 50}
+    )
+    found = (await client.request({"type": "get_alerts"}))["alerts"]
+    assert found[0]["state"] == "resolved"
+
+
+async def test_a_report_within_grace_means_no_worker_lost(
+    server: Server, client: LineClient, clock: FakeClock
+) -> None:
+    await client.request({"type": "register_job", "job_id": "ingest"})
+    worker = await LineClient.connect(server.port)
+    await worker.request({"type": "update_status", "job_id": "ingest", "status": "running"})
+    await close_and_wait(server, worker)
+    await advance(server, clock, 10)
+    await client.request({"type": "heartbeat", "job_id": "ingest", "ttl_ms": 600_000})
+    await advance(server, clock, 60)
+    assert (await client.request({"type": "get_alerts"}))["alerts"] == []

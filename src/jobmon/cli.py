@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--node-id", default=_env("NODE_ID", defaults.node_id))
     serve.add_argument(
+        "--lost-grace-ms",
+        type=_positive_int,
+        default=int(_env("LOST_GRACE_MS", str(defaults.lost_grace_ms))),
+        help="alert worker_lost when a running job's connection closed this long ago (0: off)",
+    )
+    serve.add_argument(
         "--compact-min-bytes",
         type=_positive_int,
         default=int(_env("COMPACT_MIN_BYTES", str(defaults.compact_min_bytes))),
@@ -123,6 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_line_bytes=args.max_line_bytes,
         node_id=args.node_id,
         compact_min_bytes=args.compact_min_bytes,
+        lost_grace_ms=args.lost_grace_ms,
     )
     try:
         uvloop.run(serve(config))

@@ -20,3 +20,4 @@ class Config:
     node_id: str = "monitor"
     compact_min_bytes: int = 64 << 20
     shutdown_timeout: float = 10.0
+    lost_grace_ms: int = 30_000

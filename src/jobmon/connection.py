@@ -36,8 +36,11 @@ SUBSCRIBER_MAX_UNSENT = 4 << 20  # pushed bytes a subscriber may leave unread
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, engine: Engine, max_line_bytes: int, registry: set[Connection]) -> None:
+    def __init__(
+        self, engine: Engine, max_line_bytes: int, registry: set[Connection], conn_id: int = 0
+    ) -> None:
         self.engine = engine
+        self.conn_id: int | None = conn_id
         self.max_line_bytes = max_line_bytes
         self.registry = registry
         self.transport: asyncio.Transport | None = None
@@ -51,6 +54,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.read_blocks: set[str] = set()
         self.paused = asyncio.Event()  # set while reading is paused (tests await it)
+        self.gone = asyncio.Event()  # set once the connection is closed
 
     # -- asyncio callbacks -----------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -103,8 +107,11 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.gone.set()
         self.registry.discard(self)
         self.engine.publisher.forget(self)
+        if self.conn_id is not None:
+            self.engine.connection_closed(self.conn_id)
         # Nobody can read answers to questions any more; reported facts still
         # count (a worker may write its events and hang up without reading).
         self.inbox = deque(r for r in self.inbox if r[2] is not None and r[2].mutates)

@@ -22,7 +22,7 @@ from .clock import Clock
 from .connection import TURN_OUTPUT_BUDGET
 from .errors import Code, RequestError
 from .node import Node
-from .persistence import TICK_RECORD, DataDir
+from .persistence import TICK_RECORD, WORKERS_GONE_RECORD, DataDir
 from .protocol import Request, encode, error_body
 from .publish import Publisher
 
@@ -36,6 +36,7 @@ class Sink(Protocol):
     """A source of requests and the place their replies go (a connection)."""
 
     inbox: deque[Request]
+    conn_id: int | None
 
     def deliver(self, data: bytes) -> None: ...
 
@@ -72,8 +73,31 @@ class Engine:
         # When this process started, if it recovered earlier state (alert texts
         # say a deadline was detected after a restart).
         self.restarted_at: float | None = None
+        # Connections closed since the last turn, and (after a restart) the running
+        # jobs whose connections the restart closed.
+        self.closed_connections: list[int] = []
+        self.orphaned_jobs: list[str] = []
 
     # -- called by connections -------------------------------------------
+    def connection_closed(self, conn_id: int) -> None:
+        """Its running jobs may have lost their worker: looked at in the next turn."""
+        if self.node.store.reported_by.get(conn_id):
+            self.closed_connections.append(conn_id)
+            self.wake()
+
+    def _lose_workers(self, now: float) -> None:
+        store = self.node.store
+        job_ids = self.orphaned_jobs
+        self.orphaned_jobs = []
+        for conn_id in self.closed_connections:
+            job_ids.extend(store.jobs_lost_with(conn_id))
+        self.closed_connections = []
+        if job_ids:
+            store.workers_gone(now, job_ids)
+            writer = self.data_dir.writer if self.data_dir is not None else None
+            if writer is not None:
+                writer.pending.append((WORKERS_GONE_RECORD, job_ids))
+
     def ready(self, sink: Sink) -> None:
         """``sink.inbox`` has requests; answer them in the next turn."""
         self.queue.append(sink)
@@ -91,6 +115,7 @@ class Engine:
         node = self.node
         node.sink = sink
         node.now = now
+        node.store.reporter = sink.conn_id if sink is not None else None
         writer = self.data_dir.writer if self.data_dir is not None else None
         journal = writer.pending.append if writer is not None else None
         if self.events is None and node.subscriptions and self.publisher.wants_events():
@@ -197,7 +222,12 @@ class Engine:
         data_dir = self.data_dir
         self.retarget()
         while True:
-            while not self.queue and not self.due():
+            while (
+                not self.queue
+                and not self.due()
+                and not self.closed_connections
+                and not self.orphaned_jobs
+            ):
                 self._idle.set()
                 if self._stopping:
                     return
@@ -208,6 +238,8 @@ class Engine:
             self.turns += 1
             self.connection_turns += len(sinks)
             now = self.clock.now()
+            if self.closed_connections or self.orphaned_jobs:
+                self._lose_workers(now)
             if self.timer_target is not None and self.timer_target <= now:
                 self.expire(now)
             budget = TURN_OUTPUT_BUDGET

@@ -105,8 +105,12 @@ class Monitor:
         "progress_at",
         "consecutive_failures",
         "consecutive_successes",
+        "lost_grace_ms",
+        "lost_at",
     )
-    __slots__ = (*FIELDS, "armed")
+    # ``reporter``: the connection that last reported the job running (this
+    # process only; a restart closes every connection).
+    __slots__ = (*FIELDS, "armed", "reporter")
 
     def __init__(self) -> None:
         self.heartbeat_ttl_ms: int | None = None
@@ -127,6 +131,9 @@ class Monitor:
         self.progress_at: float | None = None  # when progress last moved
         self.consecutive_failures = 0
         self.consecutive_successes = 0
+        self.lost_grace_ms: int | None = None  # None: the server's --lost-grace-ms
+        self.lost_at: float | None = None  # when its reporting connection closed
+        self.reporter: int | None = None
 
     def to_row(self) -> list[Any]:
         return [getattr(self, name) for name in self.FIELDS]
@@ -134,7 +141,7 @@ class Monitor:
     @classmethod
     def from_row(cls, row: list[Any]) -> Monitor:
         monitor = cls()
-        for name, value in zip(cls.FIELDS, row, strict=True):
+        for name, value in zip(cls.FIELDS, row, strict=False):  # older rows are shorter
             setattr(monitor, name, value)
         return monitor
 

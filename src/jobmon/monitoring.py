@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .deadlines import Deadlines
     from .model import Alert
 
-NEGATIVE_KINDS = ("missed_heartbeat", "missed_run", "overrun", "stalled")
+NEGATIVE_KINDS = ("missed_heartbeat", "missed_run", "overrun", "stalled", "worker_lost")
 RUNNING = Status.RUNNING
 SIGNS_OF_LIFE = frozenset({Status.QUEUED, Status.RUNNING})
 
@@ -29,6 +29,11 @@ SIGNS_OF_LIFE = frozenset({Status.QUEUED, Status.RUNNING})
 class Monitoring:
     jobs: dict[str, Job]
     deadlines: Deadlines
+    # Set by the engine for each connection's turn: who is reporting.
+    reporter: int | None
+    # Connection -> the monitored jobs it last reported running.
+    reported_by: dict[int, set[str]]
+    lost_grace_ms: int
 
     # Provided by Store.
     def _create(self, job_id: str, status: Status, now: float) -> Job:
@@ -131,6 +136,7 @@ class Monitoring:
     def sign_of_life(self, job: Job, monitor: Monitor, now: float) -> None:
         """The job started, ran or beat: the scheduled run is not missed."""
         monitor.last_seen_at = now
+        self._heard_from(job, monitor, now)
         if monitor.schedule is not None:
             if job.alerts is not None:
                 self._resolve(job, "missed_run", now)
@@ -142,6 +148,10 @@ class Monitoring:
         status = job.status
         if status in SIGNS_OF_LIFE:
             self.sign_of_life(job, monitor, now)
+        else:
+            self._heard_from(job, monitor, now)
+        if status is RUNNING:
+            self._track_reporter(job, monitor)
         if status is RUNNING:
             if previous is not RUNNING:
                 self._arm_run(job, monitor, now, restart=False)
@@ -162,9 +172,65 @@ class Monitoring:
             monitor.consecutive_failures = 0
             monitor.consecutive_successes += 1
             return monitor.consecutive_successes >= monitor.recovery_threshold
+        self._heard_from(job, monitor, now)
         monitor.consecutive_successes = 0
         monitor.consecutive_failures += 1
         return monitor.consecutive_failures >= monitor.failure_threshold
+
+    # -- worker_lost -----------------------------------------------------------
+    def _heard_from(self, job: Job, monitor: Monitor, now: float) -> None:
+        if "worker_lost" in monitor.timers:
+            self.deadlines.clear(monitor, "worker_lost")
+        if job.alerts is not None:
+            self._resolve(job, "worker_lost", now)
+
+    def _track_reporter(self, job: Job, monitor: Monitor) -> None:
+        reporter = self.reporter
+        if monitor.reporter != reporter:
+            if monitor.reporter is not None:
+                self.reported_by.get(monitor.reporter, set()).discard(job.job_id)
+            monitor.reporter = reporter
+            if reporter is not None:
+                self.reported_by.setdefault(reporter, set()).add(job.job_id)
+
+    def jobs_lost_with(self, connection: int) -> list[str]:
+        """Running monitored jobs last reported by this (now closed) connection."""
+        job_ids = self.reported_by.pop(connection, set())
+        lost = []
+        for job_id in sorted(job_ids):
+            job = self.jobs.get(job_id)
+            if (
+                job is not None
+                and job.monitor is not None
+                and job.status is RUNNING
+                and job.monitor.reporter == connection
+            ):
+                lost.append(job_id)
+        return lost
+
+    def running_monitored_jobs(self) -> list[str]:
+        """At start after a restart: every connection that reported a run is gone."""
+        return sorted(
+            job.job_id
+            for job in self.jobs.values()
+            if job.monitor is not None and job.status is RUNNING
+        )
+
+    def workers_gone(self, now: float, job_ids: list[str]) -> None:
+        """The connections that reported these jobs running are gone: unless
+        something reports on a job within its grace, alert worker_lost."""
+        for job_id in job_ids:
+            job = self.jobs.get(job_id)
+            monitor = job.monitor if job is not None else None
+            if job is None or monitor is None or job.status is not RUNNING:
+                continue
+            grace = (
+                monitor.lost_grace_ms if monitor.lost_grace_ms is not None else self.lost_grace_ms
+            )
+            if grace > 0:
+                monitor.reporter = None
+                monitor.lost_at = now
+                self.deadlines.set(job, monitor, "worker_lost", now + grace / 1000)
 
     def _arm_missed_run(self, job: Job, monitor: Monitor, after: float) -> None:
         if monitor.schedule is None:
@@ -262,6 +328,14 @@ def _overrun(job: Job, monitor: Monitor, deadline_at: float) -> str:
     )
 
 
+def _worker_lost(job: Job, monitor: Monitor, deadline_at: float) -> str:
+    grace = round((deadline_at - monitor.lost_at) * 1000) if monitor.lost_at else 0
+    return (
+        f"Job {job.job_id} lost its worker: the connection that reported it running closed "
+        f"at {iso(monitor.lost_at)} and nothing reported on the job within {grace} ms"
+    )
+
+
 def _stalled(job: Job, monitor: Monitor, deadline_at: float) -> str:
     return (
         f"Job {job.job_id} stalled at {job.progress}%: its progress has not moved for "
@@ -274,4 +348,5 @@ _TEXTS = {
     "missed_run": _missed_run,
     "overrun": _overrun,
     "stalled": _stalled,
+    "worker_lost": _worker_lost,
 }

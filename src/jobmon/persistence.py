@@ -40,6 +40,8 @@ _FILE = re.compile(r"^(journal|snapshot)-(\d{6,})\.(log|json)$")
 CONFIG_RECORD = "_config"
 # Internal record: deadlines came due at this record's time (see Store.expire).
 TICK_RECORD = "_tick"
+# Internal record: the connections reporting these jobs running are gone.
+WORKERS_GONE_RECORD = "_workers_gone"
 
 
 @dataclass
@@ -235,6 +237,9 @@ class DataDir:
 def _replay(node: Node, ts: float, name: str, args: Any, path: Path) -> None:
     if name == TICK_RECORD:
         node.store.expire(ts, args[0])
+        return
+    if name == WORKERS_GONE_RECORD:
+        node.store.workers_gone(ts, args)
         return
     handler = HANDLERS.get(name)
     if handler is None or not handler.mutates:

@@ -27,6 +27,7 @@ class Server:
         self.config = config
         self.clock = clock or SystemClock()
         self.node = Node(Store(config.max_retries), config.node_id)
+        self.node.store.lost_grace_ms = config.lost_grace_ms
         self.data_dir = (
             None if config.in_memory else DataDir(config.data_dir, config.compact_min_bytes)
         )
@@ -56,6 +57,8 @@ class Server:
             self.node.store.drain_alerts()
             if report.snapshot_generation is not None or report.records_replayed:
                 self.engine.restarted_at = self.clock.now()
+                # The restart closed every connection that was reporting a run.
+                self.engine.orphaned_jobs = self.node.store.running_monitored_jobs()
         # Job records live for the life of the process: move them out of the
         # collector's sight, and collect the young generation less often, or a
         # full collection over a million jobs stalls every connection.
@@ -75,7 +78,9 @@ class Server:
 
     def _new_connection(self) -> Connection:
         self.connections_total += 1
-        return Connection(self.engine, self.config.max_line_bytes, self.connections)
+        return Connection(
+            self.engine, self.config.max_line_bytes, self.connections, self.connections_total
+        )
 
     async def stop(self) -> None:
         """Stop accepting, answer what was received, flush and fsync the journal."""

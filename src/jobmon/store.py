@@ -37,6 +37,9 @@ class Store(Monitoring):
         # Alerts fired or resolved since the engine last drained them.
         self.alert_outbox: list[Alert] = []
         self.deadlines = Deadlines()
+        self.reporter: int | None = None
+        self.reported_by: dict[int, set[str]] = {}
+        self.lost_grace_ms = 30_000
 
     # -- reading ---------------------------------------------------------
     def stats(self) -> dict[str, Any]:

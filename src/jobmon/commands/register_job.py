@@ -21,7 +21,12 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     if "schedule" in body:
         given = body["schedule"]
         settings["schedule"] = None if given is None else schedule.validate(given)
-    for name, low in (("grace_ms", 0), ("max_runtime_ms", 1), ("stall_ms", 1)):
+    for name, low in (
+        ("grace_ms", 0),
+        ("max_runtime_ms", 1),
+        ("stall_ms", 1),
+        ("lost_grace_ms", 0),
+    ):
         if name in body:
             settings[name] = fields.integer(body, name, low)
     if body.get("grace_ms", 0) is None:
