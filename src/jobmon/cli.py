@@ -64,6 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="alert worker_lost when a running job's connection closed this long ago (0: off)",
     )
     serve.add_argument(
+        "--webhook",
+        action="append",
+        default=[u for u in _env("WEBHOOK", "").split(",") if u],
+        metavar="URL",
+        help="POST every alert (firing and resolved) here; repeatable",
+    )
+    serve.add_argument(
+        "--alertmanager",
+        default=_env("ALERTMANAGER", "") or None,
+        metavar="URL",
+        help="Prometheus Alertmanager base URL, e.g. http://127.0.0.1:9093",
+    )
+    serve.add_argument(
         "--compact-min-bytes",
         type=_positive_int,
         default=int(_env("COMPACT_MIN_BYTES", str(defaults.compact_min_bytes))),
@@ -130,6 +143,8 @@ def _serve(args: argparse.Namespace) -> int:
         node_id=args.node_id,
         compact_min_bytes=args.compact_min_bytes,
         lost_grace_ms=args.lost_grace_ms,
+        webhooks=args.webhook,
+        alertmanager=args.alertmanager,
     )
     try:
         uvloop.run(serve(config))

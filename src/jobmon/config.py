@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 FSYNC_POLICIES = ("always", "everysec", "no")
@@ -21,3 +21,7 @@ class Config:
     compact_min_bytes: int = 64 << 20
     shutdown_timeout: float = 10.0
     lost_grace_ms: int = 30_000
+    webhooks: list[str] = field(default_factory=list)
+    alertmanager: str | None = None
+    alertmanager_resend_s: float = 60.0
+    notify_backoff_s: float = 0.5  # first retry delay; doubles per attempt

@@ -22,6 +22,7 @@ from .clock import Clock
 from .connection import TURN_OUTPUT_BUDGET
 from .errors import Code, RequestError
 from .node import Node
+from .notify import Notifier
 from .persistence import TICK_RECORD, WORKERS_GONE_RECORD, DataDir
 from .protocol import Request, encode, error_body
 from .publish import Publisher
@@ -67,6 +68,7 @@ class Engine:
         self._idle = asyncio.Event()  # set by run() whenever it has nothing to do
         self._background: set[asyncio.Task[None]] = set()
         self.publisher = Publisher(node)
+        self.notifier: Notifier | None = None  # webhooks, Alertmanager (set by the server)
         self.events: list[dict[str, Any]] | None = None  # this turn's, when subscribed
         self.timer_target: float | None = None
         self._timer_changed = asyncio.Event()
@@ -171,7 +173,10 @@ class Engine:
     def publish(self, now: float) -> None:
         """After the turn is journaled and answered: alerts and events go out."""
         events, self.events = self.events, None
-        self.publisher.publish(self.node.store.drain_alerts(), events or [], now)
+        alerts = self.node.store.drain_alerts()
+        self.publisher.publish(alerts, events or [], now)
+        if alerts and self.notifier is not None:
+            self.notifier.submit(alerts)
 
     # -- deadlines -------------------------------------------------------------
     def due(self) -> bool:

@@ -16,6 +16,7 @@ from .config import Config
 from .connection import Connection
 from .engine import Engine
 from .node import Node
+from .notify import Notifier
 from .persistence import DataDir
 from .store import Store
 
@@ -32,6 +33,13 @@ class Server:
             None if config.in_memory else DataDir(config.data_dir, config.compact_min_bytes)
         )
         self.engine = Engine(self.node, self.clock, self.data_dir, config.fsync)
+        self.notifier = Notifier(
+            config.webhooks,
+            config.alertmanager,
+            config.alertmanager_resend_s,
+            config.notify_backoff_s,
+        )
+        self.engine.notifier = self.notifier
         self.connections: set[Connection] = set()
         self.connections_total = 0
         self.port = config.port
@@ -64,6 +72,8 @@ class Server:
         # full collection over a million jobs stalls every connection.
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
+        firing = [a for a in self.node.store.recent_alerts() if a.resolved_at is None]
+        await self.notifier.start(firing)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.engine.run(), name="jobmon-store"))
         self._tasks.append(loop.create_task(self.engine.deadline_timer(), name="jobmon-timer"))
@@ -102,6 +112,7 @@ class Server:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
+        await self.notifier.stop()
         if self._listener is not None:
             with suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._listener.wait_closed(), 1.0)

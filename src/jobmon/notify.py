@@ -1,0 +1,188 @@
+"""Alerts to the outside: webhooks and Prometheus Alertmanager, off the store task.
+
+The engine hands every fired or resolved alert to ``Notifier.submit``, which
+only queues it (a bounded queue per target; when full, the oldest is dropped
+and counted). One task per target posts with retries and exponential backoff;
+failures are logged and counted, never waited for by the store.
+
+Alertmanager (v2 API, ``POST /api/v2/alerts``) expects its clients to resend
+firing alerts periodically and resolved ones (with ``endsAt``) for a while
+after, so that a restarted Alertmanager learns them again: every
+``resend_interval`` seconds the whole active set is posted again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import aiohttp
+
+from .clock import iso
+from .model import Alert, AlertState
+
+log = logging.getLogger("jobmon.notify")
+
+ALERTNAMES = {
+    "failed": "JobFailed",
+    "missed_heartbeat": "JobMissedHeartbeat",
+    "missed_run": "JobMissedRun",
+    "overrun": "JobOverrun",
+    "stalled": "JobStalled",
+    "worker_lost": "JobWorkerLost",
+}
+QUEUE_LIMIT = 10_000
+ATTEMPTS = 6  # 0.5 + 1 + 2 + 4 + 8 s of backoff between them
+RESOLVED_RESEND_SECONDS = 300.0
+
+
+class Target:
+    """One destination: a queue, a delivery task, and its counters."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.queue: deque[Any] = deque()
+        self.ready = asyncio.Event()
+        self.delivered = 0
+        self.failed = 0
+        self.dropped = 0
+
+    def put(self, payload: Any) -> None:
+        if len(self.queue) >= QUEUE_LIMIT:
+            self.queue.popleft()
+            self.dropped += 1
+            log.warning(
+                "notification queue full; oldest dropped", extra={"fields": {"url": self.url}}
+            )
+        self.queue.append(payload)
+        self.ready.set()
+
+
+class Notifier:
+    def __init__(
+        self,
+        webhooks: list[str],
+        alertmanager: str | None,
+        resend_interval: float = 60.0,
+        backoff: float = 0.5,
+    ) -> None:
+        self.webhooks = [Target(url) for url in webhooks]
+        self.alertmanager = (
+            Target(alertmanager.rstrip("/") + "/api/v2/alerts") if alertmanager else None
+        )
+        self.resend_interval = resend_interval
+        self.backoff = backoff
+        # Alertmanager's view: alert id -> (payload, resend until; None while firing).
+        self.active: dict[int, tuple[dict[str, Any], float | None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.webhooks) or self.alertmanager is not None
+
+    def targets(self) -> list[Target]:
+        return [*self.webhooks, *([self.alertmanager] if self.alertmanager else [])]
+
+    async def start(self, firing: list[Alert]) -> None:
+        if not self.enabled:
+            return
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        for target in self.targets():
+            self._tasks.append(asyncio.create_task(self._deliver(target)))
+        if self.alertmanager is not None:
+            for alert in firing:  # after a restart Alertmanager hears them again
+                self.active[alert.alert_id] = (alertmanager_payload(alert), None)
+            self._tasks.append(asyncio.create_task(self._resend()))
+            self._post_active()
+
+    def submit(self, alerts: list[Alert]) -> None:
+        """Called by the engine after a turn: queue, never wait."""
+        if not self.enabled or not alerts:
+            return
+        for target in self.webhooks:
+            for alert in alerts:
+                target.put(alert.to_wire())
+        if self.alertmanager is not None:
+            now = time.time()
+            for alert in alerts:
+                until = None if alert.state is AlertState.FIRING else now + RESOLVED_RESEND_SECONDS
+                self.active[alert.alert_id] = (alertmanager_payload(alert), until)
+            self.alertmanager.put([alertmanager_payload(alert) for alert in alerts])
+
+    def _post_active(self) -> None:
+        assert self.alertmanager is not None
+        now = time.time()
+        for alert_id, (_, until) in list(self.active.items()):
+            if until is not None and until < now:
+                del self.active[alert_id]
+        if self.active:
+            self.alertmanager.put([payload for payload, _ in self.active.values()])
+
+    async def _resend(self) -> None:
+        while True:
+            await asyncio.sleep(self.resend_interval)
+            self._post_active()
+
+    async def _deliver(self, target: Target) -> None:
+        while True:
+            while not target.queue:
+                target.ready.clear()
+                await target.ready.wait()
+            payload = target.queue.popleft()
+            await self._post(target, payload)
+
+    async def _post(self, target: Target, payload: Any) -> None:
+        assert self._session is not None
+        delay = self.backoff
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                async with self._session.post(target.url, json=payload) as response:
+                    if response.status < 300:
+                        target.delivered += 1
+                        return
+                    reason = f"HTTP {response.status}"
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "notification not delivered",
+                extra={"fields": {"url": target.url, "attempt": attempt, "reason": reason}},
+            )
+            if attempt < ATTEMPTS:
+                await asyncio.sleep(delay)
+                delay *= 2
+        target.failed += 1
+        log.error(
+            "notification given up", extra={"fields": {"url": target.url, "attempts": ATTEMPTS}}
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+
+def alertmanager_payload(alert: Alert) -> dict[str, Any]:
+    """One alert in Alertmanager's v2 format (postableAlert)."""
+    labels = {
+        **alert.labels,
+        "alertname": ALERTNAMES.get(alert.kind, "Job" + alert.kind.title().replace("_", "")),
+        "job_id": alert.job_id,
+        "kind": alert.kind,
+    }
+    payload: dict[str, Any] = {
+        "labels": labels,
+        "annotations": {
+            "summary": f"{labels['alertname']}: {alert.job_id}",
+            "description": alert.text,
+        },
+        "startsAt": iso(alert.fired_at),
+    }
+    if alert.resolved_at is not None:
+        payload["endsAt"] = iso(alert.resolved_at)
+    return payload
