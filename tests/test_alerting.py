@@ -232,3 +232,25 @@ async def test_a_report_within_grace_means_no_worker_lost(
     await client.request({"type": "heartbeat", "job_id": "ingest", "ttl_ms": 600_000})
     await advance(server, clock, 60)
     assert (await client.request({"type": "get_alerts"}))["alerts"] == []
+
+
+async def test_realert_repeats_a_firing_alert_until_it_resolves(
+    start_server, clock: FakeClock
+) -> None:  # type: ignore[no-untyped-def]
+    async with start_server(realert_ms=600_000) as server:
+        watcher = await subscriber(server)
+        client = await LineClient.connect(server.port)
+        await client.request({"type": "job_failed", "job_id": "a", "error": "x", "retries": 3})
+        first = (await watcher.read())["alert"]
+        await advance(server, clock, 599)
+        await advance(server, clock, 2)
+        again = (await watcher.read())["alert"]
+        assert again == first  # the same alert, still firing
+        await client.request({"type": "job_completed", "job_id": "a", "duration_ms": 1})
+        assert (await watcher.read())["alert"]["state"] == "resolved"
+        await advance(server, clock, 3600)
+        # Nothing more is pushed once resolved: the next line is a fresh alert.
+        await client.request({"type": "job_failed", "job_id": "b", "error": "y", "retries": 3})
+        assert (await watcher.read())["alert"]["job_id"] == "b"
+        await client.close()
+        await watcher.close()

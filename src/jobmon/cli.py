@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="alert worker_lost when a running job's connection closed this long ago (0: off)",
     )
     serve.add_argument(
+        "--realert-ms",
+        type=_positive_int,
+        default=int(_env("REALERT_MS", "0")),
+        help="send a still-firing alert again this often (0: once)",
+    )
+    serve.add_argument(
         "--webhook",
         action="append",
         default=[u for u in _env("WEBHOOK", "").split(",") if u],
@@ -144,6 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
         compact_min_bytes=args.compact_min_bytes,
         lost_grace_ms=args.lost_grace_ms,
         webhooks=args.webhook,
+        realert_ms=args.realert_ms,
         alertmanager=args.alertmanager,
     )
     try:

@@ -21,6 +21,7 @@ class Config:
     compact_min_bytes: int = 64 << 20
     shutdown_timeout: float = 10.0
     lost_grace_ms: int = 30_000
+    realert_ms: int = 0  # 0: off
     webhooks: list[str] = field(default_factory=list)
     alertmanager: str | None = None
     alertmanager_resend_s: float = 60.0

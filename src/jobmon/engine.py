@@ -21,6 +21,7 @@ import orjson
 from .clock import Clock
 from .connection import TURN_OUTPUT_BUDGET
 from .errors import Code, RequestError
+from .model import Alert
 from .node import Node
 from .notify import Notifier
 from .persistence import TICK_RECORD, WORKERS_GONE_RECORD, DataDir
@@ -69,6 +70,8 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
         self.publisher = Publisher(node)
         self.notifier: Notifier | None = None  # webhooks, Alertmanager (set by the server)
+        self.realert_s: float | None = None  # --realert-ms
+        self.realerts: deque[tuple[float, Alert]] = deque()  # (send again at, alert), in order
         self.events: list[dict[str, Any]] | None = None  # this turn's, when subscribed
         self.timer_target: float | None = None
         self._timer_changed = asyncio.Event()
@@ -177,6 +180,26 @@ class Engine:
         self.publisher.publish(alerts, events or [], now)
         if alerts and self.notifier is not None:
             self.notifier.submit(alerts)
+        if self.realert_s is not None:
+            for alert in alerts:
+                if alert.resolved_at is None:
+                    self.realerts.append((now + self.realert_s, alert))
+
+    def remind(self, now: float) -> None:
+        """``--realert-ms``: send alerts that are still firing again (not journaled:
+        a reminder changes nothing)."""
+        realerts = self.realerts
+        again = []
+        while realerts and realerts[0][0] <= now:
+            _, alert = realerts.popleft()
+            if alert.resolved_at is None:
+                again.append(alert)
+        if again:
+            assert self.realert_s is not None
+            self.publisher.publish(again, [], now)
+            if self.notifier is not None:
+                self.notifier.submit(again, alertmanager=False)  # it has its own resend
+            realerts.extend((now + self.realert_s, alert) for alert in again)
 
     # -- deadlines -------------------------------------------------------------
     def due(self) -> bool:
@@ -184,13 +207,20 @@ class Engine:
 
     def expire(self, now: float) -> None:
         """Fire what is due; journaled as a tick, since it changes state."""
-        if self.node.store.expire(now, self.restarted_at):
+        store_due = self.node.store.next_deadline()
+        if (
+            store_due is not None
+            and store_due <= now
+            and self.node.store.expire(now, self.restarted_at)
+        ):
             writer = self.data_dir.writer if self.data_dir is not None else None
             if writer is not None:
                 writer.pending.append((TICK_RECORD, [self.restarted_at]))
 
     def retarget(self) -> None:
         target = self.node.store.next_deadline()
+        if self.realerts and (target is None or self.realerts[0][0] < target):
+            target = self.realerts[0][0]
         if target != self.timer_target:
             self.timer_target = target
             self._timer_changed.set()
@@ -247,6 +277,7 @@ class Engine:
                 self._lose_workers(now)
             if self.timer_target is not None and self.timer_target <= now:
                 self.expire(now)
+                self.remind(now)
             budget = TURN_OUTPUT_BUDGET
             replies = [(sink, self.execute(sink.inbox, now, budget, sink)) for sink in sinks]
             if data_dir is not None and data_dir.writer is not None:

@@ -99,14 +99,14 @@ class Notifier:
             self._tasks.append(asyncio.create_task(self._resend()))
             self._post_active()
 
-    def submit(self, alerts: list[Alert]) -> None:
+    def submit(self, alerts: list[Alert], alertmanager: bool = True) -> None:
         """Called by the engine after a turn: queue, never wait."""
         if not self.enabled or not alerts:
             return
         for target in self.webhooks:
             for alert in alerts:
                 target.put(alert.to_wire())
-        if self.alertmanager is not None:
+        if self.alertmanager is not None and alertmanager:
             now = time.time()
             for alert in alerts:
                 until = None if alert.state is AlertState.FIRING else now + RESOLVED_RESEND_SECONDS

@@ -40,6 +40,8 @@ class Server:
             config.notify_backoff_s,
         )
         self.engine.notifier = self.notifier
+        if config.realert_ms:
+            self.engine.realert_s = config.realert_ms / 1000
         self.connections: set[Connection] = set()
         self.connections_total = 0
         self.port = config.port
@@ -74,6 +76,9 @@ class Server:
         gc.set_threshold(50_000, 20, 100)
         firing = [a for a in self.node.store.recent_alerts() if a.resolved_at is None]
         await self.notifier.start(firing)
+        if self.engine.realert_s is not None:
+            now = self.clock.now()
+            self.engine.realerts.extend((now + self.engine.realert_s, a) for a in firing)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.engine.run(), name="jobmon-store"))
         self._tasks.append(loop.create_task(self.engine.deadline_timer(), name="jobmon-timer"))
