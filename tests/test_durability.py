@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -245,3 +247,43 @@ async def test_failed_compaction_loses_nothing_and_backs_off(start_server, data_
     (data_dir / "snapshot-000001.tmp").rmdir()
     async with start_server(data_dir=data_dir) as restarted:
         assert await snapshot_of_state(restarted.port) == before
+
+
+async def test_restart_during_a_deadline_with_real_processes(data_dir: Path) -> None:
+    with ServerProcess(data_dir) as server:
+        client = await LineClient.connect(server.port)
+        reply = await client.request({"type": "heartbeat", "job_id": "db-sync", "ttl_ms": 1500})
+        await client.close()
+        assert server.terminate() == 0
+    assert '"jobmon.alert"' not in server.stderr  # stopped before the deadline
+    deadline = datetime.fromisoformat(reply["deadline_at"]).timestamp()
+    # The deadline passes while jobmon is down (wall-clock time is what is tested).
+    await asyncio.sleep(max(0.0, deadline - time.time()) + 0.2)
+    with ServerProcess(data_dir) as restarted:
+        assert restarted.proc is not None and restarted.proc.stderr is not None
+        line = await asyncio.wait_for(asyncio.to_thread(_next_alert_line, restarted), timeout=30)
+        alert = orjson.loads(line)
+        assert alert["job_id"] == "db-sync" and alert["kind"] == "missed_heartbeat"
+        assert alert["text"].endswith("(detected after a restart)")
+        restarted.terminate()
+    with ServerProcess(data_dir) as again:
+        client = await LineClient.connect(again.port)
+        found = (await client.request({"type": "get_alerts"}))["alerts"]
+        await client.close()
+        again.terminate()
+    assert [(a["id"], a["state"]) for a in found] == [(1, "firing")]
+    assert '"jobmon.alert"' not in again.stderr  # not fired a second time
+
+
+def _next_alert_line(server: ServerProcess) -> str:
+    """The first alert log line, logged before or after `listening`."""
+    assert server.proc is not None and server.proc.stderr is not None
+    for line in server.stderr_lines:
+        if '"jobmon.alert"' in line:
+            return line
+    for raw in server.proc.stderr:
+        line = raw.decode()
+        server.stderr_lines.append(line)
+        if '"jobmon.alert"' in line:
+            return line
+    raise AssertionError("server exited without an alert:\n" + server.stderr)
