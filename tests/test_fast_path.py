@@ -33,12 +33,14 @@ VARIANTS: dict[str, list[Any]] = {
     ],
     "error": [MISSING, None, "", "Connection timeout", 404],
     "retries": [MISSING, None, 0, 3, -2, 1.0, True],
+    "ttl_ms": [MISSING, None, 0, 1, 60000, -5, 1.5, "60", True, 2**53 + 1],
 }
 FIELDS = {
     "update_status": ["msg_id", "job_id", "status", "progress", "max_retries"],
     "job_completed": ["msg_id", "job_id", "duration_ms", "resource_usage"],
     "job_failed": ["msg_id", "job_id", "error", "retries", "max_retries"],
     "get_stats": ["msg_id"],
+    "heartbeat": ["msg_id", "job_id", "ttl_ms"],
 }
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from operator import attrgetter
+from typing import Annotated, Any
+
+import msgspec
 
 from ..clock import iso
 from ..node import Node
@@ -10,6 +13,15 @@ from . import fields
 
 NAME = "heartbeat"
 MUTATES = True
+
+
+class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=True):
+    job_id: fields.WireJobId
+    ttl_ms: Annotated[int, msgspec.Meta(ge=1, le=fields.MAX_NUMBER)] | None = None
+    msg_id: fields.WireMsgId | None = None
+
+
+from_wire = attrgetter("job_id", "ttl_ms")
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:
