@@ -21,6 +21,7 @@ test: install
 
 bench: install
 	$(PY) bench/scale.py
+	$(PY) bench/deadlines.py
 	$(PY) bench/run.py
 
 lint: install
