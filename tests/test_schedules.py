@@ -257,3 +257,52 @@ async def test_monitoring_survives_a_restart(start_server, data_dir, clock: Fake
         ]
         assert all(a["text"].endswith("(detected after a restart)") for a in found)
         await client.close()
+
+
+async def test_every_kind_reaches_a_subscriber_firing_then_resolved(
+    server: Server, client: LineClient, clock: FakeClock
+) -> None:
+    watcher = await subscriber(server)
+
+    async def expect(kind: str, state: str) -> None:
+        alert = (await watcher.read())["alert"]
+        assert (alert["kind"], alert["state"]) == (kind, state), alert
+
+    # failed
+    await client.request({"type": "job_failed", "job_id": "f", "error": "e", "retries": 3})
+    await expect("failed", "firing")
+    await client.request({"type": "job_completed", "job_id": "f", "duration_ms": 1})
+    await expect("failed", "resolved")
+    # overrun and stalled, on one running job
+    await client.request(
+        {"type": "register_job", "job_id": "r", "max_runtime_ms": 10_000, "stall_ms": 4_000}
+    )
+    await client.request(
+        {"type": "update_status", "job_id": "r", "status": "running", "progress": 1}
+    )
+    await advance(server, clock, 5)
+    await expect("stalled", "firing")
+    await client.request(
+        {"type": "update_status", "job_id": "r", "status": "running", "progress": 2}
+    )
+    await expect("stalled", "resolved")
+    await advance(server, clock, 3)
+    await advance(server, clock, 3)  # 11 s in; progress moved 6 s ago
+    await expect("stalled", "firing")
+    await expect("overrun", "firing")
+    await client.request({"type": "job_completed", "job_id": "r"})
+    resolved = {(await watcher.read())["alert"]["kind"] for _ in range(2)}
+    assert resolved == {"stalled", "overrun"}
+    # worker_lost
+    await client.request({"type": "register_job", "job_id": "w"})
+    worker = await LineClient.connect(server.port)
+    await worker.request({"type": "update_status", "job_id": "w", "status": "running"})
+    newest = max(server.connections, key=lambda c: c.conn_id or 0)
+    await worker.close()
+    await newest.gone.wait()
+    await server.engine.wait_idle()
+    await advance(server, clock, 31)
+    await expect("worker_lost", "firing")
+    await client.request({"type": "update_status", "job_id": "w", "status": "running"})
+    await expect("worker_lost", "resolved")
+    await watcher.close()
