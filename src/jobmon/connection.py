@@ -136,6 +136,10 @@ class Connection(asyncio.Protocol):
         self.scheduled = False
         if data and not self.closed and self.transport is not None:
             self.transport.write(data)  # may call pause_writing
+        if self.closed and self.conn_id is not None:
+            # Reports applied after the close still name this connection: have
+            # the engine look at its jobs again (see Engine.connection_closed).
+            self.engine.connection_closed(self.conn_id)
         if len(self.inbox) < MAX_INBOX // 2:
             self._unblock_reading("inbox")
         self._schedule()

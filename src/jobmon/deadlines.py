@@ -7,6 +7,10 @@ timer, O(1); the old heap entry, when it comes up, is pushed again at the
 current time. Moving it earlier pushes a new entry, O(log n), and the old one
 is recognised as stale when it surfaces. So the next deadline is always at the
 top, and one timer in the engine is enough.
+
+Equal times pop in (job_id, kind) order, never in insertion order, so a replay
+(or a heap rebuilt from a snapshot) fires them in the order the live process
+did. When stale entries outnumber what could be live, the heap is rebuilt.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from collections.abc import Iterator
 
 from .model import Job, Monitor
 
+MAX_KINDS = 5  # alert kinds with deadlines: a bound on live entries per job
+
 
 class Deadlines:
     def __init__(self) -> None:
-        self.heap: list[tuple[float, int, str, str]] = []
-        self.seq = 0  # ties: first armed, first due
+        self.heap: list[tuple[float, str, str]] = []
 
     def set(self, job: Job, monitor: Monitor, kind: str, at: float) -> None:
         monitor.timers[kind] = at
@@ -34,8 +39,13 @@ class Deadlines:
 
     def _push(self, job_id: str, monitor: Monitor, kind: str, at: float) -> None:
         monitor.armed[kind] = at
-        heapq.heappush(self.heap, (at, self.seq, job_id, kind))
-        self.seq += 1
+        heapq.heappush(self.heap, (at, job_id, kind))
+
+    def tidy(self, jobs: dict[str, Job]) -> None:
+        """Rebuild when stale entries clearly dominate (unregistered jobs, deadlines
+        moved earlier); cheap to check, O(n) when it acts, so amortised O(1)."""
+        if len(self.heap) > MAX_KINDS * len(jobs) + 1024:
+            self.rebuild(jobs)
 
     def rebuild(self, jobs: dict[str, Job]) -> None:
         """After loading a snapshot: arm every job's timers again."""
@@ -51,7 +61,7 @@ class Deadlines:
         """Drop or re-arm stale entries until the top one is live; return it."""
         heap = self.heap
         while heap:
-            at, _, job_id, kind = heap[0]
+            at, job_id, kind = heap[0]
             job = jobs.get(job_id)
             monitor = job.monitor if job is not None else None
             if job is None or monitor is None or monitor.armed.get(kind) != at:

@@ -98,10 +98,10 @@ class Engine:
             job_ids.extend(store.jobs_lost_with(conn_id))
         self.closed_connections = []
         if job_ids:
-            store.workers_gone(now, job_ids)
+            armed = store.workers_gone(now, job_ids)
             writer = self.data_dir.writer if self.data_dir is not None else None
-            if writer is not None:
-                writer.pending.append((WORKERS_GONE_RECORD, job_ids))
+            if writer is not None and armed:
+                writer.pending.append((WORKERS_GONE_RECORD, armed))
 
     def ready(self, sink: Sink) -> None:
         """``sink.inbox`` has requests; answer them in the next turn."""

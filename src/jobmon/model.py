@@ -107,6 +107,7 @@ class Monitor:
         "consecutive_successes",
         "lost_grace_ms",
         "lost_at",
+        "lost_grace_s",
     )
     # ``reporter``: the connection that last reported the job running (this
     # process only; a restart closes every connection).
@@ -133,6 +134,7 @@ class Monitor:
         self.consecutive_successes = 0
         self.lost_grace_ms: int | None = None  # None: the server's --lost-grace-ms
         self.lost_at: float | None = None  # when its reporting connection closed
+        self.lost_grace_s = 0.0  # the grace worker_lost was armed with
         self.reporter: int | None = None
 
     def to_row(self) -> list[Any]:

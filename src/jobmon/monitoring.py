@@ -99,6 +99,18 @@ class Monitoring:
         self._arm_missed_run(job, monitor, monitor.last_seen_at or now)
         if job.status is RUNNING:
             self._arm_run(job, monitor, now, restart=True)
+        # A promise taken back: its alert has nothing left to wait for.
+        if job.alerts is not None:
+            if monitor.schedule is None:
+                self._resolve(job, "missed_run", now)
+            if monitor.max_runtime_ms is None:
+                self._resolve(job, "overrun", now)
+            if monitor.stall_ms is None:
+                self._resolve(job, "stalled", now)
+            if monitor.lost_grace_ms == 0:
+                self._resolve(job, "worker_lost", now)
+        if monitor.lost_grace_ms == 0:
+            self.deadlines.clear(monitor, "worker_lost")
         return job
 
     def unregister(self, now: float, job_id: str) -> Job:
@@ -107,6 +119,8 @@ class Monitoring:
         if job.monitor is not None:
             for kind in NEGATIVE_KINDS:
                 self._resolve(job, kind, now)
+            if job.monitor.reporter is not None:
+                self.reported_by.get(job.monitor.reporter, set()).discard(job_id)
             job.monitor = None  # its heap entries are now stale and will be dropped
         return job
 
@@ -130,6 +144,9 @@ class Monitoring:
             )
         if job.status is RUNNING:
             self._arm_run(job, monitor, now, restart=False)
+            if monitor.lost_at is not None and "worker_lost" not in monitor.timers:
+                # Its worker was lost during the pause: the same grace, from now.
+                self.deadlines.set(job, monitor, "worker_lost", now + monitor.lost_grace_s)
         return job
 
     # -- what the lifecycle events tell the monitor --------------------------
@@ -179,7 +196,8 @@ class Monitoring:
 
     # -- worker_lost -----------------------------------------------------------
     def _heard_from(self, job: Job, monitor: Monitor, now: float) -> None:
-        if "worker_lost" in monitor.timers:
+        if monitor.lost_at is not None:
+            monitor.lost_at = None
             self.deadlines.clear(monitor, "worker_lost")
         if job.alerts is not None:
             self._resolve(job, "worker_lost", now)
@@ -216,9 +234,12 @@ class Monitoring:
             if job.monitor is not None and job.status is RUNNING
         )
 
-    def workers_gone(self, now: float, job_ids: list[str]) -> None:
+    def workers_gone(self, now: float, job_ids: list[str]) -> list[list[Any]]:
         """The connections that reported these jobs running are gone: unless
-        something reports on a job within its grace, alert worker_lost."""
+        something reports on a job within its grace, alert worker_lost.
+        Returns ``[job_id, grace_s]`` pairs, which the journal records: the grace
+        comes from a flag that may differ in the process that replays them."""
+        armed: list[list[Any]] = []
         for job_id in job_ids:
             job = self.jobs.get(job_id)
             monitor = job.monitor if job is not None else None
@@ -228,9 +249,23 @@ class Monitoring:
                 monitor.lost_grace_ms if monitor.lost_grace_ms is not None else self.lost_grace_ms
             )
             if grace > 0:
-                monitor.reporter = None
-                monitor.lost_at = now
-                self.deadlines.set(job, monitor, "worker_lost", now + grace / 1000)
+                armed.append([job_id, grace / 1000])
+        self.lose_workers(now, armed)
+        return armed
+
+    def lose_workers(self, now: float, armed: list[list[Any]]) -> None:
+        """Arm worker_lost for each ``[job_id, grace_s]`` (also what replay calls)."""
+        for job_id, grace_s in armed:
+            job = self.jobs.get(job_id)
+            monitor = job.monitor if job is not None else None
+            if job is None or monitor is None:
+                continue
+            if monitor.reporter is not None:
+                self.reported_by.get(monitor.reporter, set()).discard(job_id)
+            monitor.reporter = None
+            monitor.lost_at = now
+            monitor.lost_grace_s = grace_s
+            self.deadlines.set(job, monitor, "worker_lost", now + grace_s)
 
     def _arm_missed_run(self, job: Job, monitor: Monitor, after: float) -> None:
         if monitor.schedule is None:
@@ -239,6 +274,9 @@ class Monitoring:
             return
         expected = schedule.next_after(monitor.schedule, after)
         monitor.next_expected_at = expected
+        if expected is None:  # no run expected before the end of the calendar
+            self.deadlines.clear(monitor, "missed_run")
+            return
         self.deadlines.set(job, monitor, "missed_run", expected + monitor.grace_ms / 1000)
 
     def _arm_run(self, job: Job, monitor: Monitor, now: float, restart: bool) -> None:
@@ -269,6 +307,7 @@ class Monitoring:
 
     # -- deadlines -------------------------------------------------------------
     def next_deadline(self) -> float | None:
+        self.deadlines.tidy(self.jobs)
         return self.deadlines.next_at(self.jobs)
 
     def expire(self, now: float, restarted_at: float | None) -> int:
@@ -329,7 +368,7 @@ def _overrun(job: Job, monitor: Monitor, deadline_at: float) -> str:
 
 
 def _worker_lost(job: Job, monitor: Monitor, deadline_at: float) -> str:
-    grace = round((deadline_at - monitor.lost_at) * 1000) if monitor.lost_at else 0
+    grace = round(monitor.lost_grace_s * 1000)
     return (
         f"Job {job.job_id} lost its worker: the connection that reported it running closed "
         f"at {iso(monitor.lost_at)} and nothing reported on the job within {grace} ms"

@@ -239,7 +239,7 @@ def _replay(node: Node, ts: float, name: str, args: Any, path: Path) -> None:
         node.store.expire(ts, args[0])
         return
     if name == WORKERS_GONE_RECORD:
-        node.store.workers_gone(ts, args)
+        node.store.lose_workers(ts, args)
         return
     handler = HANDLERS.get(name)
     if handler is None or not handler.mutates:

@@ -48,13 +48,17 @@ def validate(schedule: Any) -> dict[str, Any]:
     )
 
 
-def next_after(schedule: dict[str, Any], after: float) -> float:
-    """The first expected time strictly after ``after`` (epoch seconds)."""
+def next_after(schedule: dict[str, Any], after: float) -> float | None:
+    """The first expected time strictly after ``after`` (epoch seconds); None when
+    there is none before the end of the calendar (year 9999)."""
     if "every_ms" in schedule:
         every_ms: int = schedule["every_ms"]
         return after + every_ms / 1000
     zone = _zone(schedule["tz"])
-    moment = next(CronSim(schedule["cron"], datetime.fromtimestamp(after, zone)))
+    try:
+        moment = next(CronSim(schedule["cron"], datetime.fromtimestamp(after, zone)))
+    except (OverflowError, ValueError, StopIteration):
+        return None
     return moment.timestamp()
 
 
