@@ -175,3 +175,56 @@ async def test_alertmanager_receives_firing_then_resolved(start_server, alertman
         assert server.notifier.alertmanager is not None
         assert server.notifier.alertmanager.failed == 0
         await client.close()
+
+
+async def test_alertmanager_client_resends_firing_and_recently_resolved(start_server) -> None:  # type: ignore[no-untyped-def]
+    recv = Receiver()
+    app = web.Application()
+    app.router.add_post("/api/v2/alerts", recv.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with start_server(
+            alertmanager=f"http://127.0.0.1:{port}", alertmanager_resend_s=0.05
+        ) as server:
+            client = await LineClient.connect(server.port)
+            await client.request({"type": "job_failed", "job_id": "a", "error": "x", "retries": 3})
+            await client.request({"type": "job_failed", "job_id": "b", "error": "y", "retries": 3})
+            await client.request({"type": "job_completed", "job_id": "b", "duration_ms": 1})
+            # Posts keep coming with the whole active set: a firing, b resolved with endsAt.
+            while True:
+                batch = await asyncio.wait_for(recv.received.get(), 10)
+                by_job = {a["labels"]["job_id"]: a for a in batch}
+                if set(by_job) == {"a", "b"}:
+                    break
+            assert "endsAt" not in by_job["a"] and by_job["a"]["labels"]["alertname"] == "JobFailed"
+            assert "endsAt" in by_job["b"]
+            again = await asyncio.wait_for(recv.received.get(), 10)
+            assert {a["labels"]["job_id"] for a in again} == {"a", "b"}
+            await client.close()
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_subscriber_that_does_not_read_is_dropped_not_waited_for(server) -> None:  # type: ignore[no-untyped-def]
+    sleeper = await LineClient.connect(server.port)
+    assert (await sleeper.request({"type": "subscribe", "msg_id": 1}))["type"] == "subscribed"
+    # The sleeper never reads again. Fire far more alerts than it may leave unread.
+    worker = await LineClient.connect(server.port)
+    count = 20_000
+    await worker.send(
+        *(
+            {"type": "job_failed", "job_id": f"j{i}", "error": "e" * 2000, "retries": 3}
+            for i in range(count)
+        )
+    )
+    for _ in range(count):
+        await worker.read()
+    assert server.engine.publisher.subscribers_dropped == 1
+    assert server.node.subscriptions == {}
+    assert len(server.node.store.recent_alerts()) == 10_000  # history kept, ingestion went on
+    await worker.close()
+    await sleeper.close()
