@@ -17,8 +17,6 @@ import argparse
 import asyncio
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from datetime import datetime
 
@@ -89,20 +87,7 @@ async def lateness(port: int, count: int) -> list[float]:
 
 
 def load(port: int, duration: float) -> float:
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(servers.BENCH / "load.py"),
-            "--port",
-            str(port),
-            "--duration",
-            str(duration),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(orjson.loads(out.stdout.strip().splitlines()[-1])["msgs_per_s"])
+    return servers.run_load(port, 64, duration)["msgs_per_s"]
 
 
 def main() -> None:

@@ -12,38 +12,12 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import servers
 
 TARGETS = ["ceiling", "jobmon --fsync no", "jobmon --fsync everysec", "jobmon --fsync always"]
-
-
-def load(port: int, window: int, duration: float, conns: int, server_pid: int) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(servers.BENCH / "load.py"),
-            "--port",
-            str(port),
-            "--conns",
-            str(conns),
-            "--window",
-            str(window),
-            "--duration",
-            str(duration),
-            "--server-pid",
-            str(server_pid),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
 
 
 def one_round(target: str, args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]:
@@ -55,8 +29,8 @@ def one_round(target: str, args: argparse.Namespace, work: Path) -> dict[str, di
         fsync = target.rsplit(" ", 1)[1]
         server = servers.jobmon(data_dir, "--fsync", fsync, log_dir=work)
     try:
-        pipelined = load(server.port, 64, args.duration, args.conns, server.pid)
-        reqrep = load(server.port, 1, args.latency_duration, args.conns, server.pid)
+        pipelined = servers.run_load(server.port, 64, args.duration, args.conns, server.pid)
+        reqrep = servers.run_load(server.port, 1, args.latency_duration, args.conns, server.pid)
     finally:
         server.stop()
     return {"pipelined": pipelined, "reqrep": reqrep}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -74,3 +75,26 @@ def ceiling(log_dir: Path) -> Spawned:
 
 def scratch() -> Path:
     return Path(tempfile.mkdtemp(prefix="jobmon-bench-"))
+
+
+def run_load(
+    port: int, window: int, duration: float, conns: int = 50, server_pid: int | None = None
+) -> dict[str, float]:
+    """bench/load.py in its own process (the other core); its JSON result."""
+    argv = [
+        sys.executable,
+        str(BENCH / "load.py"),
+        "--port",
+        str(port),
+        "--conns",
+        str(conns),
+        "--window",
+        str(window),
+        "--duration",
+        str(duration),
+    ]
+    if server_pid is not None:
+        argv += ["--server-pid", str(server_pid)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result

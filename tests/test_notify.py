@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -34,21 +35,27 @@ class Receiver:
         return web.Response(status=204)
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    recv = Receiver(fail_first=1)
+@contextlib.asynccontextmanager
+async def serving(recv: Receiver, path: str) -> AsyncIterator[Receiver]:
+    """Run the receiver's HTTP server on a free port; ``recv.url`` is its address."""
     app = web.Application()
-    app.router.add_post("/hook", recv.handle)
+    app.router.add_post(path, recv.handle)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    recv.url = f"http://127.0.0.1:{port}/hook"
+    recv.url = f"http://127.0.0.1:{port}{path}"
     try:
         yield recv
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with serving(Receiver(fail_first=1), "/hook") as recv:
+        yield recv
 
 
 async def test_webhook_gets_firing_and_resolved_with_a_retry(
@@ -178,35 +185,27 @@ async def test_alertmanager_receives_firing_then_resolved(start_server, alertman
 
 
 async def test_alertmanager_client_resends_firing_and_recently_resolved(start_server) -> None:  # type: ignore[no-untyped-def]
-    recv = Receiver()
-    app = web.Application()
-    app.router.add_post("/api/v2/alerts", recv.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with start_server(
-            alertmanager=f"http://127.0.0.1:{port}", alertmanager_resend_s=0.05
-        ) as server:
-            client = await LineClient.connect(server.port)
-            await client.request({"type": "job_failed", "job_id": "a", "error": "x", "retries": 3})
-            await client.request({"type": "job_failed", "job_id": "b", "error": "y", "retries": 3})
-            await client.request({"type": "job_completed", "job_id": "b", "duration_ms": 1})
-            # Posts keep coming with the whole active set: a firing, b resolved with endsAt.
-            while True:
-                batch = await asyncio.wait_for(recv.received.get(), 10)
-                by_job = {a["labels"]["job_id"]: a for a in batch}
-                if set(by_job) == {"a", "b"}:
-                    break
-            assert "endsAt" not in by_job["a"] and by_job["a"]["labels"]["alertname"] == "JobFailed"
-            assert "endsAt" in by_job["b"]
-            again = await asyncio.wait_for(recv.received.get(), 10)
-            assert {a["labels"]["job_id"] for a in again} == {"a", "b"}
-            await client.close()
-    finally:
-        await runner.cleanup()
+    async with (
+        serving(Receiver(), "/api/v2/alerts") as recv,
+        start_server(
+            alertmanager=recv.url.removesuffix("/api/v2/alerts"), alertmanager_resend_s=0.05
+        ) as server,
+    ):
+        client = await LineClient.connect(server.port)
+        await client.request({"type": "job_failed", "job_id": "a", "error": "x", "retries": 3})
+        await client.request({"type": "job_failed", "job_id": "b", "error": "y", "retries": 3})
+        await client.request({"type": "job_completed", "job_id": "b", "duration_ms": 1})
+        # Posts keep coming with the whole active set: a firing, b resolved with endsAt.
+        while True:
+            batch = await asyncio.wait_for(recv.received.get(), 10)
+            by_job = {a["labels"]["job_id"]: a for a in batch}
+            if set(by_job) == {"a", "b"}:
+                break
+        assert "endsAt" not in by_job["a"] and by_job["a"]["labels"]["alertname"] == "JobFailed"
+        assert "endsAt" in by_job["b"]
+        again = await asyncio.wait_for(recv.received.get(), 10)
+        assert {a["labels"]["job_id"] for a in again} == {"a", "b"}
+        await client.close()
 
 
 async def test_a_subscriber_that_does_not_read_is_dropped_not_waited_for(server) -> None:  # type: ignore[no-untyped-def]
