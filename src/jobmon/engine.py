@@ -131,7 +131,6 @@ class Engine:
         pop = inbox.popleft
         while inbox and size < budget:
             frame, msg_id, handler, args = pop()
-            node.frame = frame
             if handler is None:
                 body = error_body(msg_id, args.code, args.text)
                 self.errors_replied += 1

@@ -25,9 +25,8 @@ class Node:
         self.store = store
         self.node_id = node_id
         self.node_ids: list[str] = [node_id]
-        # The connection and framing of the request being applied (set by the engine).
+        # The connection whose requests are being applied (set by the engine).
         self.sink: Any = None
-        self.frame: tuple[Any, Any] | None = None
         self.subscriptions: dict[Any, Subscription] = {}
         self.now = 0.0  # the clock reading of the turn being applied
 

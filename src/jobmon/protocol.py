@@ -130,9 +130,12 @@ def _decode_checked(line: bytes) -> Request | None:
             ),
         )
     try:
-        return (frame, msg_id, handler, handler.parse(body))
+        args = handler.parse(body)
     except RequestError as exc:
         return (frame, msg_id, None, exc)
+    if handler.wants_frame:
+        args = (*args, frame)
+    return (frame, msg_id, handler, args)
 
 
 def line_too_long(max_line_bytes: int) -> Request:

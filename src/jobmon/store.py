@@ -146,18 +146,24 @@ class Store(Monitoring):
                 job.finished_at = now
             if status is COMPLETED and progress is None:
                 progress = 100
-        moved = progress is not None and progress != job.progress
+        monitor = job.monitor
+        moved = False
         if progress is not None:
+            if monitor is not None:
+                moved = progress != job.progress
             job.progress = progress
         if max_retries is not None:
             job.max_retries = max_retries
-        monitor = job.monitor
-        recovered = True
         if monitor is not None and previous is not None:
             self.observe_status(job, monitor, previous, moved, now)
-            if status is COMPLETED and previous is not COMPLETED:
-                recovered = self.observe_outcome(job, monitor, True, now)
-        if status is COMPLETED and recovered and job.alerts is not None:
+            if (
+                status is COMPLETED
+                and previous is not COMPLETED
+                and self.observe_outcome(job, monitor, True, now)
+                and job.alerts is not None
+            ):
+                self._resolve(job, "failed", now)
+        elif status is COMPLETED and job.alerts is not None:
             self._resolve(job, "failed", now)
         return job
 

@@ -42,6 +42,9 @@ class Handler(NamedTuple):
     # C, and how to turn it into parse's arguments (protocol.decode's fast path).
     wire: type | None
     from_wire: Callable[[Any], tuple[Any, ...]] | None
+    # Connection-scoped commands (subscribe) get the request's framing as their
+    # last argument, to frame what they push later the same way.
+    wants_frame: bool
 
 
 def _handler(module: ModuleType) -> Handler:
@@ -52,6 +55,7 @@ def _handler(module: ModuleType) -> Handler:
         module.apply,
         getattr(module, "Wire", None),
         getattr(module, "from_wire", None),
+        getattr(module, "WANTS_FRAME", False),
     )
 
 

@@ -10,6 +10,7 @@ from . import fields
 
 NAME = "subscribe"
 MUTATES = False  # a connection's interest, not job state: it ends with the connection
+WANTS_FRAME = True
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:
@@ -27,9 +28,9 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
-    (topics,) = args
+    topics, frame = args
     if node.sink is not None:  # stdio has no connection to push to
-        node.subscriptions[node.sink] = Subscription(node.sink, frozenset(topics), node.frame)
+        node.subscriptions[node.sink] = Subscription(node.sink, frozenset(topics), frame)
     out = fields.reply("subscribed", msg_id)
     out["topics"] = topics
     return out
