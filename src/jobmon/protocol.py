@@ -45,9 +45,10 @@ _WIRE_ERRORS = (msgspec.MsgspecError, ValueError)
 def decode(line: bytes) -> Request | None:
     """Parse and validate one line; None for a blank line.
 
-    Well-formed bare ``update_status``, ``job_completed``, ``job_failed`` and
-    ``get_stats`` take the msgspec fast path; everything else, and anything it
-    rejects, goes through ``decode_checked``, which words the errors.
+    Well-formed bare messages of the types that declare a ``Wire`` struct (the
+    hot ones: update_status, job_completed, job_failed, heartbeat, get_stats)
+    take the msgspec fast path; everything else, and anything it rejects, goes
+    through ``decode_checked``, which words the errors.
     """
     try:
         wire = _wire_decode(line)
