@@ -123,7 +123,18 @@ def main() -> None:
     data_dir = work / "data"
     # Logs at info, to read the compaction stall lines.
     server = servers.Spawned(
-        [sys.executable, "-m", "jobmon", "serve", "--port", "0", "--data-dir", str(data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "jobmon",
+            "serve",
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+        ],
         work / "fill.log",
     )
     time.sleep(0.5)

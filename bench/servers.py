@@ -60,6 +60,7 @@ def jobmon(
     data_dir: Path | None, *extra: str, log_dir: Path, log_level: str = "warning"
 ) -> Spawned:
     argv = [sys.executable, "-m", "jobmon", "serve", "--log-level", log_level, "--port", "0"]
+    argv += ["--http-port", "0"]
     if data_dir is None:
         argv.append("--in-memory")
     else:

@@ -107,7 +107,16 @@ class ServerProcess:
 
     def __init__(self, data_dir: Path, *extra: str) -> None:
         self.data_dir = data_dir
-        self.args = ["serve", "--port", "0", "--data-dir", str(data_dir), *extra]
+        self.args = [
+            "serve",
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            *extra,
+        ]
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.stderr_lines: list[str] = []

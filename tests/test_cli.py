@@ -118,7 +118,7 @@ def test_serve_flags_come_from_the_environment(tmp_path: Path) -> None:
 
     env = {**os.environ, "JOBMON_MAX_RETRIES": "0", "JOBMON_NODE_ID": "n7"}
     proc = subprocess.Popen(
-        jobmon_cmd("serve", "--port", "0", "--in-memory"),
+        jobmon_cmd("serve", "--port", "0", "--http-port", "0", "--in-memory"),
         env=env,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,

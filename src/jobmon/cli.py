@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the TCP server (env: JOBMON_<FLAG>)")
     _add_connect_flags(serve)
     serve.add_argument(
+        "--http-port",
+        type=_positive_int,
+        default=int(_env("HTTP_PORT", "7071")),
+        help="HTTP API on the same --host (0: off)",
+    )
+    serve.add_argument(
         "--data-dir", type=Path, default=Path(_env("DATA_DIR", str(defaults.data_dir)))
     )
     serve.add_argument(
@@ -149,6 +155,7 @@ def _serve(args: argparse.Namespace) -> int:
         node_id=args.node_id,
         compact_min_bytes=args.compact_min_bytes,
         lost_grace_ms=args.lost_grace_ms,
+        http_port=args.http_port,
         webhooks=args.webhook,
         realert_ms=args.realert_ms,
         alertmanager=args.alertmanager,

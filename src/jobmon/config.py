@@ -26,3 +26,4 @@ class Config:
     alertmanager: str | None = None
     alertmanager_resend_s: float = 60.0
     notify_backoff_s: float = 0.5  # first retry delay; doubles per attempt
+    http_port: int = 0  # 0: no HTTP (the CLI's default is 7071)

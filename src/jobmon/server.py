@@ -10,11 +10,15 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from typing import TYPE_CHECKING
 
 from .clock import Clock, SystemClock
 from .config import Config
 from .connection import Connection
 from .engine import Engine
+
+if TYPE_CHECKING:
+    from .http import HttpApi
 from .node import Node
 from .notify import Notifier
 from .persistence import DataDir
@@ -46,6 +50,7 @@ class Server:
         self.connections_total = 0
         self.port = config.port
         self._listener: asyncio.AbstractServer | None = None
+        self.http: HttpApi | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -90,6 +95,11 @@ class Server:
             self._new_connection, self.config.host, self.config.port, backlog=1024
         )
         self.port = self._listener.sockets[0].getsockname()[1]
+        if self.config.http_port:
+            from .http import HttpApi
+
+            self.http = HttpApi(self)
+            await self.http.start(self.config.host, self.config.http_port)
 
     def _new_connection(self) -> Connection:
         self.connections_total += 1
@@ -103,6 +113,8 @@ class Server:
         deadline = self.config.shutdown_timeout
         if self._listener is not None:
             self._listener.close()
+        if self.http is not None:
+            await self.http.stop()
         open_connections = len(self.connections)
         for conn in list(self.connections):
             conn.stop_reading()
@@ -153,6 +165,12 @@ async def running(config: Config, clock: Clock | None = None) -> AsyncIterator[S
 async def serve(config: Config) -> None:
     server = Server(config)
     await server.start()
+    if server.http is not None:
+        print(
+            f"jobmon http listening on {config.host}:{server.http.port}",
+            file=sys.stderr,
+            flush=True,
+        )
     print(f"jobmon listening on {config.host}:{server.port}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

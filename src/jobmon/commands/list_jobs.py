@@ -35,11 +35,14 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
         raise malformed(
             f"cursor must be the next_cursor string of an earlier page, got {fields._show(cursor)}"
         )
-    return (status, limit or DEFAULT_LIMIT, offset)
+    q = body.get("q")
+    if q is not None and type(q) is not str:
+        raise malformed(f"q must be a string (a part of the job_id), got {fields._show(q)}")
+    return (status, limit or DEFAULT_LIMIT, offset, q or None)
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
-    status_name, limit, offset = args
+    status_name, limit, offset, q = args
     status = STATUS_BY_NAME[status_name] if status_name else None
     jobs = node.store.jobs
     page = []
@@ -47,7 +50,7 @@ def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, An
     # Jobs are never removed, so a position in first-seen order is a stable cursor.
     for job in islice(jobs.values(), offset, None):
         position += 1
-        if status is None or job.status is status:
+        if (status is None or job.status is status) and (q is None or q in job.job_id):
             page.append(record(node, job))
             if len(page) == limit:
                 break

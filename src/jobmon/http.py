@@ -1,0 +1,214 @@
+"""The HTTP API (aiohttp, same event loop, same engine): every call is one or more
+protocol messages answered by the store task, exactly as over TCP.
+
+Errors are JSON ``{"error": {"code": .., "text": ..}}`` with the HTTP status
+that fits: 400 bad input, 404 unknown job or path, 405, 409 precondition,
+413 body too large, 500 a bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from .errors import Code
+from .protocol import Request, decode
+
+if TYPE_CHECKING:
+    from .server import Server
+
+STATUS_OF_CODE = {
+    Code.NOT_SUPPORTED: 400,
+    Code.MALFORMED: 400,
+    Code.NOT_FOUND: 404,
+    Code.PRECONDITION_FAILED: 409,
+    Code.CRASH: 500,
+}
+SHORTCUTS = {
+    "start": ("update_status", {"status": "running"}),
+    "complete": ("job_completed", {}),
+    "fail": ("job_failed", {}),
+    "heartbeat": ("heartbeat", {}),
+}
+
+
+class HttpSink:
+    """One HTTP request's messages, in the engine like a connection's."""
+
+    conn_id: int | None = None
+
+    def __init__(self, requests: list[Request]) -> None:
+        self.inbox: deque[Request] = deque(requests)
+        self.chunks: list[bytes] = []
+        self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def deliver(self, data: bytes) -> None:
+        self.chunks.append(data)
+        if not self.inbox and not self.done.done():
+            self.done.set_result(b"".join(self.chunks))
+
+    def push(self, data: bytes) -> bool:
+        return False
+
+
+def error(status: int, code: int, text: str) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "text": text}}, status=status, dumps=_dumps_text
+    )
+
+
+def _dumps_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class HttpApi:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.app = web.Application(
+            client_max_size=server.config.max_line_bytes, middlewares=[self._errors]
+        )
+        r = self.app.router
+        r.add_post("/api/events", self.post_events)
+        r.add_post("/api/jobs/{job_id}/{action}", self.post_shortcut)
+        r.add_get("/api/jobs", self.get_jobs)
+        r.add_get("/api/jobs/{job_id}", self.get_job)
+        r.add_get("/api/stats", self.get_stats)
+        r.add_get("/api/alerts", self.get_alerts)
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/readyz", self.readyz)
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+        self.accepting = False
+
+    async def start(self, host: str, port: int) -> None:
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port, backlog=1024)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.accepting = True
+
+    async def stop(self) -> None:
+        self.accepting = False
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    # -- plumbing ------------------------------------------------------------
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            text = exc.text or exc.reason
+            if exc.status == 413:
+                text = f"request body too large: at most {self.server.config.max_line_bytes} bytes"
+            elif exc.status == 405:
+                text = f"{request.method} is not allowed on {request.path}"
+            elif exc.status == 404:
+                text = f"no such path {request.path}"
+            return error(exc.status, Code.MALFORMED, text)
+
+    async def ask(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send protocol messages through the engine; their replies, in order."""
+        requests = [r for r in (decode(orjson.dumps(b)) for b in bodies) if r is not None]
+        sink = HttpSink(requests)
+        self.server.engine.ready(sink)
+        data = await sink.done
+        return [orjson.loads(line) for line in data.splitlines()]
+
+    async def ask_one(self, body: dict[str, Any]) -> web.Response:
+        (reply,) = await self.ask([body])
+        return self.answer(reply)
+
+    @staticmethod
+    def answer(reply: dict[str, Any]) -> web.Response:
+        if reply.get("type") == "error":
+            status = STATUS_OF_CODE.get(reply["code"], 400)
+            return error(status, reply["code"], reply["text"])
+        return web.json_response(reply, dumps=_dumps_text)
+
+    @staticmethod
+    async def json_body(request: web.Request, empty: Any) -> Any:
+        raw = await request.read()
+        if not raw.strip():
+            return empty
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise web.HTTPBadRequest(text=f"the body is not JSON ({exc})") from None
+
+    # -- endpoints -------------------------------------------------------------
+    async def post_events(self, request: web.Request) -> web.Response:
+        body = await self.json_body(request, None)
+        if isinstance(body, dict):
+            return await self.ask_one(body)
+        if isinstance(body, list) and body and all(isinstance(b, dict) for b in body):
+            return web.json_response(await self.ask(body), dumps=_dumps_text)
+        return error(
+            400, Code.MALFORMED, "the body must be a message object or a non-empty array of them"
+        )
+
+    async def post_shortcut(self, request: web.Request) -> web.Response:
+        job_id = request.match_info["job_id"]
+        action = request.match_info["action"]
+        if action not in SHORTCUTS:
+            return error(
+                404, Code.NOT_FOUND, f"no action {action!r}: expected one of {', '.join(SHORTCUTS)}"
+            )
+        extra = await self.json_body(request, {})
+        if not isinstance(extra, dict):
+            return error(400, Code.MALFORMED, "the body, when given, must be a JSON object")
+        type_, fixed = SHORTCUTS[action]
+        body = {**extra, **fixed, "type": type_, "job_id": job_id}
+        (reply,) = await self.ask([body])
+        if action == "complete" and reply.get("code") == Code.PRECONDITION_FAILED:
+            # A crontab's `curl .../complete` with no start: a completed run,
+            # without a duration (as update_status completed).
+            (reply,) = await self.ask(
+                [{"type": "update_status", "job_id": job_id, "status": "completed"}]
+            )
+        return self.answer(reply)
+
+    async def get_jobs(self, request: web.Request) -> web.Response:
+        body: dict[str, Any] = {"type": "list_jobs"}
+        for name in ("status", "q", "cursor"):
+            if name in request.query:
+                body[name] = request.query[name]
+        if "limit" in request.query:
+            limit = request.query["limit"]
+            body["limit"] = int(limit) if limit.isdigit() else limit
+        return await self.ask_one(body)
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        return await self.ask_one({"type": "get_job", "job_id": request.match_info["job_id"]})
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        (reply,) = await self.ask([{"type": "get_stats"}])
+        counts = self.server.node.store.count_by_status
+        reply["by_status"] = {status.value: n for status, n in counts.items()}
+        return self.answer(reply)
+
+    async def get_alerts(self, request: web.Request) -> web.Response:
+        body: dict[str, Any] = {"type": "get_alerts"}
+        for name in ("state", "job_id"):
+            if name in request.query:
+                body[name] = request.query[name]
+        if "limit" in request.query:
+            limit = request.query["limit"]
+            body["limit"] = int(limit) if limit.isdigit() else limit
+        return await self.ask_one(body)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.accepting:
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready"}, status=503)

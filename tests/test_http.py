@@ -1,0 +1,142 @@
+"""The HTTP API against the real server: the same events and state as TCP."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from helpers import LineClient
+from jobmon.server import Server
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+async def http_server(start_server) -> AsyncIterator[Server]:  # type: ignore[no-untyped-def]
+    async with start_server(http_port=free_port(), max_line_bytes=64 * 1024) as server:
+        yield server
+
+
+@pytest.fixture
+async def api(http_server: Server) -> AsyncIterator[Any]:
+    assert http_server.http is not None
+    base = f"http://127.0.0.1:{http_server.http.port}"
+    async with aiohttp.ClientSession(base_url=base) as session:
+        yield session
+
+
+async def call(api: Any, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+    async with api.request(method, path, **kwargs) as response:
+        return response.status, await response.json()
+
+
+async def test_an_event_over_http_is_the_same_event_as_over_tcp(
+    api: Any, http_server: Server
+) -> None:
+    status, reply = await call(
+        api,
+        "POST",
+        "/api/events",
+        json={"type": "update_status", "job_id": "web", "status": "running", "progress": 40},
+    )
+    assert (status, reply) == (
+        200,
+        {"type": "status_updated", "job_id": "web", "status": "running", "progress": 40},
+    )
+    tcp = await LineClient.connect(http_server.port)
+    job = (await tcp.request({"type": "get_job", "job_id": "web"}))["job"]
+    assert job["status"] == "running" and job["progress"] == 40
+    await tcp.request({"type": "job_completed", "job_id": "web", "duration_ms": 1500})
+    await tcp.close()
+    status, reply = await call(api, "GET", "/api/jobs/web")
+    assert status == 200 and reply["job"]["status"] == "completed"
+
+
+async def test_a_batch_of_events_gets_its_replies_in_order(api: Any) -> None:
+    batch = [
+        {"type": "update_status", "msg_id": 1, "job_id": "a", "status": "queued"},
+        {"type": "bogus", "msg_id": 2},
+        {"type": "get_stats", "msg_id": 3},
+    ]
+    status, replies = await call(api, "POST", "/api/events", json=batch)
+    assert status == 200
+    assert [r.get("in_reply_to") for r in replies] == [1, 2, 3]
+    assert replies[1]["type"] == "error" and replies[1]["code"] == 10
+    assert replies[2]["total"] == 1
+
+
+async def test_crontab_shortcuts_with_empty_bodies(api: Any) -> None:
+    status, reply = await call(api, "POST", "/api/jobs/backup/start")
+    assert status == 200 and reply["status"] == "running"
+    status, reply = await call(api, "POST", "/api/jobs/backup/complete")
+    assert status == 200 and reply["type"] == "job_completed"
+    # A `complete` with no start before it still records a completed run.
+    status, reply = await call(api, "POST", "/api/jobs/nightly/complete")
+    assert (status, reply["status"]) == (200, "completed")
+    status, reply = await call(api, "POST", "/api/jobs/etl/fail", json={"error": "x", "retries": 3})
+    assert status == 200 and reply["alert"] == "Job failed after 3 retries: x"
+    status, reply = await call(api, "POST", "/api/jobs/hb/heartbeat", json={"ttl_ms": 60000})
+    assert status == 200 and reply["type"] == "heartbeat_ok"
+    status, reply = await call(api, "POST", "/api/jobs/backup/explode")
+    assert (
+        status == 404
+        and "expected one of start, complete, fail, heartbeat" in reply["error"]["text"]
+    )
+
+
+async def test_reads_stats_jobs_and_alerts(api: Any) -> None:
+    for job_id, job_status in (("alpha", "running"), ("beta", "completed"), ("alphabet", "failed")):
+        await call(
+            api,
+            "POST",
+            "/api/events",
+            json={"type": "update_status", "job_id": job_id, "status": job_status},
+        )
+    await call(api, "POST", "/api/jobs/gamma/fail", json={"error": "e", "retries": 3})
+    status, stats = await call(api, "GET", "/api/stats")
+    assert status == 200
+    assert stats["total"] == 4 and stats["completed"] == 1 and stats["failed"] == 2
+    assert stats["by_status"]["running"] == 1 and stats["by_status"]["failed"] == 2
+    status, page = await call(api, "GET", "/api/jobs", params={"q": "alpha"})
+    assert [j["job_id"] for j in page["jobs"]] == ["alpha", "alphabet"]
+    status, page = await call(api, "GET", "/api/jobs", params={"status": "failed", "limit": "1"})
+    assert [j["job_id"] for j in page["jobs"]] == ["alphabet"] and page["next_cursor"]
+    status, alerts = await call(api, "GET", "/api/alerts", params={"state": "firing"})
+    assert [a["job_id"] for a in alerts["alerts"]] == ["gamma"]
+
+
+async def test_errors_are_json_with_the_right_status(api: Any) -> None:
+    cases = [
+        ("GET", "/api/jobs/nobody", {}, 404, 20),
+        ("POST", "/api/events", {"data": b"{not json"}, 400, 12),
+        (
+            "POST",
+            "/api/events",
+            {"json": {"type": "update_status", "job_id": "j", "status": "x"}},
+            400,
+            12,
+        ),
+        ("POST", "/api/events", {"json": {"type": "job_completed", "job_id": "never"}}, 409, 22),
+        ("POST", "/api/events", {"json": []}, 400, 12),
+        ("GET", "/api/jobs", {"params": {"limit": "lots"}}, 400, 12),
+        ("DELETE", "/api/stats", {}, 405, 12),
+        ("GET", "/nowhere", {}, 404, 12),
+        ("POST", "/api/events", {"data": b"[" + b"1," * 40_000 + b"1]"}, 413, 12),
+    ]
+    for method, path, kwargs, want_status, want_code in cases:
+        status, reply = await call(api, method, path, **kwargs)
+        assert status == want_status, (method, path, reply)
+        assert reply["error"]["code"] == want_code and len(reply["error"]["text"]) > 10
+
+
+async def test_health_and_readiness(api: Any) -> None:
+    assert await call(api, "GET", "/healthz") == (200, {"status": "ok"})
+    assert await call(api, "GET", "/readyz") == (200, {"status": "ready"})
