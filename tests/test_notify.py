@@ -209,9 +209,14 @@ async def test_alertmanager_client_resends_firing_and_recently_resolved(start_se
 
 
 async def test_a_subscriber_that_does_not_read_is_dropped_not_waited_for(server) -> None:  # type: ignore[no-untyped-def]
-    sleeper = await LineClient.connect(server.port)
-    assert (await sleeper.request({"type": "subscribe", "msg_id": 1}))["type"] == "subscribed"
-    # The sleeper never reads again. Fire far more alerts than it may leave unread.
+    # A raw socket that never reads (an asyncio client would buffer megabytes itself).
+    sleeper = socket.create_connection(("127.0.0.1", server.port))
+    sleeper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sleeper.sendall(b'{"type":"subscribe","msg_id":1}\n')
+    reply = await asyncio.to_thread(sleeper.recv, 4096)  # its one read: the reply
+    assert reply.startswith(b'{"type":"subscribed"')
+    assert len(server.node.subscriptions) == 1
+    # Fire far more alerts than it may leave unread.
     worker = await LineClient.connect(server.port)
     count = 20_000
     await worker.send(
@@ -226,4 +231,4 @@ async def test_a_subscriber_that_does_not_read_is_dropped_not_waited_for(server)
     assert server.node.subscriptions == {}
     assert len(server.node.store.recent_alerts()) == 10_000  # history kept, ingestion went on
     await worker.close()
-    await sleeper.close()
+    sleeper.close()
