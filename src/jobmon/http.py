@@ -176,15 +176,20 @@ class HttpApi:
             )
         return self.answer(reply)
 
-    async def get_jobs(self, request: web.Request) -> web.Response:
-        body: dict[str, Any] = {"type": "list_jobs"}
-        for name in ("status", "q", "cursor"):
+    @staticmethod
+    def from_query(request: web.Request, type_: str, names: tuple[str, ...]) -> dict[str, Any]:
+        """A message from query parameters; ``limit`` is a number when it reads as one."""
+        body: dict[str, Any] = {"type": type_}
+        for name in names:
             if name in request.query:
                 body[name] = request.query[name]
-        if "limit" in request.query:
-            limit = request.query["limit"]
-            body["limit"] = int(limit) if limit.isdigit() else limit
-        return await self.ask_one(body)
+        limit = request.query.get("limit")
+        if limit is not None:
+            body["limit"] = int(limit) if limit.isascii() and limit.isdigit() else limit
+        return body
+
+    async def get_jobs(self, request: web.Request) -> web.Response:
+        return await self.ask_one(self.from_query(request, "list_jobs", ("status", "q", "cursor")))
 
     async def get_job(self, request: web.Request) -> web.Response:
         return await self.ask_one({"type": "get_job", "job_id": request.match_info["job_id"]})
@@ -196,14 +201,7 @@ class HttpApi:
         return self.answer(reply)
 
     async def get_alerts(self, request: web.Request) -> web.Response:
-        body: dict[str, Any] = {"type": "get_alerts"}
-        for name in ("state", "job_id"):
-            if name in request.query:
-                body[name] = request.query[name]
-        if "limit" in request.query:
-            limit = request.query["limit"]
-            body["limit"] = int(limit) if limit.isdigit() else limit
-        return await self.ask_one(body)
+        return await self.ask_one(self.from_query(request, "get_alerts", ("state", "job_id")))
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
