@@ -185,7 +185,8 @@ class HttpApi:
                 body[name] = request.query[name]
         limit = request.query.get("limit")
         if limit is not None:
-            body["limit"] = int(limit) if limit.isascii() and limit.isdigit() else limit
+            number = limit.isascii() and limit.isdigit() and len(limit) <= 9
+            body["limit"] = int(limit) if number else limit
         return body
 
     async def get_jobs(self, request: web.Request) -> web.Response:
