@@ -141,3 +141,20 @@ async def test_errors_are_json_with_the_right_status(api: Any) -> None:
 async def test_health_and_readiness(api: Any) -> None:
     assert await call(api, "GET", "/healthz") == (200, {"status": "ok"})
     assert await call(api, "GET", "/readyz") == (200, {"status": "ready"})
+
+
+async def test_every_route_is_in_the_openapi_description(api: Any, http_server: Server) -> None:
+    status, spec = await call(api, "GET", "/api/openapi.json")
+    assert status == 200 and spec["openapi"].startswith("3.")
+    assert http_server.http is not None
+    served = set()
+    for route in http_server.http.app.router.routes():
+        if route.method == "HEAD":
+            continue
+        path = route.resource.canonical if route.resource is not None else ""
+        served.add((path, route.method.lower()))
+    documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
+    assert served == documented
+    for path, ops in spec["paths"].items():
+        for op in ops.values():
+            assert "200" in op["responses"], path

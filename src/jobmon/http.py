@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from . import openapi
 from .errors import Code
 from .protocol import Request, decode
 
@@ -78,8 +79,10 @@ class HttpApi:
         r.add_get("/api/jobs/{job_id}", self.get_job)
         r.add_get("/api/stats", self.get_stats)
         r.add_get("/api/alerts", self.get_alerts)
+        r.add_get("/api/openapi.json", self.openapi)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
+        self._spec = openapi.spec()
         self.runner: web.AppRunner | None = None
         self.port = 0
         self.accepting = False
@@ -203,6 +206,9 @@ class HttpApi:
 
     async def get_alerts(self, request: web.Request) -> web.Response:
         return await self.ask_one(self.from_query(request, "get_alerts", ("state", "job_id")))
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(self._spec, dumps=_dumps_text)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

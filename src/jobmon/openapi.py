@@ -1,0 +1,196 @@
+"""The OpenAPI 3 description of the HTTP API, served at /api/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+from .model import STATUS_BY_NAME
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_OBJECT = {"type": "object", "additionalProperties": True}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {
+        400: "bad input",
+        404: "unknown job or path",
+        409: "precondition failed",
+        413: "body too large",
+    }
+    return {str(s): _json(_ERROR, text[s]) for s in statuses}
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+}
+_LIMIT = _query("limit", "page size", {"type": "integer", "minimum": 1, "maximum": 1000})
+
+
+def spec() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "jobmon",
+            "version": __version__,
+            "description": (
+                "Job monitoring. Every call is answered by the same store as the TCP "
+                "protocol; message bodies are those of the TCP protocol (see README)."
+            ),
+        },
+        "paths": {
+            "/api/events": {
+                "post": {
+                    "summary": "One protocol message, or an array of them",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/Message"},
+                                        {
+                                            "type": "array",
+                                            "minItems": 1,
+                                            "items": {"$ref": "#/components/schemas/Message"},
+                                        },
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json(_OBJECT, "the reply, or the replies in order"),
+                        **_errors(400, 404, 409, 413),
+                    },
+                }
+            },
+            "/api/jobs/{job_id}/{action}": {
+                "post": {
+                    "summary": "Crontab shortcuts: start, complete, fail, heartbeat",
+                    "parameters": [
+                        _JOB_ID,
+                        {
+                            "name": "action",
+                            "in": "path",
+                            "required": True,
+                            "schema": {
+                                "type": "string",
+                                "enum": ["start", "complete", "fail", "heartbeat"],
+                            },
+                        },
+                    ],
+                    "requestBody": {
+                        "required": False,
+                        "content": {"application/json": {"schema": _OBJECT}},
+                    },
+                    "responses": {"200": _json(_OBJECT, "the reply"), **_errors(400, 404, 413)},
+                }
+            },
+            "/api/jobs": {
+                "get": {
+                    "summary": "A page of jobs, in the order first seen",
+                    "parameters": [
+                        _query(
+                            "status",
+                            "only jobs in this status",
+                            {"type": "string", "enum": list(STATUS_BY_NAME)},
+                        ),
+                        _query("q", "a part of the job_id", {"type": "string"}),
+                        _query("cursor", "next_cursor of the previous page", {"type": "string"}),
+                        _LIMIT,
+                    ],
+                    "responses": {"200": _json(_OBJECT, "jobs and next_cursor"), **_errors(400)},
+                }
+            },
+            "/api/jobs/{job_id}": {
+                "get": {
+                    "summary": "One job's record",
+                    "parameters": [_JOB_ID],
+                    "responses": {"200": _json(_OBJECT, "the job"), **_errors(400, 404)},
+                }
+            },
+            "/api/stats": {
+                "get": {
+                    "summary": "Totals, the mean duration, counts by status",
+                    "responses": {"200": _json(_OBJECT, "job_stats plus by_status")},
+                }
+            },
+            "/api/alerts": {
+                "get": {
+                    "summary": "Recent alerts, newest first",
+                    "parameters": [
+                        _query(
+                            "state",
+                            "firing, resolved or all",
+                            {"type": "string", "enum": ["firing", "resolved", "all"]},
+                        ),
+                        _query(
+                            "job_id",
+                            "only this job's",
+                            {"type": "string", "minLength": 1, "maxLength": 256},
+                        ),
+                        _LIMIT,
+                    ],
+                    "responses": {"200": _json(_OBJECT, "alerts"), **_errors(400)},
+                }
+            },
+            "/api/openapi.json": {
+                "get": {
+                    "summary": "This description",
+                    "responses": {"200": _json(_OBJECT, "OpenAPI 3")},
+                }
+            },
+            "/healthz": {"get": {"summary": "Alive", "responses": {"200": _json(_OBJECT, "ok")}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Journal replayed, accepting",
+                    "responses": {
+                        "200": _json(_OBJECT, "ready"),
+                        "503": _json(_OBJECT, "not ready"),
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Message": {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "msg_id": {"type": "integer", "minimum": 0},
+                    },
+                    "additionalProperties": True,
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "text"],
+                            "properties": {"code": {"type": "integer"}, "text": {"type": "string"}},
+                        }
+                    },
+                },
+            }
+        },
+    }
