@@ -9,6 +9,7 @@ that fits: 400 bad input, 404 unknown job or path, 405, 409 precondition,
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,8 @@ from aiohttp import web
 from . import openapi
 from .errors import Code
 from .protocol import Request, decode
+
+log = logging.getLogger("jobmon.http")
 
 if TYPE_CHECKING:
     from .server import Server
@@ -117,6 +120,9 @@ class HttpApi:
             elif exc.status == 404:
                 text = f"no such path {request.path}"
             return error(exc.status, Code.MALFORMED, text)
+        except Exception:
+            log.exception("bug while handling %s %s", request.method, request.path)
+            return error(500, Code.CRASH, "internal error; logged")
 
     async def ask(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Send protocol messages through the engine; their replies, in order."""
