@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from helpers import LineClient, ServerProcess
@@ -179,6 +180,8 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
                 "40",
                 "--seed",
                 "1",
+                "--exclude-path",
+                "/api/stream",  # a stream never ends; tested on its own below
                 "--no-color",
             ],
             capture_output=True,
@@ -191,3 +194,33 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
     # aiohttp logs malformed requests it refuses itself (400s); a bug of ours
     # would be logged by jobmon.http.
     assert '"logger":"jobmon.http"' not in server.stderr
+
+
+async def test_stream_sends_job_events_and_alerts_as_they_happen(
+    api: Any, http_server: Server
+) -> None:
+    async with api.get("/api/stream") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        assert await response.content.readline() == b": subscribed\n"
+        tcp = await LineClient.connect(http_server.port)
+        await tcp.request({"type": "update_status", "job_id": "live", "status": "running"})
+        await tcp.request({"type": "job_failed", "job_id": "live", "error": "x", "retries": 3})
+        await tcp.close()
+        seen: list[tuple[str, Any]] = []
+        while len(seen) < 3:
+            line = (await response.content.readline()).decode()
+            if line.startswith("event: "):
+                kind = line[7:].strip()
+                data = (await response.content.readline()).decode()
+                assert data.startswith("data: ")
+                seen.append((kind, orjson.loads(data[6:])))
+        assert [(kind, body["type"]) for kind, body in seen] == [
+            ("event", "event"),
+            ("event", "event"),
+            ("alert", "alert"),
+        ]
+        assert seen[0][1]["event"]["job_id"] == "live"
+        assert seen[2][1]["alert"]["kind"] == "failed"
+    status, reply = await call(api, "GET", "/api/stream", params={"topics": "gossip"})
+    assert status == 400

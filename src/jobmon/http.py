@@ -18,6 +18,7 @@ from aiohttp import web
 
 from . import openapi
 from .errors import Code
+from .node import Subscription
 from .protocol import Request, decode
 
 log = logging.getLogger("jobmon.http")
@@ -32,12 +33,34 @@ STATUS_OF_CODE = {
     Code.PRECONDITION_FAILED: 409,
     Code.CRASH: 500,
 }
+KEEPALIVE_S = 15.0
 SHORTCUTS = {
     "start": ("update_status", {"status": "running"}),
     "complete": ("job_completed", {}),
     "fail": ("job_failed", {}),
     "heartbeat": ("heartbeat", {}),
 }
+
+
+class StreamSubscriber:
+    """A Server-Sent Events client, subscribed like a TCP connection; what the
+    engine pushes is queued (bounded: a client that falls behind is dropped)."""
+
+    MAX_QUEUED = 10_000
+
+    def __init__(self) -> None:
+        self.lines: deque[bytes] = deque()
+        self.ready = asyncio.Event()
+        self.dropped = False
+
+    def push(self, data: bytes) -> bool:
+        if self.dropped or len(self.lines) > self.MAX_QUEUED:
+            self.dropped = True
+            self.ready.set()
+            return False
+        self.lines.extend(data.splitlines())
+        self.ready.set()
+        return True
 
 
 class HttpSink:
@@ -82,11 +105,13 @@ class HttpApi:
         r.add_get("/api/jobs/{job_id}", self.get_job)
         r.add_get("/api/stats", self.get_stats)
         r.add_get("/api/alerts", self.get_alerts)
+        r.add_get("/api/stream", self.stream)
         r.add_get("/api/openapi.json", self.openapi)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
         self._spec = openapi.spec()
         self.runner: web.AppRunner | None = None
+        self.streams: set[StreamSubscriber] = set()
         self.port = 0
         self.accepting = False
 
@@ -100,6 +125,9 @@ class HttpApi:
 
     async def stop(self) -> None:
         self.accepting = False
+        for subscriber in list(self.streams):  # end the streams, or cleanup waits for them
+            subscriber.dropped = True
+            subscriber.ready.set()
         if self.runner is not None:
             await self.runner.cleanup()
 
@@ -212,6 +240,45 @@ class HttpApi:
 
     async def get_alerts(self, request: web.Request) -> web.Response:
         return await self.ask_one(self.from_query(request, "get_alerts", ("state", "job_id")))
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """SSE: ``event: alert`` and ``event: event`` (job events), as the TCP
+        topics; ``topics=alerts,events`` chooses (default: both)."""
+        wanted = request.query.get("topics", "alerts,events").split(",")
+        if not wanted or not set(wanted) <= {"alerts", "events"}:
+            return error(400, Code.MALFORMED, "topics must be alerts, events or both")
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        subscriber = StreamSubscriber()
+        subscriptions = self.server.node.subscriptions
+        subscriptions[subscriber] = Subscription(subscriber, frozenset(wanted), None)
+        self.streams.add(subscriber)
+        try:
+            await response.write(b": subscribed\n\n")
+            while not subscriber.dropped:
+                try:
+                    await asyncio.wait_for(subscriber.ready.wait(), KEEPALIVE_S)
+                except TimeoutError:
+                    # A comment line: keeps proxies from closing an idle stream, and
+                    # finds clients that went away (the write fails).
+                    await response.write(b": keepalive\n\n")
+                    continue
+                subscriber.ready.clear()
+                out = []
+                while subscriber.lines:
+                    line = subscriber.lines.popleft()
+                    kind = b"alert" if line.startswith(b'{"type":"alert"') else b"event"
+                    out.append(b"event: %s\ndata: %s\n\n" % (kind, line))
+                if out:
+                    await response.write(b"".join(out))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            subscriptions.pop(subscriber, None)
+            self.streams.discard(subscriber)
+        return response
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(self._spec, dumps=_dumps_text)

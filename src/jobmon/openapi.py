@@ -152,6 +152,25 @@ def spec() -> dict[str, Any]:
                     "responses": {"200": _json(_OBJECT, "alerts"), **_errors(400)},
                 }
             },
+            "/api/stream": {
+                "get": {
+                    "summary": "Server-Sent Events: alerts and job events as they happen",
+                    "parameters": [
+                        _query(
+                            "topics",
+                            "alerts, events or both (comma-separated)",
+                            {"type": "string", "enum": ["alerts", "events", "alerts,events"]},
+                        )
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "an event stream",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(400),
+                    },
+                }
+            },
             "/api/openapi.json": {
                 "get": {
                     "summary": "This description",

@@ -33,9 +33,7 @@ class Publisher:
     def publish(self, alerts: list[Alert], events: list[dict[str, Any]], now: float) -> None:
         if alerts:
             log_alerts(alerts)
-            if self.node.subscriptions:
-                bodies = [{"type": "alert", "alert": alert.to_wire()} for alert in alerts]
-                self._push("alerts", bodies)
+        # Events first: a subscriber to both sees what happened, then the alert it raised.
         if events:
             at = iso(now)
             bodies = []
@@ -44,6 +42,8 @@ class Publisher:
                 event["at"] = at
                 bodies.append({"type": "event", "event": event})
             self._push("events", bodies)
+        if alerts and self.node.subscriptions:
+            self._push("alerts", [{"type": "alert", "alert": alert.to_wire()} for alert in alerts])
 
     def _push(self, topic: str, bodies: list[dict[str, Any]]) -> None:
         subscribers = self.node.subscribers(topic)
