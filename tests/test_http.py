@@ -187,6 +187,7 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # its cache stays out of the repository
         )
         server.terminate()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
