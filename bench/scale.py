@@ -122,21 +122,7 @@ def main() -> None:
     work = servers.scratch()
     data_dir = work / "data"
     # Logs at info, to read the compaction stall lines.
-    server = servers.Spawned(
-        [
-            sys.executable,
-            "-m",
-            "jobmon",
-            "serve",
-            "--port",
-            "0",
-            "--http-port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-        ],
-        work / "fill.log",
-    )
+    server = servers.jobmon(data_dir, log_dir=work, log_level="info")
     time.sleep(0.5)
     base_rss = rss_mb(server.pid)
     empty = asyncio.run(stats_latency(server.port, 2000))
@@ -146,7 +132,7 @@ def main() -> None:
     server.stop()
     stalls = [
         json.loads(line)["stall_ms"]
-        for line in (work / "fill.log").read_text().splitlines()
+        for line in server.log_path.read_text().splitlines()
         if '"compaction started"' in line
     ]
     per_job = (full_rss - base_rss) * 1024 * 1024 / args.jobs

@@ -29,6 +29,21 @@ def _add_connect_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=_positive_int, default=int(_env("PORT", "7070")))
 
 
+def _add_node_flags(p: argparse.ArgumentParser, defaults: Config) -> None:
+    """What the handlers need, in `serve` and `stdio` alike."""
+    p.add_argument(
+        "--max-retries",
+        type=_positive_int,
+        default=int(_env("MAX_RETRIES", str(defaults.max_retries))),
+    )
+    p.add_argument(
+        "--max-line-bytes",
+        type=_positive_int,
+        default=int(_env("MAX_LINE_BYTES", str(defaults.max_line_bytes))),
+    )
+    p.add_argument("--node-id", default=_env("NODE_ID", defaults.node_id))
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = Config()
     parser = argparse.ArgumentParser(prog="jobmon", description="A durable job-monitoring server.")
@@ -52,17 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep no journal (state is lost at exit)",
     )
     serve.add_argument("--fsync", choices=FSYNC_POLICIES, default=_env("FSYNC", defaults.fsync))
-    serve.add_argument(
-        "--max-retries",
-        type=_positive_int,
-        default=int(_env("MAX_RETRIES", str(defaults.max_retries))),
-    )
-    serve.add_argument(
-        "--max-line-bytes",
-        type=_positive_int,
-        default=int(_env("MAX_LINE_BYTES", str(defaults.max_line_bytes))),
-    )
-    serve.add_argument("--node-id", default=_env("NODE_ID", defaults.node_id))
+    _add_node_flags(serve, defaults)
     serve.add_argument(
         "--lost-grace-ms",
         type=_positive_int,
@@ -96,11 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     stdio = sub.add_parser("stdio", help="serve one client on stdin/stdout, in memory")
-    stdio.add_argument("--node-id", default=_env("NODE_ID", defaults.node_id))
-    stdio.add_argument("--max-retries", type=_positive_int, default=int(_env("MAX_RETRIES", "3")))
-    stdio.add_argument(
-        "--max-line-bytes", type=_positive_int, default=int(_env("MAX_LINE_BYTES", str(1 << 20)))
-    )
+    _add_node_flags(stdio, defaults)
 
     send = sub.add_parser("send", help="send messages (arguments, else stdin lines); print replies")
     _add_connect_flags(send)

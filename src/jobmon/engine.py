@@ -201,8 +201,9 @@ class Engine:
             realerts.extend((now + self.realert_s, alert) for alert in again)
 
     # -- deadlines -------------------------------------------------------------
-    def due(self) -> bool:
-        return self.timer_target is not None and self.timer_target <= self.clock.now()
+    def due(self, now: float) -> bool:
+        """A deadline (or a reminder) has come."""
+        return self.timer_target is not None and self.timer_target <= now
 
     def expire(self, now: float) -> None:
         """Fire what is due; journaled as a tick, since it changes state."""
@@ -258,7 +259,7 @@ class Engine:
         while True:
             while (
                 not self.queue
-                and not self.due()
+                and not self.due(self.clock.now())
                 and not self.closed_connections
                 and not self.orphaned_jobs
             ):
@@ -274,7 +275,7 @@ class Engine:
             now = self.clock.now()
             if self.closed_connections or self.orphaned_jobs:
                 self._lose_workers(now)
-            if self.timer_target is not None and self.timer_target <= now:
+            if self.due(now):
                 self.expire(now)
                 self.remind(now)
             budget = TURN_OUTPUT_BUDGET

@@ -119,8 +119,7 @@ class Monitoring:
         if job.monitor is not None:
             for kind in NEGATIVE_KINDS:
                 self._resolve(job, kind, now)
-            if job.monitor.reporter is not None:
-                self.reported_by.get(job.monitor.reporter, set()).discard(job_id)
+            self._set_reporter(job, job.monitor, None)
             job.monitor = None  # its heap entries are now stale and will be dropped
         return job
 
@@ -203,13 +202,16 @@ class Monitoring:
             self._resolve(job, "worker_lost", now)
 
     def _track_reporter(self, job: Job, monitor: Monitor) -> None:
-        reporter = self.reporter
-        if monitor.reporter != reporter:
-            if monitor.reporter is not None:
-                self.reported_by.get(monitor.reporter, set()).discard(job.job_id)
-            monitor.reporter = reporter
-            if reporter is not None:
-                self.reported_by.setdefault(reporter, set()).add(job.job_id)
+        if monitor.reporter != self.reporter:
+            self._set_reporter(job, monitor, self.reporter)
+
+    def _set_reporter(self, job: Job, monitor: Monitor, reporter: int | None) -> None:
+        """Move the job in the connection -> jobs index (runtime only)."""
+        if monitor.reporter is not None:
+            self.reported_by.get(monitor.reporter, set()).discard(job.job_id)
+        monitor.reporter = reporter
+        if reporter is not None:
+            self.reported_by.setdefault(reporter, set()).add(job.job_id)
 
     def jobs_lost_with(self, connection: int) -> list[str]:
         """Running monitored jobs last reported by this (now closed) connection."""
@@ -260,9 +262,7 @@ class Monitoring:
             monitor = job.monitor if job is not None else None
             if job is None or monitor is None:
                 continue
-            if monitor.reporter is not None:
-                self.reported_by.get(monitor.reporter, set()).discard(job_id)
-            monitor.reporter = None
+            self._set_reporter(job, monitor, None)
             monitor.lost_at = now
             monitor.lost_grace_s = grace_s
             self.deadlines.set(job, monitor, "worker_lost", now + grace_s)
