@@ -92,6 +92,11 @@ class LineClient:
         await self.send(body)
         return await self.read()
 
+    async def pipeline(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send them all, then read as many replies."""
+        await self.send(*bodies)
+        return [await self.read() for _ in bodies]
+
     async def close(self) -> None:
         self.writer.close()
         with contextlib.suppress(ConnectionError, OSError):

@@ -62,7 +62,53 @@ async def test_get_job_returns_the_whole_record(client: LineClient, clock: FakeC
         "error": None,
         "retries": 0,
         "max_retries": 5,
+        "last_success_at": "2026-11-18T11:08:10.250Z",
+        "recent_runs": [
+            {
+                "started_at": "2026-11-18T11:06:40.250Z",
+                "finished_at": "2026-11-18T11:08:10.250Z",
+                "status": "completed",
+                "duration_ms": 90000,
+                "retries": 0,
+                "error": None,
+            }
+        ],
     }
+
+
+async def test_recent_runs_keep_the_last_twenty_newest_first(
+    client: LineClient, clock: FakeClock
+) -> None:
+    for run in range(25):
+        await status(client, "etl", "running")
+        clock.advance(run + 1)
+        if run % 5 == 4:
+            await client.request(
+                {"type": "job_failed", "job_id": "etl", "error": f"boom {run}", "retries": 3}
+            )
+        else:
+            await client.request({"type": "job_completed", "job_id": "etl"})
+    job = await get_job(client, "etl")
+    runs = job["recent_runs"]
+    assert isinstance(runs, list)
+    assert len(runs) == 20
+    assert [r["duration_ms"] for r in runs] == [(n + 1) * 1000 for n in range(24, 4, -1)]
+    assert runs[0] == {
+        "started_at": runs[0]["started_at"],
+        "finished_at": runs[0]["finished_at"],
+        "status": "failed",
+        "duration_ms": 25000,
+        "retries": 3,
+        "error": "boom 24",
+    }
+    assert [r["status"] for r in runs[:5]] == [
+        "failed",
+        "completed",
+        "completed",
+        "completed",
+        "completed",
+    ]
+    assert job["runs"] == 25
 
 
 async def test_duration_is_computed_from_running_when_absent(

@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP API on the same --host (0: off)",
     )
     serve.add_argument(
+        "--metrics-job-series",
+        type=_positive_int,
+        default=int(_env("METRICS_JOB_SERIES", str(defaults.metrics_job_series))),
+        metavar="N",
+        help="/metrics: per-job series for at most the first N jobs (0: none)",
+    )
+    serve.add_argument(
         "--data-dir", type=Path, default=Path(_env("DATA_DIR", str(defaults.data_dir)))
     )
     serve.add_argument(
@@ -157,6 +164,7 @@ def _serve(args: argparse.Namespace) -> int:
         compact_min_bytes=args.compact_min_bytes,
         lost_grace_ms=args.lost_grace_ms,
         http_port=args.http_port,
+        metrics_job_series=args.metrics_job_series,
         webhooks=args.webhook,
         realert_ms=args.realert_ms,
         alertmanager=args.alertmanager,

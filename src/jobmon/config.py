@@ -27,3 +27,6 @@ class Config:
     alertmanager_resend_s: float = 60.0
     notify_backoff_s: float = 0.5  # first retry delay; doubles per attempt
     http_port: int = 0  # 0: no HTTP (the CLI's default is 7071)
+    # Per-job series in /metrics: the first N jobs (first-seen order, so the set
+    # of series is stable); Prometheus advises against unbounded label values.
+    metrics_job_series: int = 1000

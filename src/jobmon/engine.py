@@ -64,6 +64,8 @@ class Engine:
         self.connection_turns = 0
         self.turns = 0
         self.errors_replied = 0
+        # Accepted messages by type, since this process started (/metrics).
+        self.received_by_type: dict[str, int] = {}
         self._wakeup: asyncio.Future[None] | None = None
         self._stopping = False
         self._idle = asyncio.Event()  # set by run() whenever it has nothing to do
@@ -129,12 +131,15 @@ class Engine:
         out: list[bytes] = []
         size = 0
         pop = inbox.popleft
+        received = self.received_by_type
         while inbox and size < budget:
             frame, msg_id, handler, args = pop()
             if handler is None:
                 body = error_body(msg_id, args.code, args.text)
                 self.errors_replied += 1
             else:
+                name = handler.name
+                received[name] = received.get(name, 0) + 1
                 try:
                     body = handler.apply(node, now, args, msg_id)
                     if handler.mutates:

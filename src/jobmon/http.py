@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from . import openapi
+from . import metrics, openapi
+from .clock import iso
 from .errors import Code
 from .node import Subscription
 from .protocol import Request, decode
@@ -34,6 +36,25 @@ STATUS_OF_CODE = {
     Code.CRASH: 500,
 }
 KEEPALIVE_S = 15.0
+FAILURE_HOURS_SHOWN = 24
+# The dashboard's files, by URL name; nothing else is served from the package.
+STATIC_TYPES = {
+    "index.html": "text/html",
+    "dashboard.js": "text/javascript",
+    "dashboard.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
+# The page builds its DOM with textContent (it escapes everything it shows);
+# this policy stops any script but its own, should that ever slip.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 SHORTCUTS = {
     "start": ("update_status", {"status": "running"}),
     "complete": ("job_completed", {}),
@@ -107,9 +128,14 @@ class HttpApi:
         r.add_get("/api/alerts", self.get_alerts)
         r.add_get("/api/stream", self.stream)
         r.add_get("/api/openapi.json", self.openapi)
+        r.add_get("/metrics", self.metrics)
+        r.add_get("/", self.dashboard)
+        r.add_get("/static/{name}", self.static)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
         self._spec = openapi.spec()
+        static = resources.files("jobmon") / "static"
+        self._static = {name: (static / name).read_bytes() for name in STATIC_TYPES}
         self.runner: web.AppRunner | None = None
         self.streams: set[StreamSubscriber] = set()
         self.port = 0
@@ -234,8 +260,12 @@ class HttpApi:
 
     async def get_stats(self, request: web.Request) -> web.Response:
         (reply,) = await self.ask([{"type": "get_stats"}])
-        counts = self.server.node.store.count_by_status
-        reply["by_status"] = {status.value: n for status, n in counts.items()}
+        store = self.server.node.store
+        reply["by_status"] = {status.value: n for status, n in store.count_by_status.items()}
+        hours = store.history.failures_last_hours(self.server.clock.now(), FAILURE_HOURS_SHOWN)
+        reply["failures_by_hour"] = [
+            {"hour": iso(hour * 3600.0), "failures": n} for hour, n in hours
+        ]
         return self.answer(reply)
 
     async def get_alerts(self, request: web.Request) -> web.Response:
@@ -282,6 +312,27 @@ class HttpApi:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(self._spec, dumps=_dumps_text)
+
+    async def dashboard(self, request: web.Request) -> web.Response:
+        return self._page("index.html")
+
+    async def static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in STATIC_TYPES:
+            return error(404, Code.NOT_FOUND, f"no such path {request.path}")
+        return self._page(name)
+
+    def _page(self, name: str) -> web.Response:
+        return web.Response(
+            body=self._static[name],
+            content_type=STATIC_TYPES[name],
+            charset="utf-8",
+            headers=PAGE_HEADERS,
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = await metrics.scrape(self.server)
+        return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 import zlib
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -93,19 +94,33 @@ def _parse_frame(data: bytes, start: int, stop: int) -> tuple[float, list[Any]] 
     return ts, records
 
 
+# Upper bounds (seconds) of the fsync latency histogram, as /metrics shows it.
+FSYNC_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class FsyncTimes:
+    """How long fsyncs took, over the process's life (journal files come and go)."""
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(FSYNC_BUCKETS_S) + 1)  # per bucket, +Inf last
+        self.seconds_total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect_left(FSYNC_BUCKETS_S, seconds)] += 1
+        self.seconds_total += seconds
+
+
 class JournalWriter:
     """Appends records to one journal file; ``write`` before replying, ``fsync`` per policy."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fsync_times: FsyncTimes | None = None) -> None:
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.size = os.fstat(self.fd).st_size
         self.pending: list[tuple[str, Any]] = []
         self.written_seq = 0  # bumped per write; fsync records what it covered
         self.synced_seq = 0
-        self.fsyncs = 0
-        self.fsync_seconds_total = 0.0
-        self.fsync_seconds_last = 0.0
+        self.fsync_times = fsync_times if fsync_times is not None else FsyncTimes()
         self._sync_lock = threading.Lock()
 
     def append(self, name: str, args: Any) -> None:
@@ -140,9 +155,7 @@ class JournalWriter:
             os.fsync(self.fd)
             elapsed = time.perf_counter() - started
             self.synced_seq = target
-            self.fsyncs += 1
-            self.fsync_seconds_total += elapsed
-            self.fsync_seconds_last = elapsed
+            self.fsync_times.observe(elapsed)
 
     def close(self) -> None:
         assert not self.pending, "records appended but never written"

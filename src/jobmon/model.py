@@ -50,6 +50,8 @@ class Job:
         "max_retries",
         "alerts",
         "monitor",
+        "last_success_at",
+        "recent_runs",
     )
 
     def __init__(self, job_id: str, status: Status, now: float) -> None:
@@ -70,6 +72,9 @@ class Job:
         self.alerts: dict[str, Alert] | None = None
         # Negative-alerting settings and timers; None for jobs that only report.
         self.monitor: Monitor | None = None
+        self.last_success_at: float | None = None
+        # The last few finished runs (``history.RUN_FIELDS`` tuples), newest last.
+        self.recent_runs: list[tuple[Any, ...]] | None = None
 
 
 # A job as a snapshot row: every slot in order, read at C speed. orjson writes

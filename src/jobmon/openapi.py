@@ -15,6 +15,10 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _text(media_type: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "bad input",
@@ -129,8 +133,10 @@ def spec() -> dict[str, Any]:
             },
             "/api/stats": {
                 "get": {
-                    "summary": "Totals, the mean duration, counts by status",
-                    "responses": {"200": _json(_OBJECT, "job_stats plus by_status")},
+                    "summary": "Totals, the mean duration, counts by status, failures by hour",
+                    "responses": {
+                        "200": _json(_OBJECT, "job_stats plus by_status and failures_by_hour")
+                    },
                 }
             },
             "/api/alerts": {
@@ -175,6 +181,35 @@ def spec() -> dict[str, Any]:
                 "get": {
                     "summary": "This description",
                     "responses": {"200": _json(_OBJECT, "OpenAPI 3")},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics (text exposition format)",
+                    "responses": {"200": _text("text/plain", "the metrics")},
+                }
+            },
+            "/": {
+                "get": {
+                    "summary": "The dashboard",
+                    "responses": {"200": _text("text/html", "the page")},
+                }
+            },
+            "/static/{name}": {
+                "get": {
+                    "summary": "The dashboard's script and style",
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": ["dashboard.js", "dashboard.css", "favicon.svg"]},
+                        }
+                    ],
+                    "responses": {
+                        "200": _text("text/javascript", "the file"),
+                        **_errors(404),
+                    },
                 }
             },
             "/healthz": {"get": {"summary": "Alive", "responses": {"200": _json(_OBJECT, "ok")}}},

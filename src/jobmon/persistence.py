@@ -24,6 +24,7 @@ from .commands import HANDLERS
 from .errors import RequestError
 from .journal import (
     CorruptData,
+    FsyncTimes,
     JournalWriter,
     fsync_dir,
     read_records,
@@ -76,6 +77,7 @@ class DataDir:
         self.compact_min_bytes = compact_min_bytes
         self.generation = 0
         self.writer: JournalWriter | None = None
+        self.fsync_times = FsyncTimes()
         self.snapshot_bytes = 0
         self.compacting = False
         self.compactions = 0
@@ -122,7 +124,7 @@ class DataDir:
         report.journals = len(live)
         self.generation = live[-1] if live else base
         self._delete_older_than(base)
-        self.writer = JournalWriter(_journal(self.path, self.generation))
+        self.writer = JournalWriter(_journal(self.path, self.generation), self.fsync_times)
         fsync_dir(self.path)
         if default_max_retries is not None and recorded_default != default_max_retries:
             node.store.default_max_retries = default_max_retries
@@ -210,7 +212,7 @@ class DataDir:
         assert self.writer is not None
         self.writer.close()
         self.generation += 1
-        self.writer = JournalWriter(_journal(self.path, self.generation))
+        self.writer = JournalWriter(_journal(self.path, self.generation), self.fsync_times)
         fsync_dir(self.path)
         return self.generation
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from .deadlines import Deadlines
 from .errors import Code, RequestError
+from .history import History
 from .model import SNAPSHOT_ROW, STATUS_BY_NAME, TERMINAL, Alert, Job, Monitor, Status
 from .monitoring import Monitoring
 
@@ -40,6 +41,7 @@ class Store(Monitoring):
         self.reporter: int | None = None
         self.reported_by: dict[int, set[str]] = {}
         self.lost_grace_ms = 30_000
+        self.history = History()
 
     # -- reading ---------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -87,6 +89,15 @@ class Store(Monitoring):
         job.error = None
         job.retries = 0
 
+    def _run_ended(self, job: Job, now: float, duration_ms: float | None) -> None:
+        """The job's status just became terminal: its run goes into the history."""
+        status = job.status
+        if status is COMPLETED:
+            job.last_success_at = now
+        elif status is FAILED:
+            self.history.run_failed(now)
+        self.history.run_finished(job, now, duration_ms)
+
     def _fire(self, job: Job, kind: str, text: str, now: float) -> Alert | None:
         """Open an alert of this kind for the job, unless one is open already
         or the job is paused (a maintenance window)."""
@@ -101,6 +112,7 @@ class Store(Monitoring):
         self.next_alert_id += 1
         job.alerts[kind] = alert
         self.alert_history.append(alert)
+        self.history.alert_fired(kind)
         self.alert_outbox.append(alert)
         return alert
 
@@ -115,6 +127,7 @@ class Store(Monitoring):
             job.alerts = None
         alert.resolved_at = now
         self.alert_outbox.append(alert)
+        self.history.alert_resolved(kind)
 
     # -- the three lifecycle events --------------------------------------
     def update_status(
@@ -146,6 +159,8 @@ class Store(Monitoring):
                 job.finished_at = now
             if status is COMPLETED and progress is None:
                 progress = 100
+            if previous is not status:
+                self._run_ended(job, now, None)
         monitor = job.monitor
         moved = False
         if progress is not None:
@@ -199,6 +214,8 @@ class Store(Monitoring):
         job.error = None
         self.timed_runs += 1
         self.duration_sum_ms += duration_ms
+        self.history.duration_observed(duration_ms)
+        self._run_ended(job, now, duration_ms)
         monitor = job.monitor
         if monitor is not None and not self.observe_outcome(job, monitor, True, now):
             return job  # not yet enough good runs in a row to call it recovered
@@ -238,6 +255,8 @@ class Store(Monitoring):
         if exhausted:
             if job.finished_at is None:
                 job.finished_at = now
+            if not duplicate:
+                self._run_ended(job, now, None)
             if monitor is None:
                 alert = True
             elif duplicate:  # the same failed run again: counts once
@@ -288,6 +307,7 @@ class Store(Monitoring):
             "alerts": [a.to_row() for a in sorted(alerts.values(), key=lambda a: a.alert_id)],
             "alert_history": [a.alert_id for a in self.alert_history],
             "jobs": list(map(SNAPSHOT_ROW, self.jobs.values())),
+            "history": self.history.to_snapshot(),
         }
 
     def load_snapshot(self, snap: dict[str, Any]) -> None:
@@ -302,7 +322,11 @@ class Store(Monitoring):
         status_by_name = STATUS_BY_NAME
         counts = {s: 0 for s in Status}
         jobs = {}
-        for row in snap["jobs"]:
+        rows = snap["jobs"]
+        if rows and len(rows[0]) < len(Job.__slots__):  # written before the run history
+            missing = [None] * (len(Job.__slots__) - len(rows[0]))
+            rows = [row + missing for row in rows]
+        for row in rows:
             job = new_job(Job)
             (
                 job.job_id,
@@ -320,6 +344,8 @@ class Store(Monitoring):
                 job.max_retries,
                 open_alerts,
                 monitor,
+                job.last_success_at,
+                job.recent_runs,
             ) = row
             job.status = status = status_by_name[status]
             job.alerts = (
@@ -330,4 +356,5 @@ class Store(Monitoring):
             jobs[job.job_id] = job
         self.jobs = jobs
         self.count_by_status = counts
+        self.history.load_snapshot(snap.get("history"), jobs)
         self.deadlines.rebuild(jobs)

@@ -1,10 +1,11 @@
-"""get_job: one job's whole record."""
+"""get_job: one job's whole record, with its recent runs (newest first)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..clock import iso
+from ..history import History
 from ..model import Job
 from ..node import Node
 from . import fields
@@ -32,6 +33,7 @@ def record(node: Node, job: Job) -> dict[str, Any]:
         "error": job.error,
         "retries": job.retries,
         "max_retries": node.store.max_retries_of(job),
+        "last_success_at": iso(job.last_success_at),
     }
     if job.alerts:
         out["alerts"] = sorted(job.alerts)
@@ -58,5 +60,10 @@ def record(node: Node, job: Job) -> dict[str, Any]:
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     job = node.store.get(args[0])
     out = fields.reply("job", msg_id)
-    out["job"] = record(node, job)
+    out["job"] = full = record(node, job)
+    runs = History.runs_of(job)
+    for run in runs:
+        run["started_at"] = iso(run["started_at"])
+        run["finished_at"] = iso(run["finished_at"])
+    full["recent_runs"] = runs
     return out

@@ -1,0 +1,272 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright, against
+the real server. Screenshots go to tests/artifacts/ (ignored by git)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from helpers import LineClient
+from jobmon.clock import FakeClock
+from jobmon.server import Server
+from test_http import free_port
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+# As the machine's notes advise: no background traffic to hosts this network cannot reach.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Playwright's waits fail after this long; the page normally takes well under a second.
+WAIT_MS = 15_000
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest.fixture
+async def web_server(start_server: Any, clock: FakeClock) -> AsyncIterator[Server]:
+    clock.current = time.time()  # the page shows times in the browser's clock
+    async with start_server(http_port=free_port()) as server:
+        yield server
+
+
+@pytest.fixture
+async def page(browser: Browser, web_server: Server) -> AsyncIterator[Page]:
+    assert web_server.http is not None
+    # The page's Content-Security-Policy forbids eval, which Playwright's
+    # wait_for_function uses; bypassing it also means the escaping test below
+    # shows the page's own escaping at work, not the policy behind it.
+    context = await browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+    page = await context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on(
+        "console",
+        lambda message: problems.append(message.text) if message.type == "error" else None,
+    )
+    page.set_default_timeout(WAIT_MS)
+    response = await page.goto(f"http://127.0.0.1:{web_server.http.port}/")
+    assert response is not None
+    assert "script-src 'self'" in (await response.all_headers())["content-security-policy"]
+    await page.wait_for_selector("body[data-loaded=true]")
+    await page.wait_for_selector("#live.on")  # subscribed to /api/stream
+    yield page
+    await context.close()
+    assert problems == []  # no script error, no failed request, during the whole test
+
+
+@pytest.fixture
+async def tcp(web_server: Server) -> AsyncIterator[LineClient]:
+    client = await LineClient.connect(web_server.port)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def row(job_id: str) -> str:
+    return f'#jobs tbody tr[data-job-id="{job_id}"]'
+
+
+async def colour_of(page: Page, job_id: str, colour: str) -> None:
+    await page.wait_for_selector(f'{row(job_id)}[data-colour="{colour}"]')
+
+
+async def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+async def test_a_job_reported_over_tcp_appears_and_changes_colour_live(
+    page: Page, tcp: LineClient
+) -> None:
+    assert await page.text_content("#jobs tbody") == "No job has reported yet."
+    await tcp.request(
+        {"type": "update_status", "job_id": "nightly-backup", "status": "running", "progress": 40}
+    )
+    await colour_of(page, "nightly-backup", "yellow")
+    assert await page.get_attribute(f"{row('nightly-backup')} [role=progressbar]", "aria-valuenow") == "40"
+    assert await page.text_content("#counts button[data-status=running]") == "running 1"
+
+    await tcp.request(
+        {"type": "job_failed", "job_id": "nightly-backup", "error": "disk full", "retries": 0}
+    )
+    await colour_of(page, "nightly-backup", "orange")  # retrying
+    await tcp.request(
+        {"type": "job_failed", "job_id": "nightly-backup", "error": "disk full", "retries": 3}
+    )
+    await colour_of(page, "nightly-backup", "red")
+    alert = page.locator('#alerts li[data-job-id="nightly-backup"]')
+    await alert.wait_for()
+    assert await alert.locator(".kind").text_content() == "failed"
+    assert await page.text_content("#alert-count") == "1"
+    assert await page.text_content(f"{row('nightly-backup')} td.error") == "disk full"
+    await shot(page, "dashboard-failed")
+
+    await tcp.request({"type": "update_status", "job_id": "nightly-backup", "status": "running"})
+    await tcp.request({"type": "job_completed", "job_id": "nightly-backup", "duration_ms": 61_500})
+    await colour_of(page, "nightly-backup", "green")
+    await page.wait_for_selector("#alerts li.empty")
+    assert await page.text_content(f"{row('nightly-backup')} td:nth-child(5)") == "61.5 s"
+    # The failures chart has one bar per hour, the last hour holding the failure.
+    bars = page.locator("#failures-chart rect")
+    assert await bars.count() == 24
+    assert (await bars.nth(23).text_content() or "").endswith(": 1 failed")
+
+
+async def test_the_detail_view_shows_recent_runs_and_a_duration_chart(
+    page: Page, tcp: LineClient, clock: FakeClock
+) -> None:
+    durations = [1_200, 3_400, 2_500, 8_000]
+    for duration_ms in durations:
+        await tcp.request({"type": "update_status", "job_id": "etl", "status": "running"})
+        await tcp.request({"type": "job_completed", "job_id": "etl", "duration_ms": duration_ms})
+    await tcp.request({"type": "update_status", "job_id": "etl", "status": "running"})
+    clock.advance(2)
+    await tcp.request({"type": "job_failed", "job_id": "etl", "error": "no input", "retries": 3})
+    await colour_of(page, "etl", "red")
+    await page.click(row("etl"))
+    await page.wait_for_selector("#detail:not([hidden])")
+    assert await page.text_content("#detail-title") == "etl"
+    runs = page.locator("#runs tbody tr")
+    await page.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 5")
+    assert [await runs.nth(i).locator("td").nth(1).text_content() for i in range(5)] == [
+        "failed",
+        "completed",
+        "completed",
+        "completed",
+        "completed",
+    ]
+    assert await runs.nth(0).locator("td.error").text_content() == "no input"
+    assert await runs.nth(1).locator("td").nth(2).text_content() == "8.00 s"
+    # One bar per run, oldest first; the failed run's duration runs from its start.
+    titles = await page.locator("#duration-chart rect title").all_text_contents()
+    assert [t.split(": ")[1] for t in titles] == [
+        "1.20 s (completed)",
+        "3.40 s (completed)",
+        "2.50 s (completed)",
+        "8.00 s (completed)",
+        "2.00 s (failed)",
+    ]
+    assert "#job=etl" in page.url  # linkable
+    await shot(page, "dashboard-detail")
+    # The open detail view follows the job live too.
+    await tcp.request({"type": "update_status", "job_id": "etl", "status": "running"})
+    await tcp.request({"type": "job_completed", "job_id": "etl", "duration_ms": 500})
+    await page.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 6")
+    await page.keyboard.press("Escape")
+    await page.wait_for_selector("#detail", state="hidden")
+
+
+HOSTILE_IDS = [
+    "<script>window.__pwned = 1</script>",
+    '<img src=x onerror="window.__pwned = 2">',
+    "\"'><svg onload=window.__pwned=3>",
+]
+
+
+async def test_every_job_id_error_and_label_is_shown_as_text_never_run(
+    page: Page, tcp: LineClient
+) -> None:
+    for job_id in HOSTILE_IDS:
+        await tcp.request(
+            {
+                "type": "register_job",
+                "job_id": job_id,
+                "every_ms": 3_600_000,
+                "labels": {"team": "<b onmouseover=window.__pwned=4>ops</b>"},
+            }
+        )
+        await tcp.request(
+            {
+                "type": "job_failed",
+                "job_id": job_id,
+                "error": "<img src=y onerror=window.__pwned=5>",
+                "retries": 3,
+            }
+        )
+    await page.wait_for_function(
+        f"document.querySelectorAll('#jobs tbody tr').length === {len(HOSTILE_IDS)}"
+    )
+    shown = await page.locator("#jobs td.job").all_text_contents()
+    assert shown == HOSTILE_IDS
+    errors = await page.locator("#jobs td.error").all_text_contents()
+    assert errors == ["<img src=y onerror=window.__pwned=5>"] * 3
+    alert_jobs = await page.locator("#alerts .job").all_text_contents()
+    assert sorted(alert_jobs) == sorted(HOSTILE_IDS)
+    await page.locator("#jobs td.job", has_text="<img").click()
+    await page.wait_for_selector("#detail:not([hidden])")
+    assert await page.text_content("#detail-title") == HOSTILE_IDS[1]
+    assert "<b onmouseover=window.__pwned=4>ops</b>" in (await page.text_content("#detail-fields") or "")
+    # Nothing ran, and no element came from the data.
+    assert await page.evaluate("window.__pwned") is None
+    assert await page.locator("main img, main svg[onload], aside img, aside b").count() == 0
+    # Search with markup in it is a search for that text.
+    await page.fill("#search", "<img")
+    await page.wait_for_function("document.querySelectorAll('#jobs tbody tr').length === 1")
+    assert await page.locator("#jobs td.job").all_text_contents() == [HOSTILE_IDS[1]]
+    await shot(page, "dashboard-escaping")
+
+
+async def test_ten_thousand_jobs_are_paged_not_rendered_at_once(
+    page: Page, tcp: LineClient
+) -> None:
+    total = 10_000
+    for start in range(0, total, 1000):
+        batch = [
+            {
+                "type": "update_status",
+                "msg_id": n,
+                "job_id": f"job-{n:05d}",
+                "status": "completed" if n % 10 else "failed",
+            }
+            for n in range(start, start + 1000)
+        ]
+        replies = await tcp.pipeline(batch)
+        assert all(r["type"] == "status_updated" for r in replies)
+    await page.wait_for_selector(f'#counts button[data-status=""]:text("all {total}")')
+    assert await page.locator("#jobs tbody tr").count() == 50
+    assert await page.text_content("#counts button[data-status=failed]") == "failed 1000"
+    await page.click("#next")
+    await page.wait_for_selector(f"{row('job-00050')}")
+    assert await page.text_content("#page-info") == "page 2"
+    assert await page.locator("#jobs tbody tr").count() == 50
+    # The status filter asks the server; every row shown is failed.
+    await page.select_option("#status-filter", "failed")
+    await page.wait_for_selector(f"{row('job-00000')}[data-colour=red]")
+    colours = await page.locator("#jobs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.colour)")
+    assert colours == ["red"] * 50
+    await shot(page, "dashboard-10k")
+
+
+async def test_readable_on_a_phone(page: Page, tcp: LineClient) -> None:
+    await tcp.request(
+        {"type": "update_status", "job_id": "a-rather-long-job-name-for-a-phone", "status": "running"}
+    )
+    await colour_of(page, "a-rather-long-job-name-for-a-phone", "yellow")
+    await page.set_viewport_size({"width": 390, "height": 844})
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow == 0  # no sideways scrolling of the page
+    assert await page.locator("#jobs th.wide").first.is_visible() is False
+    await shot(page, "dashboard-phone")
