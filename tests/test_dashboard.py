@@ -104,7 +104,10 @@ async def test_a_job_reported_over_tcp_appears_and_changes_colour_live(
         {"type": "update_status", "job_id": "nightly-backup", "status": "running", "progress": 40}
     )
     await colour_of(page, "nightly-backup", "yellow")
-    assert await page.get_attribute(f"{row('nightly-backup')} [role=progressbar]", "aria-valuenow") == "40"
+    assert (
+        await page.get_attribute(f"{row('nightly-backup')} [role=progressbar]", "aria-valuenow")
+        == "40"
+    )
     assert await page.text_content("#counts button[data-status=running]") == "running 1"
 
     await tcp.request(
@@ -216,7 +219,9 @@ async def test_every_job_id_error_and_label_is_shown_as_text_never_run(
     await page.locator("#jobs td.job", has_text="<img").click()
     await page.wait_for_selector("#detail:not([hidden])")
     assert await page.text_content("#detail-title") == HOSTILE_IDS[1]
-    assert "<b onmouseover=window.__pwned=4>ops</b>" in (await page.text_content("#detail-fields") or "")
+    assert "<b onmouseover=window.__pwned=4>ops</b>" in (
+        await page.text_content("#detail-fields") or ""
+    )
     # Nothing ran, and no element came from the data.
     assert await page.evaluate("window.__pwned") is None
     assert await page.locator("main img, main svg[onload], aside img, aside b").count() == 0
@@ -253,14 +258,20 @@ async def test_ten_thousand_jobs_are_paged_not_rendered_at_once(
     # The status filter asks the server; every row shown is failed.
     await page.select_option("#status-filter", "failed")
     await page.wait_for_selector(f"{row('job-00000')}[data-colour=red]")
-    colours = await page.locator("#jobs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.colour)")
+    colours = await page.locator("#jobs tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.colour)"
+    )
     assert colours == ["red"] * 50
     await shot(page, "dashboard-10k")
 
 
 async def test_readable_on_a_phone(page: Page, tcp: LineClient) -> None:
     await tcp.request(
-        {"type": "update_status", "job_id": "a-rather-long-job-name-for-a-phone", "status": "running"}
+        {
+            "type": "update_status",
+            "job_id": "a-rather-long-job-name-for-a-phone",
+            "status": "running",
+        }
     )
     await colour_of(page, "a-rather-long-job-name-for-a-phone", "yellow")
     await page.set_viewport_size({"width": 390, "height": 844})

@@ -203,7 +203,10 @@ def spec() -> dict[str, Any]:
                             "name": "name",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string", "enum": ["dashboard.js", "dashboard.css", "favicon.svg"]},
+                            "schema": {
+                                "type": "string",
+                                "enum": ["dashboard.js", "dashboard.css", "favicon.svg"],
+                            },
                         }
                     ],
                     "responses": {
