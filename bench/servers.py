@@ -25,7 +25,7 @@ class Spawned:
         self.port = 0
         for line in self.proc.stderr:
             self.log.write(line)
-            match = re.search(rb"listening on [\d.]+:(\d+)", line)
+            match = re.search(rb"^(?:jobmon|ceiling) listening on [\d.]+:(\d+)", line)
             if match:
                 self.port = int(match.group(1))
                 break

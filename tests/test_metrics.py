@@ -16,7 +16,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import LineClient, jobmon_cmd
+from jobmon import metrics
 from jobmon.clock import FakeClock
+from jobmon.history import DURATION_BUCKETS_S
 from jobmon.server import Server
 from test_http import free_port
 
@@ -226,3 +228,41 @@ async def test_a_real_prometheus_scrapes_jobmon_and_answers_queries(
         await tcp.request({"type": "job_completed", "job_id": "resize", "duration_ms": 10})
         assert await query_until(base, 'jobmon_jobs{status="completed"}', 4) == 4
         await tcp.close()
+
+
+def test_a_page_rendered_in_pieces_is_one_valid_page() -> None:
+    """More jobs than one rendering piece: each family's HELP and TYPE once, every job once."""
+    jobs = [
+        (f"job-{n}", "completed" if n % 3 else "failed", 1000.0 + n if n % 3 else None)
+        for n in range(2 * metrics.JOB_ROWS_PER_CHUNK + 17)
+    ]
+    reading = metrics.Reading(
+        by_status={"completed": 0},
+        received_by_type={},
+        errors_replied=0,
+        fired_by_kind={},
+        firing_by_kind={},
+        duration_buckets=[0] * (len(DURATION_BUCKETS_S) + 1),
+        duration_sum_s=0.0,
+        connections_open=0,
+        connections_total=0,
+        journal_bytes=None,
+        fsync_buckets=None,
+        fsync_seconds_total=0.0,
+        job_series_limit=len(jobs),
+        jobs_total=len(jobs),
+        jobs=jobs,
+    )
+    text = metrics.render(reading).decode()
+    assert text.count("# TYPE jobmon_job_status gauge") == 1
+    assert text.count("# HELP jobmon_job_last_success_timestamp_seconds ") == 1
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    statuses = {
+        (s.labels["job_id"], s.labels["status"]) for s in families["jobmon_job_status"].samples
+    }
+    assert statuses == {(job_id, status) for job_id, status, _ in jobs}
+    successes = {
+        s.labels["job_id"]: s.value
+        for s in families["jobmon_job_last_success_timestamp_seconds"].samples
+    }
+    assert successes == {job_id: at for job_id, _, at in jobs if at is not None}

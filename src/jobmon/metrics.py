@@ -161,6 +161,20 @@ class ReadingCollector(Collector):
                 r.fsync_buckets,
                 r.fsync_seconds_total,
             )
+        yield GaugeMetricFamily(
+            "jobmon_job_series_omitted",
+            "Jobs left out of the per-job series by --metrics-job-series.",
+            r.jobs_total - len(r.jobs),
+        )
+
+
+class JobSeriesCollector(Collector):
+    """The per-job families for a slice of the jobs (see ``render``)."""
+
+    def __init__(self, jobs: list[tuple[str, str, float | None]]) -> None:
+        self.jobs = jobs
+
+    def collect(self) -> Iterator[Metric]:
         job_status = GaugeMetricFamily(
             "jobmon_job_status",
             "1 for each job's current status (the first --metrics-job-series jobs).",
@@ -171,23 +185,42 @@ class ReadingCollector(Collector):
             "When each job last completed (the first --metrics-job-series jobs).",
             labels=["job_id"],
         )
-        for job_id, status, succeeded_at in r.jobs:
+        for job_id, status, succeeded_at in self.jobs:
             job_status.add_metric([job_id, status], 1)
             if succeeded_at is not None:
                 last_success.add_metric([job_id], succeeded_at)
         yield job_status
         yield last_success
-        yield GaugeMetricFamily(
-            "jobmon_job_series_omitted",
-            "Jobs left out of the per-job series by --metrics-job-series.",
-            r.jobs_total - len(r.jobs),
-        )
+
+
+def _text(collector: Collector) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry)
 
 
 def render(reading: Reading) -> bytes:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ReadingCollector(reading))
-    return generate_latest(registry)
+    """The page, rendered by prometheus-client in pieces of JOB_ROWS_PER_CHUNK
+    jobs: its final join holds the GIL, and one join of a 100,000-job page would
+    hold it (and so the event loop) for tens of milliseconds."""
+    parts = [_text(ReadingCollector(reading))]
+    jobs = reading.jobs
+    per_family: tuple[list[bytes], list[bytes]] = ([], [])
+    for start in range(0, max(len(jobs), 1), JOB_ROWS_PER_CHUNK):
+        text = _text(JobSeriesCollector(jobs[start : start + JOB_ROWS_PER_CHUNK]))
+        status_part, success_part = _split_families(text)
+        if start:  # HELP and TYPE once per family
+            status_part = status_part.split(b"\n", 2)[2]
+            success_part = success_part.split(b"\n", 2)[2]
+        per_family[0].append(status_part)
+        per_family[1].append(success_part)
+    return b"".join(parts + per_family[0] + per_family[1])
+
+
+def _split_families(text: bytes) -> tuple[bytes, bytes]:
+    """The two per-job families of one piece, apart (the second starts at its HELP)."""
+    at = text.index(b"# HELP jobmon_job_last_success_timestamp_seconds ")
+    return text[:at], text[at:]
 
 
 async def scrape(server: Server) -> bytes:
