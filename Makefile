@@ -23,10 +23,11 @@ bench: install
 	$(PY) bench/scale.py
 	$(PY) bench/deadlines.py
 	$(PY) bench/run.py
+	$(PY) bench/scrape.py
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench docs
+	$(VENV)/bin/ruff format --check src tests bench docs
 	$(VENV)/bin/mypy
 
 all: lint test bench

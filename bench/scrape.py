@@ -99,11 +99,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--scrapes", type=int, default=10)
+    parser.add_argument(
+        "--series", type=int, nargs="*", help="--metrics-job-series values (default: 1000, --jobs)"
+    )
     args = parser.parse_args()
     scratch = servers.scratch()
     results: dict[str, list[dict]] = {}
     try:
-        for series in (1000, args.jobs):
+        for series in args.series or (1000, args.jobs):
             for _ in range(args.rounds):
                 http_port = free_port()
                 server = servers.jobmon(

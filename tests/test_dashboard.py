@@ -195,7 +195,7 @@ async def test_every_job_id_error_and_label_is_shown_as_text_never_run(
             {
                 "type": "register_job",
                 "job_id": job_id,
-                "every_ms": 3_600_000,
+                "schedule": {"every_ms": 3_600_000},
                 "labels": {"team": "<b onmouseover=window.__pwned=4>ops</b>"},
             }
         )

@@ -225,3 +225,30 @@ async def test_stream_sends_job_events_and_alerts_as_they_happen(
         assert seen[2][1]["alert"]["kind"] == "failed"
     status, reply = await call(api, "GET", "/api/stream", params={"topics": "gossip"})
     assert status == 400
+    assert reply["error"]["text"] == (
+        "topics must be drawn from alerts, events, changes (comma-separated)"
+    )
+
+
+async def test_stream_changes_says_that_state_changed_not_what(
+    api: Any, http_server: Server
+) -> None:
+    engine = http_server.engine
+    tcp = await LineClient.connect(http_server.port)
+    before = engine.changes
+    await tcp.request({"type": "get_stats"})
+    await tcp.request({"type": "get_job", "job_id": "nothing"})
+    assert engine.changes == before  # reads change nothing
+    async with api.get("/api/stream", params={"topics": "changes"}) as response:
+        assert await response.content.readline() == b": subscribed\n"
+        assert await response.content.readline() == b"\n"
+        burst = [
+            {"type": "update_status", "job_id": f"j{n}", "status": "running"} for n in range(2000)
+        ]
+        replies = await tcp.pipeline(burst)
+        assert {r["type"] for r in replies} == {"status_updated"}
+        assert engine.changes > before
+        # One line pair however many jobs changed; no per-job events.
+        assert await response.content.readline() == b"event: changed\n"
+        assert await response.content.readline() == b"data: {}\n"
+    await tcp.close()

@@ -14,12 +14,19 @@ Layout, from the wire inwards:
                   and its effect plus reply (``apply``).
 - ``store``       all job state and O(1) aggregates; plain synchronous
                   mutations, called only from the engine task.
+- ``monitoring``  negative alerting (mixed into the store); ``deadlines`` keeps
+                  every pending deadline in one heap; ``schedule`` reads cron.
+- ``history``     what the store keeps of past runs and alerts (recent runs,
+                  failures per hour, duration histogram, alert counts).
 - ``model``       the record types (``Job``, ``Alert``) and ``Status``.
 - ``engine``      the single store task: answers every ready connection's
                   inbox, journals the turn, one fsync per group, releases replies.
 - ``journal``     the append-only journal (checksummed records, torn-tail
                   handling) and snapshots; ``persistence`` recovers and compacts.
 - ``server``      the TCP server lifecycle: start, signals, phased shutdown.
+- ``http``        the HTTP API, the dashboard (``static/``) and ``/metrics``
+                  (``metrics``: a prometheus-client collector); ``publish`` and
+                  ``notify`` send alerts to subscribers, webhooks, Alertmanager.
 - ``stdio``       the same handlers over stdin/stdout (Maelstrom-style harness).
 - ``cli``         ``jobmon serve | stdio | send | compact``.
 """

@@ -66,6 +66,8 @@ class Engine:
         self.errors_replied = 0
         # Accepted messages by type, since this process started (/metrics).
         self.received_by_type: dict[str, int] = {}
+        # Bumped by every turn that changed state (SSE ``changes`` watches it).
+        self.changes = 0
         self._wakeup: asyncio.Future[None] | None = None
         self._stopping = False
         self._idle = asyncio.Event()  # set by run() whenever it has nothing to do
@@ -132,6 +134,7 @@ class Engine:
         size = 0
         pop = inbox.popleft
         received = self.received_by_type
+        changed = False
         while inbox and size < budget:
             frame, msg_id, handler, args = pop()
             if handler is None:
@@ -143,6 +146,7 @@ class Engine:
                 try:
                     body = handler.apply(node, now, args, msg_id)
                     if handler.mutates:
+                        changed = True
                         if journal is not None:
                             journal((handler.name, args))
                         if events is not None:
@@ -175,6 +179,8 @@ class Engine:
             out.append(line)
             size += len(line)
         self.requests_handled += len(out)
+        if changed:
+            self.changes += 1
         return b"".join(out)
 
     def publish(self, now: float) -> None:
@@ -280,9 +286,11 @@ class Engine:
             now = self.clock.now()
             if self.closed_connections or self.orphaned_jobs:
                 self._lose_workers(now)
+                self.changes += 1
             if self.due(now):
                 self.expire(now)
                 self.remind(now)
+                self.changes += 1
             budget = TURN_OUTPUT_BUDGET
             replies = [(sink, self.execute(sink.inbox, now, budget, sink)) for sink in sinks]
             if data_dir is not None and data_dir.writer is not None:

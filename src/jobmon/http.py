@@ -36,6 +36,10 @@ STATUS_OF_CODE = {
     Code.CRASH: 500,
 }
 KEEPALIVE_S = 15.0
+# ``changes``: at most one "something changed" event per this many seconds,
+# however fast events arrive (a dashboard needs no more, and costs no more).
+CHANGES_EVERY_S = 0.25
+STREAM_TOPICS = ("alerts", "events", "changes")
 FAILURE_HOURS_SHOWN = 24
 # The dashboard's files, by URL name; nothing else is served from the package.
 STATIC_TYPES = {
@@ -273,27 +277,45 @@ class HttpApi:
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """SSE: ``event: alert`` and ``event: event`` (job events), as the TCP
-        topics; ``topics=alerts,events`` chooses (default: both)."""
+        topics; ``topics=alerts,events`` chooses (default: both). ``changes``:
+        ``event: changed`` at most every CHANGES_EVERY_S after state changed."""
         wanted = request.query.get("topics", "alerts,events").split(",")
-        if not wanted or not set(wanted) <= {"alerts", "events"}:
-            return error(400, Code.MALFORMED, "topics must be alerts, events or both")
+        if not wanted or not set(wanted) <= set(STREAM_TOPICS):
+            return error(
+                400,
+                Code.MALFORMED,
+                f"topics must be drawn from {', '.join(STREAM_TOPICS)} (comma-separated)",
+            )
+        pushed = frozenset(wanted) - {"changes"}
+        engine = self.server.engine
+        seen_changes = engine.changes if "changes" in wanted else None
+        wait_s = CHANGES_EVERY_S if seen_changes is not None else KEEPALIVE_S
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
         subscriber = StreamSubscriber()
         subscriptions = self.server.node.subscriptions
-        subscriptions[subscriber] = Subscription(subscriber, frozenset(wanted), None)
+        if pushed:
+            subscriptions[subscriber] = Subscription(subscriber, pushed, None)
         self.streams.add(subscriber)
+        idle_s = 0.0
         try:
             await response.write(b": subscribed\n\n")
             while not subscriber.dropped:
                 try:
-                    await asyncio.wait_for(subscriber.ready.wait(), KEEPALIVE_S)
+                    await asyncio.wait_for(subscriber.ready.wait(), wait_s)
                 except TimeoutError:
-                    # A comment line: keeps proxies from closing an idle stream, and
-                    # finds clients that went away (the write fails).
-                    await response.write(b": keepalive\n\n")
+                    idle_s += wait_s
+                    if seen_changes is not None and engine.changes != seen_changes:
+                        seen_changes = engine.changes
+                        await response.write(b"event: changed\ndata: {}\n\n")
+                        idle_s = 0.0
+                    elif idle_s >= KEEPALIVE_S:
+                        # A comment line: keeps proxies from closing an idle stream,
+                        # and finds clients that went away (the write fails).
+                        await response.write(b": keepalive\n\n")
+                        idle_s = 0.0
                     continue
                 subscriber.ready.clear()
                 out = []

@@ -164,8 +164,18 @@ def spec() -> dict[str, Any]:
                     "parameters": [
                         _query(
                             "topics",
-                            "alerts, events or both (comma-separated)",
-                            {"type": "string", "enum": ["alerts", "events", "alerts,events"]},
+                            "alerts, events, changes (comma-separated)",
+                            {
+                                "type": "string",
+                                "enum": [
+                                    "alerts",
+                                    "events",
+                                    "changes",
+                                    "alerts,events",
+                                    "alerts,changes",
+                                    "alerts,events,changes",
+                                ],
+                            },
                         )
                     ],
                     "responses": {

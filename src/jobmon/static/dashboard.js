@@ -40,10 +40,13 @@ function svg(tag, attrs) {
   return node;
 }
 
+// Today: the time of day; before: a short date and time (the browser's zone).
 function when(iso) {
   if (!iso) return "";
   const date = new Date(iso);
-  return isNaN(date) ? String(iso) : date.toLocaleString();
+  if (isNaN(date)) return String(iso);
+  if (date.toDateString() === new Date().toDateString()) return date.toLocaleTimeString();
+  return date.toLocaleString(undefined, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
 }
 
 function duration(ms) {
@@ -310,11 +313,13 @@ function soon() {
 }
 
 function listen() {
-  const stream = new EventSource("/api/stream");
+  // "changes" is coalesced by the server (one event per 250 ms at most), so an
+  // open dashboard costs nothing per job event, however fast they arrive.
+  const stream = new EventSource("/api/stream?topics=alerts,changes");
   const live = $("live");
   stream.onopen = () => { live.textContent = "live"; live.className = "live on"; soon(); };
   stream.onerror = () => { live.textContent = "reconnecting"; live.className = "live off"; };
-  stream.addEventListener("event", soon);
+  stream.addEventListener("changed", refresh);
   stream.addEventListener("alert", soon);
 }
 
