@@ -11,9 +11,9 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Any
 
-from .model import Job
+from .model import TERMINAL, Job, Status
 
-RECENT_RUNS = 20  # per job, newest last
+RECENT_RUNS = 20  # per job, the current one included
 FAILURE_HOURS_KEPT = 7 * 24
 # Upper bounds, in seconds, of the run-duration histogram: jobs run for
 # seconds to hours, so the buckets span 100 ms to a day (then +Inf).
@@ -36,6 +36,7 @@ DURATION_BUCKETS_S = (
 
 # A run as kept in ``Job.recent_runs``: a tuple, read by position.
 RUN_FIELDS = ("started_at", "finished_at", "status", "duration_ms", "retries", "error")
+COMPLETED = Status.COMPLETED
 
 
 class History:
@@ -47,20 +48,43 @@ class History:
         self.fired_by_kind: dict[str, int] = {}
         self.firing_by_kind: dict[str, int] = {}
 
-    # -- recording (store task only) -------------------------------------------
+    # -- a job's runs -------------------------------------------------------------
+    # A finished run is read off the job's own fields for as long as it is the
+    # job's latest; it is copied into ``recent_runs`` only when the next run
+    # starts. A job that ran once (most of a million jobs) then carries no
+    # history of its own: no memory, no snapshot bytes, no load time.
     @staticmethod
-    def run_finished(job: Job, now: float, duration_ms: float | None) -> None:
-        """The job's current run ended (its status is now terminal): keep it."""
-        if duration_ms is None and job.started_at is not None:
-            duration_ms = max(0, round((now - job.started_at) * 1000))
-        run = (job.started_at, now, job.status.value, duration_ms, job.retries, job.error)
+    def latest_run(job: Job) -> tuple[Any, ...] | None:
+        """The job's current run if it has finished (its status is terminal)."""
+        status = job.status
+        if status not in TERMINAL:
+            return None
+        duration_ms = job.duration_ms if status is COMPLETED else None
+        if status is not COMPLETED and job.started_at is not None and job.finished_at is not None:
+            duration_ms = max(0, round((job.finished_at - job.started_at) * 1000))
+        return (job.started_at, job.finished_at, status.value, duration_ms, job.retries, job.error)
+
+    @classmethod
+    def archive_run(cls, job: Job) -> None:
+        """The job's next run starts: keep the one that finished (store task only)."""
+        run = cls.latest_run(job)
+        if run is None:
+            return
+        if job.status is COMPLETED:
+            job.last_success_at = job.finished_at
         runs = job.recent_runs
         if runs is None:
             job.recent_runs = [run]
         else:
             runs.append(run)
-            if len(runs) > RECENT_RUNS:
+            if len(runs) >= RECENT_RUNS:
                 del runs[0]
+
+    @staticmethod
+    def last_success_at(job: Job) -> float | None:
+        return job.finished_at if job.status is COMPLETED else job.last_success_at
+
+    # -- recording (store task only) -------------------------------------------
 
     def run_failed(self, now: float) -> None:
         hour = int(now // 3600)
@@ -87,10 +111,14 @@ class History:
         counts = self.failures_by_hour
         return [(hour, counts.get(hour, 0)) for hour in range(current - hours + 1, current + 1)]
 
-    @staticmethod
-    def runs_of(job: Job) -> list[dict[str, Any]]:
+    @classmethod
+    def runs_of(cls, job: Job) -> list[dict[str, Any]]:
         """Recent runs, newest first, as dicts (timestamps still epoch seconds)."""
-        return [dict(zip(RUN_FIELDS, run, strict=True)) for run in reversed(job.recent_runs or ())]
+        runs = list(reversed(job.recent_runs or ()))
+        latest = cls.latest_run(job)
+        if latest is not None:
+            runs.insert(0, latest)
+        return [dict(zip(RUN_FIELDS, run, strict=True)) for run in runs]
 
     # -- snapshot --------------------------------------------------------------
     def to_snapshot(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from .history import DURATION_BUCKETS_S
+from .history import DURATION_BUCKETS_S, History
 from .journal import FSYNC_BUCKETS_S
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 JOB_ROWS_PER_CHUNK = 5000  # per-job rows copied between two yields to the loop
+last_success_at = History.last_success_at
 
 
 @dataclass
@@ -88,7 +89,7 @@ async def read(server: Server) -> Reading:
         jobs = store.jobs
         for job_id in job_ids[start : start + JOB_ROWS_PER_CHUNK]:
             job = jobs[job_id]
-            rows.append((job_id, job.status.value, job.last_success_at))
+            rows.append((job_id, job.status.value, last_success_at(job)))
     return reading
 
 

@@ -72,8 +72,9 @@ class Job:
         self.alerts: dict[str, Alert] | None = None
         # Negative-alerting settings and timers; None for jobs that only report.
         self.monitor: Monitor | None = None
+        # Both as of the run before the current one (see ``history``).
         self.last_success_at: float | None = None
-        # The last few finished runs (``history.RUN_FIELDS`` tuples), newest last.
+        # Earlier finished runs (``history.RUN_FIELDS`` tuples), newest last.
         self.recent_runs: list[tuple[Any, ...]] | None = None
 
 

@@ -82,6 +82,7 @@ class Store(Monitoring):
     @staticmethod
     def _new_run(job: Job) -> None:
         """A finished job reported on again: the same job_id, its next run."""
+        History.archive_run(job)
         job.runs += 1
         job.progress = 0
         job.started_at = None
@@ -89,14 +90,10 @@ class Store(Monitoring):
         job.error = None
         job.retries = 0
 
-    def _run_ended(self, job: Job, now: float, duration_ms: float | None) -> None:
-        """The job's status just became terminal: its run goes into the history."""
-        status = job.status
-        if status is COMPLETED:
-            job.last_success_at = now
-        elif status is FAILED:
+    def _run_ended(self, job: Job, now: float) -> None:
+        """The job's status just became terminal."""
+        if job.status is FAILED:
             self.history.run_failed(now)
-        self.history.run_finished(job, now, duration_ms)
 
     def _fire(self, job: Job, kind: str, text: str, now: float) -> Alert | None:
         """Open an alert of this kind for the job, unless one is open already
@@ -160,7 +157,14 @@ class Store(Monitoring):
             if status is COMPLETED and progress is None:
                 progress = 100
             if previous is not status:
-                self._run_ended(job, now, None)
+                if status is COMPLETED:
+                    # This run's duration, if it can be known: duration_ms is
+                    # always the last completed run's.
+                    started_at = job.started_at
+                    job.duration_ms = (
+                        None if started_at is None else max(0, round((now - started_at) * 1000))
+                    )
+                self._run_ended(job, now)
         monitor = job.monitor
         moved = False
         if progress is not None:
@@ -215,7 +219,7 @@ class Store(Monitoring):
         self.timed_runs += 1
         self.duration_sum_ms += duration_ms
         self.history.duration_observed(duration_ms)
-        self._run_ended(job, now, duration_ms)
+        self._run_ended(job, now)
         monitor = job.monitor
         if monitor is not None and not self.observe_outcome(job, monitor, True, now):
             return job  # not yet enough good runs in a row to call it recovered
@@ -256,7 +260,7 @@ class Store(Monitoring):
             if job.finished_at is None:
                 job.finished_at = now
             if not duplicate:
-                self._run_ended(job, now, None)
+                self._run_ended(job, now)
             if monitor is None:
                 alert = True
             elif duplicate:  # the same failed run again: counts once

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 
-from ..errors import malformed
+from ..errors import Code, RequestError, malformed
 
 MAX_JOB_ID_CHARS = 256
 # Numbers beyond 2**53 lose integer precision as floats, and sums of them can
@@ -31,6 +31,27 @@ WirePercent = (
 )
 WireStatus = Literal["pending", "queued", "running", "retrying", "completed", "failed", "cancelled"]
 NUMBER = (int, float)
+
+
+# ``at``: when an event happened, for events a client queued while jobmon was
+# unreachable (epoch seconds). Later than the server's clock reads as now;
+# older than this is refused, as too old to mean anything to a live monitor.
+MAX_EVENT_AGE_S = 7 * 24 * 3600
+
+
+def event_time(now: float, args: tuple[Any, ...], index: int) -> float:
+    """The time an event happened: its ``at`` (``args[index]``, absent from
+    records journaled before ``at`` existed) or now."""
+    at = args[index] if len(args) > index else None
+    if at is None or at >= now:
+        return now
+    if at < now - MAX_EVENT_AGE_S:
+        raise RequestError(
+            Code.MALFORMED,
+            f"at {at} is more than {MAX_EVENT_AGE_S // 86400} days before the server's clock "
+            f"({now:.3f}); at is when a queued event happened, in epoch seconds",
+        )
+    return float(at)
 
 
 def reply(type_: str, msg_id: int | None) -> dict[str, Any]:

@@ -33,7 +33,7 @@ def record(node: Node, job: Job) -> dict[str, Any]:
         "error": job.error,
         "retries": job.retries,
         "max_retries": node.store.max_retries_of(job),
-        "last_success_at": iso(job.last_success_at),
+        "last_success_at": iso(History.last_success_at(job)),
     }
     if job.alerts:
         out["alerts"] = sorted(job.alerts)

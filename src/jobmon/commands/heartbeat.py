@@ -18,21 +18,22 @@ MUTATES = True
 class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=True):
     job_id: fields.WireJobId
     ttl_ms: Annotated[int, msgspec.Meta(ge=1, le=fields.MAX_NUMBER)] | None = None
+    at: fields.WireNumber | None = None
     msg_id: fields.WireMsgId | None = None
 
 
-from_wire = attrgetter("job_id", "ttl_ms")
+from_wire = attrgetter("job_id", "ttl_ms", "at")
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     job_id = fields.job_id(body)
     ttl_ms = fields.integer(body, "ttl_ms", 1)
-    return (job_id, ttl_ms)
+    return (job_id, ttl_ms, fields.number(body, "at"))
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
-    job_id, ttl_ms = args
-    deadline_at = node.store.heartbeat(now, job_id, ttl_ms)
+    job_id, ttl_ms = args[:2]
+    deadline_at = node.store.heartbeat(fields.event_time(now, args, 2), job_id, ttl_ms)
     out = fields.reply("heartbeat_ok", msg_id)
     out["job_id"] = job_id
     out["deadline_at"] = iso(deadline_at)

@@ -20,10 +20,11 @@ class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=Tru
     duration_ms: fields.WireNumber | None = None
     # Stricter than parse (every value a number): anything else takes the slow path.
     resource_usage: dict[str, fields.WireNumber] = msgspec.field(default_factory=dict)
+    at: fields.WireNumber | None = None
     msg_id: fields.WireMsgId | None = None
 
 
-from_wire = attrgetter("job_id", "duration_ms", "resource_usage")
+from_wire = attrgetter("job_id", "duration_ms", "resource_usage", "at")
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:
@@ -45,12 +46,12 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
                 raise malformed(
                     f"resource_usage.{key} must be a number >= 0, got {fields._show(value)}"
                 )
-    return (job_id, duration_ms, usage)
+    return (job_id, duration_ms, usage, fields.number(body, "at"))
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
-    job_id, duration_ms, usage = args
-    job = node.store.complete(now, job_id, duration_ms, usage)
+    job_id, duration_ms, usage = args[:3]
+    job = node.store.complete(fields.event_time(now, args, 3), job_id, duration_ms, usage)
     out = fields.reply("job_completed", msg_id)
     out["job_id"] = job_id
     out["duration_ms"] = job.duration_ms

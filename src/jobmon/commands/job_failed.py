@@ -19,10 +19,11 @@ class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=Tru
     error: str = ""
     retries: fields.WireCount = 0
     max_retries: fields.WireCount | None = None
+    at: fields.WireNumber | None = None
     msg_id: fields.WireMsgId | None = None
 
 
-from_wire = attrgetter("job_id", "error", "retries", "max_retries")
+from_wire = attrgetter("job_id", "error", "retries", "max_retries", "at")
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:
@@ -30,12 +31,14 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     error = fields.string(body, "error")
     retries = fields.integer(body, "retries")
     max_retries = fields.integer(body, "max_retries")
-    return (job_id, error if error is not None else "", retries or 0, max_retries)
+    at = fields.number(body, "at")
+    return (job_id, error if error is not None else "", retries or 0, max_retries, at)
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
-    job_id, error, retries, max_retries = args
-    _, exhausted = node.store.fail(now, job_id, error, retries, max_retries)
+    job_id, error, retries, max_retries = args[:4]
+    when = fields.event_time(now, args, 4)
+    _, exhausted = node.store.fail(when, job_id, error, retries, max_retries)
     if exhausted:
         out = fields.reply("alert_sent", msg_id)
         out["job_id"] = job_id

@@ -22,10 +22,11 @@ class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=Tru
     status: fields.WireStatus
     progress: fields.WirePercent | None = None
     max_retries: fields.WireCount | None = None
+    at: fields.WireNumber | None = None
     msg_id: fields.WireMsgId | None = None
 
 
-from_wire = attrgetter("job_id", "status", "progress", "max_retries")
+from_wire = attrgetter("job_id", "status", "progress", "max_retries", "at")
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:
@@ -46,12 +47,16 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     max_retries = get("max_retries")
     if max_retries is not None:
         fields.integer(body, "max_retries")
-    return (job_id, status, progress, max_retries)
+    at = get("at")
+    if at is not None:
+        fields.number(body, "at")
+    return (job_id, status, progress, max_retries, at)
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
-    job_id, status, progress, max_retries = args
-    job = node.store.update_status(now, job_id, STATUS_BY_NAME[status], progress, max_retries)
+    job_id, status, progress, max_retries = args[:4]
+    when = now if len(args) < 5 or args[4] is None else fields.event_time(now, args, 4)
+    job = node.store.update_status(when, job_id, STATUS_BY_NAME[status], progress, max_retries)
     if msg_id is None:
         return {
             "type": "status_updated",
