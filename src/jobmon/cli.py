@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import sys
@@ -27,6 +28,11 @@ def _positive_int(text: str) -> int:
 def _add_connect_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=_env("HOST", "127.0.0.1"))
     p.add_argument("--port", type=_positive_int, default=int(_env("PORT", "7070")))
+    p.add_argument(
+        "--token",
+        default=_env("TOKEN", "") or None,
+        help="shared secret: TCP clients send it first, HTTP as Authorization: Bearer",
+    )
 
 
 def _add_node_flags(p: argparse.ArgumentParser, defaults: Config) -> None:
@@ -140,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return stdio.main(args.node_id, args.max_retries, args.max_line_bytes)
     if args.command == "send":
-        return _send(args.host, args.port, args.messages)
+        return _send(args.host, args.port, args.messages, args.token)
     if args.command == "compact":
         return _compact(args.data_dir)
     return 2
@@ -164,6 +170,7 @@ def _serve(args: argparse.Namespace) -> int:
         compact_min_bytes=args.compact_min_bytes,
         lost_grace_ms=args.lost_grace_ms,
         http_port=args.http_port,
+        token=args.token,
         metrics_job_series=args.metrics_job_series,
         webhooks=args.webhook,
         realert_ms=args.realert_ms,
@@ -180,9 +187,11 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _send(host: str, port: int, messages: list[str]) -> int:
+def _send(host: str, port: int, messages: list[str], token: str | None) -> int:
     lines = messages or [line for line in sys.stdin.read().splitlines()]
     lines = [line for line in lines if line.strip()]
+    if token is not None:
+        lines.insert(0, json.dumps({"type": "auth", "token": token}))
     try:
         sock = socket.create_connection((host, port), timeout=30)
     except OSError as exc:

@@ -30,3 +30,4 @@ class Config:
     # Per-job series in /metrics: the first N jobs (first-seen order, so the set
     # of series is stable); Prometheus advises against unbounded label values.
     metrics_job_series: int = 1000
+    token: str | None = None  # --token: required of every TCP and HTTP client

@@ -55,6 +55,8 @@ class Connection(asyncio.Protocol):
         self.read_blocks: set[str] = set()
         self.paused = asyncio.Event()  # set while reading is paused (tests await it)
         self.gone = asyncio.Event()  # set once the connection is closed
+        self.authenticated = False  # matters only under --token (commands.auth)
+        self.auth_failures = 0
 
     # -- asyncio callbacks -----------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 
 from .clock import Clock
+from .commands import auth
 from .connection import TURN_OUTPUT_BUDGET
 from .errors import Code, RequestError
 from .model import Alert
@@ -39,6 +40,7 @@ class Sink(Protocol):
 
     inbox: deque[Request]
     conn_id: int | None
+    authenticated: bool  # sent the --token (see commands.auth)
 
     def deliver(self, data: bytes) -> None: ...
 
@@ -135,6 +137,8 @@ class Engine:
         pop = inbox.popleft
         received = self.received_by_type
         changed = False
+        # --token: a connection that has not authenticated may only send auth.
+        locked = node.token is not None and sink is not None and not sink.authenticated
         while inbox and size < budget:
             frame, msg_id, handler, args = pop()
             if handler is None:
@@ -144,6 +148,10 @@ class Engine:
                 name = handler.name
                 received[name] = received.get(name, 0) + 1
                 try:
+                    if locked:
+                        if name != "auth":
+                            auth.refuse(sink, "not authenticated")
+                        locked = False  # unless it fails, below
                     body = handler.apply(node, now, args, msg_id)
                     if handler.mutates:
                         changed = True
@@ -154,6 +162,8 @@ class Engine:
                 except RequestError as exc:
                     body = error_body(msg_id, exc.code, exc.text)
                     self.errors_replied += 1
+                    if exc.code is Code.UNAUTHORIZED:
+                        locked = True
                 except Exception:
                     log.exception("bug while handling %s", handler.name)
                     # The command may have changed state before failing; journal it

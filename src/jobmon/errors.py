@@ -9,6 +9,7 @@ class Code(IntEnum):
     NOT_SUPPORTED = 10
     MALFORMED = 12
     CRASH = 13
+    UNAUTHORIZED = 14  # no or a wrong --token (Maelstrom's "abort")
     NOT_FOUND = 20
     PRECONDITION_FAILED = 22
 

@@ -9,6 +9,8 @@ that fits: 400 bad input, 404 unknown job or path, 405, 409 precondition,
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 from collections import deque
 from importlib import resources
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from .server import Server
 
 STATUS_OF_CODE = {
+    Code.UNAUTHORIZED: 401,
     Code.NOT_SUPPORTED: 400,
     Code.MALFORMED: 400,
     Code.NOT_FOUND: 404,
@@ -41,6 +44,9 @@ KEEPALIVE_S = 15.0
 CHANGES_EVERY_S = 0.25
 STREAM_TOPICS = ("alerts", "events", "changes")
 FAILURE_HOURS_SHOWN = 24
+# Open under --token: the health check, the page (it holds no data) and its sign-in.
+OPEN_PATHS = frozenset({"/healthz", "/", "/api/session"})
+SESSION_COOKIE = "jobmon_session"
 # The dashboard's files, by URL name; nothing else is served from the package.
 STATIC_TYPES = {
     "index.html": "text/html",
@@ -92,6 +98,7 @@ class HttpSink:
     """One HTTP request's messages, in the engine like a connection's."""
 
     conn_id: int | None = None
+    authenticated = True  # the HTTP layer checked the token
 
     def __init__(self, requests: list[Request]) -> None:
         self.inbox: deque[Request] = deque(requests)
@@ -121,7 +128,16 @@ class HttpApi:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.app = web.Application(
-            client_max_size=server.config.max_line_bytes, middlewares=[self._errors]
+            client_max_size=server.config.max_line_bytes,
+            middlewares=[self._errors, self._authorize],
+        )
+        token = server.config.token
+        self._token = token.encode() if token is not None else None
+        # The dashboard's cookie carries this, not the token itself.
+        self._session = (
+            hmac.new(self._token, b"jobmon dashboard session", hashlib.sha256).hexdigest().encode()
+            if self._token is not None
+            else None
         )
         r = self.app.router
         r.add_post("/api/events", self.post_events)
@@ -135,6 +151,7 @@ class HttpApi:
         r.add_get("/metrics", self.metrics)
         r.add_get("/", self.dashboard)
         r.add_get("/static/{name}", self.static)
+        r.add_post("/api/session", self.session)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
         self._spec = openapi.spec()
@@ -181,6 +198,54 @@ class HttpApi:
         except Exception:
             log.exception("bug while handling %s %s", request.method, request.path)
             return error(500, Code.CRASH, "internal error; logged")
+
+    @web.middleware
+    async def _authorize(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """--token: every request but the health check and the page's own files
+        carries it as ``Authorization: Bearer`` (or the dashboard's cookie)."""
+        if self._token is None or request.path in OPEN_PATHS or request.path.startswith("/static/"):
+            response: web.StreamResponse = await handler(request)
+            return response
+        given = request.headers.get("Authorization", "")
+        if given.startswith("Bearer "):
+            if hmac.compare_digest(given[7:].strip().encode(), self._token):
+                response = await handler(request)
+                return response
+        else:
+            cookie = request.cookies.get(SESSION_COOKIE)
+            assert self._session is not None
+            if cookie is not None and hmac.compare_digest(cookie.encode(), self._session):
+                response = await handler(request)
+                return response
+        answer = error(
+            401,
+            Code.UNAUTHORIZED,
+            "this server requires its token: send Authorization: Bearer <token>"
+            if not given
+            else "the token is wrong",
+        )
+        answer.headers["WWW-Authenticate"] = 'Bearer realm="jobmon"'
+        return answer
+
+    async def session(self, request: web.Request) -> web.Response:
+        """The dashboard's sign-in: the token in, a same-site HttpOnly cookie out."""
+        body = await self.json_body(request, {})
+        token = body.get("token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            return error(400, Code.MALFORMED, 'the body must be {"token": "..."}')
+        if self._token is None or self._session is None:
+            return web.json_response({"type": "session", "required": False})
+        if not hmac.compare_digest(token.encode(), self._token):
+            return error(401, Code.UNAUTHORIZED, "the token is wrong")
+        response = web.json_response({"type": "session", "required": True})
+        response.set_cookie(
+            SESSION_COOKIE,
+            self._session.decode(),
+            httponly=True,
+            samesite="Strict",
+            path="/",
+        )
+        return response
 
     async def ask(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Send protocol messages through the engine; their replies, in order."""

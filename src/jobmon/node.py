@@ -29,6 +29,8 @@ class Node:
         self.sink: Any = None
         self.subscriptions: dict[Any, Subscription] = {}
         self.now = 0.0  # the clock reading of the turn being applied
+        # --token: connections must send it (``auth``) before anything else.
+        self.token: str | None = None
 
     def subscribers(self, topic: str) -> list[Subscription]:
         return [s for s in self.subscriptions.values() if topic in s.topics]

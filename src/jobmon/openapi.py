@@ -193,6 +193,28 @@ def spec() -> dict[str, Any]:
                     "responses": {"200": _json(_OBJECT, "OpenAPI 3")},
                 }
             },
+            "/api/session": {
+                "post": {
+                    "summary": "The dashboard's sign-in under --token: sets an HttpOnly cookie",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["token"],
+                                    "properties": {"token": {"type": "string", "minLength": 1}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json(_OBJECT, "signed in (or no token is required)"),
+                        "401": _json(_ERROR, "the token is wrong"),
+                        **_errors(400),
+                    },
+                }
+            },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics (text exposition format)",
@@ -236,7 +258,10 @@ def spec() -> dict[str, Any]:
                 }
             },
         },
+        # With --token, every path but /healthz, / and /static/* needs it.
+        "security": [{}, {"bearer": []}],
         "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Message": {
                     "type": "object",

@@ -32,6 +32,7 @@ class Server:
         self.config = config
         self.clock = clock or SystemClock()
         self.node = Node(Store(config.max_retries), config.node_id)
+        self.node.token = config.token
         self.node.store.lost_grace_ms = config.lost_grace_ms
         self.data_dir = (
             None if config.in_memory else DataDir(config.data_dir, config.compact_min_bytes)

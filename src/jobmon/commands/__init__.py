@@ -8,6 +8,7 @@ from typing import Any, NamedTuple, Protocol
 
 from ..node import Node
 from . import (
+    auth,
     get_alerts,
     get_job,
     get_stats,
@@ -65,6 +66,7 @@ HANDLERS: dict[str, Handler] = {
         _handler,
         (
             init,
+            auth,
             update_status,
             job_completed,
             job_failed,

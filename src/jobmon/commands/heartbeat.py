@@ -32,8 +32,12 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
-    job_id, ttl_ms = args[:2]
-    deadline_at = node.store.heartbeat(fields.event_time(now, args, 2), job_id, ttl_ms)
+    try:
+        job_id, ttl_ms, at = args
+    except ValueError:  # journaled before events had ``at``
+        (job_id, ttl_ms), at = args, None
+    when = now if at is None else fields.event_time(now, args, 2)
+    deadline_at = node.store.heartbeat(when, job_id, ttl_ms)
     out = fields.reply("heartbeat_ok", msg_id)
     out["job_id"] = job_id
     out["deadline_at"] = iso(deadline_at)

@@ -50,8 +50,12 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
-    job_id, duration_ms, usage = args[:3]
-    job = node.store.complete(fields.event_time(now, args, 3), job_id, duration_ms, usage)
+    try:
+        job_id, duration_ms, usage, at = args
+    except ValueError:  # journaled before events had ``at``
+        (job_id, duration_ms, usage), at = args, None
+    when = now if at is None else fields.event_time(now, args, 3)
+    job = node.store.complete(when, job_id, duration_ms, usage)
     out = fields.reply("job_completed", msg_id)
     out["job_id"] = job_id
     out["duration_ms"] = job.duration_ms

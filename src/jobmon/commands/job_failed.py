@@ -36,8 +36,11 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
-    job_id, error, retries, max_retries = args[:4]
-    when = fields.event_time(now, args, 4)
+    try:
+        job_id, error, retries, max_retries, at = args
+    except ValueError:  # journaled before events had ``at``
+        (job_id, error, retries, max_retries), at = args, None
+    when = now if at is None else fields.event_time(now, args, 4)
     _, exhausted = node.store.fail(when, job_id, error, retries, max_retries)
     if exhausted:
         out = fields.reply("alert_sent", msg_id)

@@ -54,8 +54,11 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
-    job_id, status, progress, max_retries = args[:4]
-    when = now if len(args) < 5 or args[4] is None else fields.event_time(now, args, 4)
+    try:
+        job_id, status, progress, max_retries, at = args
+    except ValueError:  # journaled before events had ``at``
+        (job_id, status, progress, max_retries), at = args, None
+    when = now if at is None else fields.event_time(now, args, 4)
     job = node.store.update_status(when, job_id, STATUS_BY_NAME[status], progress, max_retries)
     if msg_id is None:
         return {

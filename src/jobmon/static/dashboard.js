@@ -58,11 +58,38 @@ function duration(ms) {
   return `${(s / 3600).toFixed(1)} h`;
 }
 
+class SignInNeeded extends Error {}
+
 async function getJSON(path) {
   const response = await fetch(path, { headers: { Accept: "application/json" } });
+  if (response.status === 401) throw new SignInNeeded("sign in");
   const body = await response.json();
   if (!response.ok) throw new Error(body.error ? body.error.text : response.statusText);
   return body;
+}
+
+// --token: the page asks for it once; the server answers with an HttpOnly cookie.
+function askToSignIn() {
+  $("signin").hidden = false;
+  $("token").focus();
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const response = await fetch("/api/session", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ token: $("token").value }),
+  });
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    $("signin-error").textContent = body.error ? body.error.text : response.statusText;
+    return;
+  }
+  $("token").value = "";
+  $("signin-error").textContent = "";
+  $("signin").hidden = true;
+  listen();
+  refresh();
 }
 
 // -- counts ------------------------------------------------------------------
@@ -299,7 +326,8 @@ async function refresh() {
     if (view.detail !== null) await drawDetail();
     document.body.dataset.loaded = "true";
   } catch (error) {
-    $("page-info").textContent = `could not load: ${error.message}`;
+    if (error instanceof SignInNeeded) askToSignIn();
+    else $("page-info").textContent = `could not load: ${error.message}`;
   } finally {
     refreshing = false;
     if (again) { again = false; setTimeout(refresh, 0); }
@@ -312,10 +340,13 @@ function soon() {
   if (scheduled === null) scheduled = setTimeout(() => { scheduled = null; refresh(); }, 250);
 }
 
+let stream = null;
+
 function listen() {
   // "changes" is coalesced by the server (one event per 250 ms at most), so an
   // open dashboard costs nothing per job event, however fast they arrive.
-  const stream = new EventSource("/api/stream?topics=alerts,changes");
+  if (stream) stream.close();
+  stream = new EventSource("/api/stream?topics=alerts,changes");
   const live = $("live");
   stream.onopen = () => { live.textContent = "live"; live.className = "live on"; soon(); };
   stream.onerror = () => { live.textContent = "reconnecting"; live.className = "live off"; };
@@ -341,6 +372,7 @@ function start() {
     refresh();
   });
   $("detail-close").addEventListener("click", closeDetail);
+  $("signin").addEventListener("submit", signIn);
   document.addEventListener("keydown", (event) => { if (event.key === "Escape") closeDetail(); });
   const linked = /^#job=(.+)$/.exec(location.hash);
   if (linked) view.detail = decodeURIComponent(linked[1]);
