@@ -334,14 +334,18 @@ async def test_at_records_when_a_queued_event_happened(
     client: LineClient, clock: FakeClock
 ) -> None:
     started = clock.current - 600
-    await client.request({"type": "update_status", "job_id": "q", "status": "running", "at": started})
+    await client.request(
+        {"type": "update_status", "job_id": "q", "status": "running", "at": started}
+    )
     reply = await client.request({"type": "job_completed", "job_id": "q", "at": started + 42.5})
     assert reply["duration_ms"] == 42_500  # between the two original times, not now
     job = await get_job(client, "q")
     assert job["started_at"] == iso(started)
     assert job["finished_at"] == iso(started + 42.5)
     # A clock ahead of the server's reads as now.
-    await client.request({"type": "update_status", "job_id": "q", "status": "running", "at": clock.current + 3600})
+    await client.request(
+        {"type": "update_status", "job_id": "q", "status": "running", "at": clock.current + 3600}
+    )
     assert (await get_job(client, "q"))["updated_at"] == iso(clock.current)
 
 
@@ -349,10 +353,19 @@ async def test_an_event_older_than_a_week_is_refused_and_changes_nothing(
     client: LineClient, clock: FakeClock
 ) -> None:
     reply = await client.request(
-        {"type": "job_failed", "msg_id": 3, "job_id": "old", "error": "x", "at": clock.current - 8 * 86400}
+        {
+            "type": "job_failed",
+            "msg_id": 3,
+            "job_id": "old",
+            "error": "x",
+            "at": clock.current - 8 * 86400,
+        }
     )
     assert reply["type"] == "error" and reply["code"] == 12
-    assert reply["text"].startswith("at ") and "more than 7 days before the server's clock" in reply["text"]
+    assert (
+        reply["text"].startswith("at ")
+        and "more than 7 days before the server's clock" in reply["text"]
+    )
     assert (await client.request({"type": "get_job", "job_id": "old"}))["type"] == "error"
     bad = await client.request({"type": "heartbeat", "job_id": "h", "ttl_ms": 5, "at": "yesterday"})
     assert bad["text"] == 'at must be a number, got a string "yesterday"'

@@ -283,6 +283,6 @@ def spec() -> dict[str, Any]:
                         }
                     },
                 },
-            }
+            },
         },
     }
