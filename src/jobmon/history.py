@@ -35,7 +35,7 @@ DURATION_BUCKETS_S = (
 )
 
 # A run as kept in ``Job.recent_runs``: a tuple, read by position.
-RUN_FIELDS = ("started_at", "finished_at", "status", "duration_ms", "retries", "error")
+RUN_FIELDS = ("started_at", "finished_at", "status", "duration_ms", "retries", "error", "info")
 COMPLETED = Status.COMPLETED
 
 
@@ -62,7 +62,15 @@ class History:
         duration_ms = job.duration_ms if status is COMPLETED else None
         if status is not COMPLETED and job.started_at is not None and job.finished_at is not None:
             duration_ms = max(0, round((job.finished_at - job.started_at) * 1000))
-        return (job.started_at, job.finished_at, status.value, duration_ms, job.retries, job.error)
+        return (
+            job.started_at,
+            job.finished_at,
+            status.value,
+            duration_ms,
+            job.retries,
+            job.error,
+            job.run_info,
+        )
 
     @classmethod
     def archive_run(cls, job: Job) -> None:
@@ -118,7 +126,14 @@ class History:
         latest = cls.latest_run(job)
         if latest is not None:
             runs.insert(0, latest)
-        return [dict(zip(RUN_FIELDS, run, strict=True)) for run in runs]
+        out = []
+        for run in runs:
+            entry = dict(zip(RUN_FIELDS, run, strict=False))
+            info = entry.pop("info", None)
+            if info:
+                entry.update(info)
+            out.append(entry)
+        return out
 
     # -- snapshot --------------------------------------------------------------
     def to_snapshot(self) -> dict[str, Any]:

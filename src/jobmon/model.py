@@ -52,6 +52,7 @@ class Job:
         "monitor",
         "last_success_at",
         "recent_runs",
+        "run_info",
     )
 
     def __init__(self, job_id: str, status: Status, now: float) -> None:
@@ -76,6 +77,9 @@ class Job:
         self.last_success_at: float | None = None
         # Earlier finished runs (``history.RUN_FIELDS`` tuples), newest last.
         self.recent_runs: list[tuple[Any, ...]] | None = None
+        # What a wrapper reported of the current run (arguments, exit_code,
+        # output, memory_limit_mb, a failed run's resource_usage); usually None.
+        self.run_info: dict[str, Any] | None = None
 
 
 # A job as a snapshot row: every slot in order, read at C speed. orjson writes

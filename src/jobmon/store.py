@@ -83,6 +83,7 @@ class Store(Monitoring):
     def _new_run(job: Job) -> None:
         """A finished job reported on again: the same job_id, its next run."""
         History.archive_run(job)
+        job.run_info = None
         job.runs += 1
         job.progress = 0
         job.started_at = None
@@ -192,6 +193,7 @@ class Store(Monitoring):
         job_id: str,
         duration_ms: float | None,
         resource_usage: dict[str, Any],
+        info: dict[str, Any] | None = None,
     ) -> Job:
         job = self.jobs.get(job_id)
         if duration_ms is None:
@@ -220,6 +222,10 @@ class Store(Monitoring):
         self.duration_sum_ms += duration_ms
         self.history.duration_observed(duration_ms)
         self._run_ended(job, now)
+        job.run_info = info
+        over = info is not None and self.watch_memory(job, resource_usage, info, now)
+        if not over and job.alerts is not None:
+            self._resolve(job, "memory", now)
         monitor = job.monitor
         if monitor is not None and not self.observe_outcome(job, monitor, True, now):
             return job  # not yet enough good runs in a row to call it recovered
@@ -234,6 +240,8 @@ class Store(Monitoring):
         error: str,
         retries: int,
         max_retries: int | None,
+        info: dict[str, Any] | None = None,
+        usage: dict[str, Any] | None = None,
     ) -> tuple[Job, bool]:
         """Record a failed attempt; returns the job and whether its retries are exhausted."""
         job = self.jobs.get(job_id)
@@ -255,6 +263,9 @@ class Store(Monitoring):
         job.retries = retries
         if max_retries is not None:
             job.max_retries = max_retries
+        if info is not None or usage:
+            job.run_info = {**(info or {}), **({"resource_usage": usage} if usage else {})}
+            self.watch_memory(job, usage or {}, info, now)
         monitor = job.monitor
         if exhausted:
             if job.finished_at is None:
@@ -273,6 +284,23 @@ class Store(Monitoring):
         elif monitor is not None and previous is not None:
             self.observe_status(job, monitor, previous, False, now)
         return job, exhausted
+
+    def watch_memory(
+        self, job: Job, usage: dict[str, Any], info: dict[str, Any] | None, now: float
+    ) -> bool:
+        """A ``memory`` alert when the run used more than the memory_limit_mb its
+        report gave; True when it did. The next run completed within it resolves it."""
+        limit = info.get("memory_limit_mb") if info is not None else None
+        used = usage.get("memory_mb")
+        if limit is None or used is None or used <= limit:
+            return False
+        self._fire(
+            job,
+            "memory",
+            f"Job {job.job_id} used {used:g} MB of memory, over its limit of {limit:g} MB",
+            now,
+        )
+        return True
 
     # -- alerts ------------------------------------------------------------
     def drain_alerts(self) -> list[Alert]:
@@ -350,6 +378,7 @@ class Store(Monitoring):
                 monitor,
                 job.last_success_at,
                 job.recent_runs,
+                job.run_info,
             ) = row
             job.status = status = status_by_name[status]
             job.alerts = (

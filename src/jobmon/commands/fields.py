@@ -113,6 +113,68 @@ def string(body: dict[str, Any], name: str) -> str | None:
     return value
 
 
+# What a wrapper (``jobmon run``) or a launched job adds to a run's report.
+RUN_INFO_FIELDS = ("arguments", "exit_code", "output", "memory_limit_mb")
+MAX_ARGUMENTS = 256
+MAX_ARGUMENT_CHARS = 4096
+MAX_OUTPUT_CHARS = 8192
+
+
+def run_info(body: dict[str, Any]) -> dict[str, Any] | None:
+    """``arguments``, ``exit_code``, ``output`` (a tail) and ``memory_limit_mb``,
+    when any is given; None otherwise (most reports)."""
+    if not any(name in body for name in RUN_INFO_FIELDS):
+        return None
+    info: dict[str, Any] = {}
+    arguments = body.get("arguments")
+    if arguments is not None:
+        if (
+            type(arguments) is not list
+            or len(arguments) > MAX_ARGUMENTS
+            or not all(type(a) is str and len(a) <= MAX_ARGUMENT_CHARS for a in arguments)
+        ):
+            raise malformed(
+                f"arguments must be an array of at most {MAX_ARGUMENTS} strings of at most "
+                f"{MAX_ARGUMENT_CHARS} characters, got {_show(arguments)}"
+            )
+        info["arguments"] = arguments
+    exit_code = body.get("exit_code")
+    if exit_code is not None:
+        if type(exit_code) is not int or not -(2**31) <= exit_code < 2**31:
+            raise malformed(f"exit_code must be an integer, got {_show(exit_code)}")
+        info["exit_code"] = exit_code
+    output = string(body, "output")
+    if output is not None:
+        if len(output) > MAX_OUTPUT_CHARS:
+            raise malformed(
+                f"output must be at most {MAX_OUTPUT_CHARS} characters (send the tail), "
+                f"got {len(output)}"
+            )
+        info["output"] = output
+    limit = checked_number(body.get("memory_limit_mb"), "memory_limit_mb", 1)
+    if limit is not None:
+        info["memory_limit_mb"] = limit
+    return info or None
+
+
+def usage(body: dict[str, Any]) -> dict[str, Any]:
+    """``resource_usage``: numbers by name; cpu_percent and memory_mb must be numbers."""
+    value = body.get("resource_usage")
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        raise malformed(
+            f"resource_usage must be an object such as "
+            f'{{"cpu_percent": 75, "memory_mb": 1024}}, got {_show(value)}'
+        )
+    for key, item in value.items():
+        if is_number(item):
+            checked_number(item, f"resource_usage.{key}")
+        elif key in ("cpu_percent", "memory_mb"):
+            raise malformed(f"resource_usage.{key} must be a number >= 0, got {_show(item)}")
+    return value
+
+
 def _show(value: Any) -> str:
     """A short description of a wrong value, for error texts."""
     kind = {

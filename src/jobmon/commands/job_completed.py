@@ -7,7 +7,6 @@ from typing import Any
 
 import msgspec
 
-from ..errors import malformed
 from ..node import Node
 from . import fields
 
@@ -30,32 +29,20 @@ from_wire = attrgetter("job_id", "duration_ms", "resource_usage", "at")
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     job_id = fields.job_id(body)
     duration_ms = fields.number(body, "duration_ms")
-    usage = body.get("resource_usage")
-    if usage is None:
-        usage = {}
-    elif type(usage) is not dict:
-        raise malformed(
-            f"resource_usage must be an object such as "
-            f'{{"cpu_percent": 75, "memory_mb": 1024}}, got {fields._show(usage)}'
-        )
-    else:
-        for key, value in usage.items():
-            if fields.is_number(value):
-                fields.checked_number(value, f"resource_usage.{key}")
-            elif key in ("cpu_percent", "memory_mb"):
-                raise malformed(
-                    f"resource_usage.{key} must be a number >= 0, got {fields._show(value)}"
-                )
-    return (job_id, duration_ms, usage, fields.number(body, "at"))
+    usage = fields.usage(body)
+    at = fields.number(body, "at")
+    info = fields.run_info(body)
+    if info is None:  # as the fast path decodes it
+        return (job_id, duration_ms, usage, at)
+    return (job_id, duration_ms, usage, at, info)
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
-    try:
-        job_id, duration_ms, usage, at = args
-    except ValueError:  # journaled before events had ``at``
-        (job_id, duration_ms, usage), at = args, None
+    job_id, duration_ms, usage = args[0], args[1], args[2]
+    at = args[3] if len(args) > 3 else None  # older records are shorter
+    info = args[4] if len(args) > 4 else None
     when = now if at is None else fields.event_time(now, args, 3)
-    job = node.store.complete(when, job_id, duration_ms, usage)
+    job = node.store.complete(when, job_id, duration_ms, usage, info)
     out = fields.reply("job_completed", msg_id)
     out["job_id"] = job_id
     out["duration_ms"] = job.duration_ms

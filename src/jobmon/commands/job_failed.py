@@ -32,16 +32,20 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     retries = fields.integer(body, "retries")
     max_retries = fields.integer(body, "max_retries")
     at = fields.number(body, "at")
-    return (job_id, error if error is not None else "", retries or 0, max_retries, at)
+    error = error if error is not None else ""
+    info = fields.run_info(body)
+    usage = fields.usage(body)
+    if info is None and not usage:
+        return (job_id, error, retries or 0, max_retries, at)
+    return (job_id, error, retries or 0, max_retries, at, info, usage)
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
-    try:
-        job_id, error, retries, max_retries, at = args
-    except ValueError:  # journaled before events had ``at``
-        (job_id, error, retries, max_retries), at = args, None
+    job_id, error, retries, max_retries = args[0], args[1], args[2], args[3]
+    at = args[4] if len(args) > 4 else None  # older records are shorter
+    info, usage = (args[5], args[6]) if len(args) > 5 else (None, None)
     when = now if at is None else fields.event_time(now, args, 4)
-    _, exhausted = node.store.fail(when, job_id, error, retries, max_retries)
+    _, exhausted = node.store.fail(when, job_id, error, retries, max_retries, info, usage)
     if exhausted:
         out = fields.reply("alert_sent", msg_id)
         out["job_id"] = job_id

@@ -50,16 +50,23 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     at = get("at")
     if at is not None:
         fields.number(body, "at")
+    if "resource_usage" in body or "memory_limit_mb" in body:  # a wrapper watching memory
+        usage, info = fields.usage(body), fields.run_info(body)
+        return (job_id, status, progress, max_retries, at, usage, info)
     return (job_id, status, progress, max_retries, at)
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     try:
         job_id, status, progress, max_retries, at = args
-    except ValueError:  # journaled before events had ``at``
-        (job_id, status, progress, max_retries), at = args, None
+    except ValueError:  # older records are shorter; a wrapper's report is longer
+        job_id, status, progress, max_retries = args[0], args[1], args[2], args[3]
+        at = args[4] if len(args) > 4 else None
     when = now if at is None else fields.event_time(now, args, 4)
-    job = node.store.update_status(when, job_id, STATUS_BY_NAME[status], progress, max_retries)
+    store = node.store
+    job = store.update_status(when, job_id, STATUS_BY_NAME[status], progress, max_retries)
+    if len(args) > 5:
+        store.watch_memory(job, args[5], args[6], when)
     if msg_id is None:
         return {
             "type": "status_updated",
