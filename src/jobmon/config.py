@@ -31,3 +31,6 @@ class Config:
     # of series is stable); Prometheus advises against unbounded label values.
     metrics_job_series: int = 1000
     token: str | None = None  # --token: required of every TCP and HTTP client
+    slow_run_factor: float = 2.0  # slow_run: a run over k x its job's p95 (0: off)
+    # --cost-model: CostModel's fields by name (analytics.CostModel has the defaults).
+    cost_model: dict[str, float] = field(default_factory=dict)

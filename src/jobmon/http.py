@@ -146,6 +146,7 @@ class HttpApi:
         r.add_get("/api/jobs/{job_id}", self.get_job)
         r.add_get("/api/stats", self.get_stats)
         r.add_get("/api/alerts", self.get_alerts)
+        r.add_get("/api/analytics", self.get_analytics)
         r.add_get("/api/stream", self.stream)
         r.add_get("/api/openapi.json", self.openapi)
         r.add_get("/metrics", self.metrics)
@@ -309,16 +310,23 @@ class HttpApi:
         return self.answer(reply)
 
     @staticmethod
-    def from_query(request: web.Request, type_: str, names: tuple[str, ...]) -> dict[str, Any]:
-        """A message from query parameters; ``limit`` is a number when it reads as one."""
+    def from_query(
+        request: web.Request,
+        type_: str,
+        names: tuple[str, ...],
+        counts: tuple[str, ...] = ("limit",),
+    ) -> dict[str, Any]:
+        """A message from query parameters; ``counts`` are numbers when they read as one
+        (else passed on as given, for the command to refuse in its own words)."""
         body: dict[str, Any] = {"type": type_}
         for name in names:
             if name in request.query:
                 body[name] = request.query[name]
-        limit = request.query.get("limit")
-        if limit is not None:
-            number = limit.isascii() and limit.isdigit() and len(limit) <= 9
-            body["limit"] = int(limit) if number else limit
+        for name in counts:
+            value = request.query.get(name)
+            if value is not None:
+                number = value.isascii() and value.isdigit() and len(value) <= 9
+                body[name] = int(value) if number else value
         return body
 
     async def get_jobs(self, request: web.Request) -> web.Response:
@@ -339,6 +347,10 @@ class HttpApi:
 
     async def get_alerts(self, request: web.Request) -> web.Response:
         return await self.ask_one(self.from_query(request, "get_alerts", ("state", "job_id")))
+
+    async def get_analytics(self, request: web.Request) -> web.Response:
+        body = self.from_query(request, "get_analytics", ("tz", "job_id"), counts=("top",))
+        return await self.ask_one(body)
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """SSE: ``event: alert`` and ``event: event`` (job events), as the TCP

@@ -158,6 +158,26 @@ def spec() -> dict[str, Any]:
                     "responses": {"200": _json(_OBJECT, "alerts"), **_errors(400)},
                 }
             },
+            "/api/analytics": {
+                "get": {
+                    "summary": "Failures by hour of day, duration percentiles, cost, "
+                    "high-memory arguments",
+                    "parameters": [
+                        _query("tz", "IANA time zone for hours of day", {"type": "string"}),
+                        _query(
+                            "job_id",
+                            "also this job's figures",
+                            {"type": "string", "minLength": 1, "maxLength": 256},
+                        ),
+                        _query(
+                            "top",
+                            "how many top jobs and argument lists",
+                            {"type": "integer", "minimum": 1, "maximum": 100},
+                        ),
+                    ],
+                    "responses": {"200": _json(_OBJECT, "analytics"), **_errors(400, 404)},
+                }
+            },
             "/api/stream": {
                 "get": {
                     "summary": "Server-Sent Events: alerts and job events as they happen",

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 
+from .analytics import CostModel
 from .clock import Clock, SystemClock
 from .config import Config
 from .connection import Connection
@@ -33,6 +34,9 @@ class Server:
         self.clock = clock or SystemClock()
         self.node = Node(Store(config.max_retries), config.node_id)
         self.node.token = config.token
+        analytics = self.node.store.analytics
+        analytics.slow_run_factor = config.slow_run_factor
+        analytics.cost_model = CostModel(**config.cost_model)
         self.node.store.lost_grace_ms = config.lost_grace_ms
         self.data_dir = (
             None if config.in_memory else DataDir(config.data_dir, config.compact_min_bytes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from .analytics import Analytics
 from .deadlines import Deadlines
 from .errors import Code, RequestError
 from .history import History
@@ -42,6 +43,7 @@ class Store(Monitoring):
         self.reported_by: dict[int, set[str]] = {}
         self.lost_grace_ms = 30_000
         self.history = History()
+        self.analytics = Analytics()
 
     # -- reading ---------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -95,6 +97,7 @@ class Store(Monitoring):
         """The job's status just became terminal."""
         if job.status is FAILED:
             self.history.run_failed(now)
+            self.analytics.failed(job.job_id, now)
 
     def _fire(self, job: Job, kind: str, text: str, now: float) -> Alert | None:
         """Open an alert of this kind for the job, unless one is open already
@@ -208,11 +211,13 @@ class Store(Monitoring):
                 duration_ms = 0
         if job is None:
             job = self._create(job_id, COMPLETED, now)
+            previous_ms = None
         else:
             if job.status in TERMINAL:
                 self._new_run(job)
             self._set_status(job, COMPLETED)
             job.updated_at = now
+            previous_ms = job.duration_ms
         job.progress = 100
         job.finished_at = now
         job.duration_ms = duration_ms
@@ -226,6 +231,27 @@ class Store(Monitoring):
         over = info is not None and self.watch_memory(job, resource_usage, info, now)
         if not over and job.alerts is not None:
             self._resolve(job, "memory", now)
+        analytics = self.analytics
+        p95 = analytics.duration(job_id, duration_ms, previous_ms)
+        if p95 is not None and analytics.slow_run_factor:
+            if duration_ms > analytics.slow_run_factor * p95:
+                self._fire(
+                    job,
+                    "slow_run",
+                    f"Job {job_id} took {duration_ms / 1000:g} s, over "
+                    f"{analytics.slow_run_factor:g} x its p95 of {p95 / 1000:.3g} s",
+                    now,
+                )
+            elif job.alerts is not None:
+                self._resolve(job, "slow_run", now)
+        analytics.cost(job_id, resource_usage, duration_ms)
+        if info is not None:
+            analytics.memory(
+                job_id,
+                info.get("arguments"),
+                resource_usage.get("memory_mb"),
+                info.get("memory_limit_mb"),
+            )
         monitor = job.monitor
         if monitor is not None and not self.observe_outcome(job, monitor, True, now):
             return job  # not yet enough good runs in a row to call it recovered
@@ -266,6 +292,17 @@ class Store(Monitoring):
         if info is not None or usage:
             job.run_info = {**(info or {}), **({"resource_usage": usage} if usage else {})}
             self.watch_memory(job, usage or {}, info, now)
+            if usage:
+                started = job.started_at
+                spent_ms = None if started is None else max(0.0, (now - started) * 1000)
+                self.analytics.cost(job_id, usage, spent_ms)
+            if info is not None:
+                self.analytics.memory(
+                    job_id,
+                    info.get("arguments"),
+                    (usage or {}).get("memory_mb"),
+                    info.get("memory_limit_mb"),
+                )
         monitor = job.monitor
         if exhausted:
             if job.finished_at is None:
@@ -340,6 +377,7 @@ class Store(Monitoring):
             "alert_history": [a.alert_id for a in self.alert_history],
             "jobs": list(map(SNAPSHOT_ROW, self.jobs.values())),
             "history": self.history.to_snapshot(),
+            "analytics": self.analytics.to_snapshot(),
         }
 
     def load_snapshot(self, snap: dict[str, Any]) -> None:
@@ -390,4 +428,5 @@ class Store(Monitoring):
         self.jobs = jobs
         self.count_by_status = counts
         self.history.load_snapshot(snap.get("history"), jobs)
+        self.analytics.load_snapshot(snap.get("analytics"))
         self.deadlines.rebuild(jobs)

@@ -10,6 +10,7 @@ from ..node import Node
 from . import (
     auth,
     get_alerts,
+    get_analytics,
     get_job,
     get_stats,
     heartbeat,
@@ -67,6 +68,7 @@ HANDLERS: dict[str, Handler] = {
         (
             init,
             auth,
+            get_analytics,
             update_status,
             job_completed,
             job_failed,

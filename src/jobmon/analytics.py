@@ -1,0 +1,257 @@
+"""Job analytics, kept as runs finish: failures by hour, duration percentiles
+(a DDSketch per job, fixed memory), the cost of runs, and the argument lists
+that keep going over their memory threshold. Part of the snapshot.
+
+Only the store task records; ``report`` reads. Per-job state exists only for
+jobs that need it (a second timed run, a failure, a cost), so a million jobs
+that ran once cost nothing here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ddsketch.ddsketch import BaseDDSketch
+from ddsketch.mapping import LogarithmicMapping
+from ddsketch.store import CollapsingLowestDenseStore, DenseStore
+
+RELATIVE_ACCURACY = 0.02  # a reported percentile is within 2% of the true one
+SKETCH_BINS = 256  # per job: at 2%, 256 bins span durations over a 25,000x range
+FAILURE_DAYS_KEPT = 30
+MAX_ARGUMENT_LISTS = 10_000  # distinct argument lists tracked for high memory
+SLOW_RUN_MIN_RUNS = 20
+
+_MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
+_NO_NEGATIVES = DenseStore(chunk_size=1)  # durations are never negative: shared, never written
+
+
+def _sketch() -> BaseDDSketch:
+    return BaseDDSketch(
+        _MAPPING, CollapsingLowestDenseStore(SKETCH_BINS, chunk_size=16), _NO_NEGATIVES, 0.0
+    )
+
+
+def _sketch_row(sketch: BaseDDSketch) -> list[Any]:
+    store = sketch._store
+    return [
+        store.offset,
+        store.bins,
+        store.min_key,
+        store.max_key,
+        store.count,
+        sketch._zero_count,
+        sketch._count,
+        sketch._sum,
+        sketch._min,
+        sketch._max,
+    ]
+
+
+def _sketch_from_row(row: list[Any]) -> BaseDDSketch:
+    sketch = _sketch()
+    store = sketch._store
+    (store.offset, store.bins, store.min_key, store.max_key, store.count) = row[:5]
+    (sketch._zero_count, sketch._count, sketch._sum, sketch._min, sketch._max) = row[5:]
+    return sketch
+
+
+@dataclass
+class CostModel:
+    """Seed 003's model: memory above a free allowance in started blocks, CPU
+    percent and seconds, each at a price. Thresholds apply as runs are recorded;
+    prices apply when the report is asked for."""
+
+    free_memory_mb: float = 1024
+    memory_block_mb: float = 256
+    price_per_block: float = 0.10
+    price_per_cpu_percent: float = 0.01
+    price_per_second: float = 0.05
+
+    def blocks(self, memory_mb: float) -> int:
+        return max(0, math.ceil((memory_mb - self.free_memory_mb) / self.memory_block_mb))
+
+    def price(self, blocks: float, cpu_percent: float, seconds: float) -> float:
+        return (
+            blocks * self.price_per_block
+            + cpu_percent * self.price_per_cpu_percent
+            + seconds * self.price_per_second
+        )
+
+
+class Analytics:
+    def __init__(self, cost_model: CostModel | None = None, slow_run_factor: float = 2.0) -> None:
+        self.cost_model = cost_model or CostModel()
+        self.slow_run_factor = slow_run_factor  # 0: no slow_run alerts
+        self.overall = _sketch()
+        self.sketches: dict[str, BaseDDSketch] = {}
+        # job_id -> {epoch hour: failed runs}, the last FAILURE_DAYS_KEPT days.
+        self.failures: dict[str, dict[int, int]] = {}
+        # job_id -> [runs costed, memory blocks, cpu percent, seconds] (sums).
+        self.costs: dict[str, list[float]] = {}
+        # argument list (as a tuple) -> [runs over the threshold, job ids].
+        self.high_memory: dict[tuple[str, ...], list[Any]] = {}
+
+    # -- recording -----------------------------------------------------------------
+    def duration(self, job_id: str, duration_ms: float, previous_ms: float | None) -> float | None:
+        """A completed run's duration. Returns the job's p95 before this run when
+        it has enough runs to judge, else None."""
+        self.overall.add(duration_ms)
+        sketch = self.sketches.get(job_id)
+        if sketch is None:
+            if previous_ms is None:
+                return None  # the first run: job.duration_ms holds it exactly
+            sketch = self.sketches[job_id] = _sketch()
+            sketch.add(previous_ms)
+        p95 = sketch.get_quantile_value(0.95) if sketch.count >= SLOW_RUN_MIN_RUNS else None
+        sketch.add(duration_ms)
+        return p95
+
+    def failed(self, job_id: str, now: float) -> None:
+        hours = self.failures.setdefault(job_id, {})
+        hour = int(now // 3600)
+        if hour not in hours:
+            oldest = hour - FAILURE_DAYS_KEPT * 24
+            for old in [h for h in hours if h <= oldest]:
+                del hours[old]
+        hours[hour] = hours.get(hour, 0) + 1
+
+    def cost(self, job_id: str, usage: dict[str, Any], duration_ms: float | None) -> None:
+        if duration_ms is None:
+            return
+        sums = self.costs.get(job_id)
+        if sums is None:
+            sums = self.costs[job_id] = [0, 0, 0.0, 0.0]
+        sums[0] += 1
+        sums[1] += self.cost_model.blocks(usage.get("memory_mb", 0) or 0)
+        sums[2] += usage.get("cpu_percent", 0) or 0
+        sums[3] += duration_ms / 1000
+
+    def memory(self, job_id: str, arguments: list[str] | None, memory_mb: Any, limit: Any) -> None:
+        """A run with arguments: count it if it went over its limit (else the free memory)."""
+        if arguments is None or memory_mb is None:
+            return
+        threshold = limit if limit is not None else self.cost_model.free_memory_mb
+        if memory_mb <= threshold:
+            return
+        key = tuple(arguments)
+        entry = self.high_memory.get(key)
+        if entry is None:
+            if len(self.high_memory) >= MAX_ARGUMENT_LISTS:
+                return
+            entry = self.high_memory[key] = [0, []]
+        entry[0] += 1
+        if job_id not in entry[1]:
+            entry[1].append(job_id)
+
+    # -- reading -------------------------------------------------------------------
+    def report(
+        self,
+        zone: str,
+        job_id: str | None,
+        top: int,
+        last_duration: Callable[[str], float | None],
+        prices: dict[str, float],
+    ) -> dict[str, Any]:
+        tz = ZoneInfo(zone)
+        model = CostModel(**{**vars(self.cost_model), **prices})
+        overall_failures = [0] * 24
+        for hours in self.failures.values():
+            _add_by_hour_of_day(overall_failures, hours, tz)
+        ranked = sorted(
+            ((model.price(*sums[1:]), jid, sums) for jid, sums in self.costs.items()),
+            key=lambda item: (-item[0], item[1]),
+        )[:top]
+        out: dict[str, Any] = {
+            "tz": zone,
+            "failures_by_hour_of_day": overall_failures,
+            "durations": _percentiles(self.overall),
+            "cost_model": vars(model),
+            "top_jobs_by_cost": [
+                {
+                    "job_id": jid,
+                    "runs": int(sums[0]),
+                    "total": round(total, 4),
+                    "average": round(total / sums[0], 4),
+                    "durations": self.job_durations(jid, last_duration(jid)),
+                }
+                for total, jid, sums in ranked
+            ],
+            "high_memory_arguments": [
+                {"arguments": list(key), "runs_over": count, "jobs": sorted(jobs)}
+                for key, (count, jobs) in sorted(
+                    self.high_memory.items(), key=lambda item: (-item[1][0], item[0])
+                )
+                if count >= 2
+            ][:top],
+        }
+        if job_id is not None:
+            by_hour = [0] * 24
+            _add_by_hour_of_day(by_hour, self.failures.get(job_id, {}), tz)
+            sums = self.costs.get(job_id)
+            total = model.price(*sums[1:]) if sums else 0.0
+            out["job"] = {
+                "job_id": job_id,
+                "failures_by_hour_of_day": by_hour,
+                "durations": self.job_durations(job_id, last_duration(job_id)),
+                "cost": {
+                    "runs": int(sums[0]) if sums else 0,
+                    "total": round(total, 4),
+                    "average": round(total / sums[0], 4) if sums else 0.0,
+                },
+            }
+        return out
+
+    def job_durations(self, job_id: str, last_ms: float | None) -> dict[str, Any]:
+        sketch = self.sketches.get(job_id)
+        if sketch is not None:
+            return _percentiles(sketch)
+        if last_ms is None:
+            return {"runs": 0, "p50": None, "p90": None, "p99": None}
+        return {"runs": 1, "p50": last_ms, "p90": last_ms, "p99": last_ms}
+
+    # -- snapshot ------------------------------------------------------------------
+    def to_snapshot(self) -> dict[str, Any]:
+        return {
+            "overall": _sketch_row(self.overall),
+            "sketches": {jid: _sketch_row(s) for jid, s in self.sketches.items()},
+            "failures": {jid: list(hours.items()) for jid, hours in self.failures.items()},
+            "costs": self.costs,
+            "high_memory": [[list(k), v] for k, v in self.high_memory.items()],
+        }
+
+    def load_snapshot(self, snap: dict[str, Any] | None) -> None:
+        if snap is None:
+            return
+        self.overall = _sketch_from_row(snap["overall"])
+        self.sketches = {jid: _sketch_from_row(row) for jid, row in snap["sketches"].items()}
+        self.failures = {jid: dict(map(tuple, h)) for jid, h in snap["failures"].items()}
+        self.costs = snap["costs"]
+        self.high_memory = {tuple(k): v for k, v in snap["high_memory"]}
+
+
+def _percentiles(sketch: BaseDDSketch) -> dict[str, Any]:
+    if sketch.count == 0:
+        return {"runs": 0, "p50": None, "p90": None, "p99": None}
+    return {
+        "runs": int(sketch.count),
+        **{
+            name: _rounded(sketch.get_quantile_value(q))
+            for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+        },
+    }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _add_by_hour_of_day(buckets: list[int], hours: dict[int, int], tz: ZoneInfo) -> None:
+    # The middle of each UTC hour, so zones offset by half an hour land in one bucket.
+    for hour, count in hours.items():
+        local = datetime.fromtimestamp(hour * 3600 + 1800, UTC).astimezone(tz)
+        buckets[local.hour] += count

@@ -1,0 +1,56 @@
+"""get_analytics: failures by hour of day, duration percentiles, cost, high-memory arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ..errors import malformed
+from ..node import Node
+from . import fields
+
+NAME = "get_analytics"
+MUTATES = False
+PRICES = ("price_per_block", "price_per_cpu_percent", "price_per_second")
+MAX_TOP = 100
+
+
+def parse(body: dict[str, Any]) -> tuple[Any, ...]:
+    zone = body.get("tz", "UTC")
+    if type(zone) is not str:
+        raise malformed(
+            f'tz must be an IANA time zone name such as "Europe/Berlin", got {fields._show(zone)}'
+        )
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise malformed(
+            f'unknown time zone {zone!r}: expected an IANA name such as "Europe/Berlin"'
+        ) from None
+    job_id = fields.job_id(body) if "job_id" in body else None
+    top = fields.integer(body, "top", 1)
+    if top is not None and top > MAX_TOP:
+        raise malformed(f"top must be between 1 and {MAX_TOP}, got {top}")
+    prices = body.get("prices") or {}
+    if type(prices) is not dict or not set(prices) <= set(PRICES):
+        raise malformed(
+            f"prices must be an object with any of {', '.join(PRICES)}, got {fields._show(prices)}"
+        )
+    for name in prices:
+        fields.number(prices, name)
+    return (zone, job_id, top or 10, prices)
+
+
+def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
+    zone, job_id, top, prices = args
+    store = node.store
+    if job_id is not None:
+        store.get(job_id)  # 404 for a job never seen
+
+    def last_duration(jid: str) -> float | None:
+        job = store.jobs.get(jid)
+        return job.duration_ms if job is not None else None
+
+    out = fields.reply("analytics", msg_id)
+    out.update(store.analytics.report(zone, job_id, top, last_duration, prices))
+    return out
