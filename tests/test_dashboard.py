@@ -281,3 +281,38 @@ async def test_readable_on_a_phone(page: Page, tcp: LineClient) -> None:
     assert overflow == 0  # no sideways scrolling of the page
     assert await page.locator("#jobs th.wide").first.is_visible() is False
     await shot(page, "dashboard-phone")
+
+
+async def test_the_analytics_panel_shows_costs_hours_and_high_memory_arguments(
+    page: Page, tcp: LineClient
+) -> None:
+    for job_id, cpu in (("render", 90), ("thumbs", 10)):
+        for _ in range(2):
+            await tcp.request(
+                {
+                    "type": "job_completed",
+                    "job_id": job_id,
+                    "duration_ms": 4000,
+                    "resource_usage": {"cpu_percent": cpu, "memory_mb": 1500},
+                    "arguments": ["--size", "<big>"],
+                }
+            )
+    await tcp.request({"type": "job_failed", "job_id": "render", "error": "oom", "retries": 3})
+    await page.reload()  # analytics are read at load and every 30 s, not per event
+    await page.wait_for_selector('#costs tbody tr[data-job-id="render"]')
+    costs = await page.locator("#costs tbody tr").evaluate_all(
+        "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
+    # render: 2 x (2 blocks $0.20 + 90% $0.90 + 4 s $0.20) = $2.60
+    assert costs[0][:4] == ["render", "2", "$2.60", "$1.30"]
+    p50_seconds = float(costs[0][4].removesuffix(" s"))
+    assert abs(p50_seconds - 4.0) <= 4.0 * 0.02  # the sketch's relative accuracy
+    assert costs[1][0:3] == ["thumbs", "2", "$1.00"]
+    assert await page.locator("#hour-of-day-chart rect").count() == 24
+    assert (
+        await page.text_content("#high-memory li") == "--size <big> 4 runs over, in render, thumbs"
+    )
+    await page.click('#costs tbody tr[data-job-id="render"]')
+    await page.wait_for_selector("#detail-fields dt:text('cost')")
+    assert "$2.60 over 2 runs" in (await page.text_content("#detail-fields") or "")
+    await shot(page, "dashboard-analytics")

@@ -9,6 +9,7 @@ that ran once cost nothing here.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -162,10 +163,12 @@ class Analytics:
         overall_failures = [0] * 24
         for hours in self.failures.values():
             _add_by_hour_of_day(overall_failures, hours, tz)
-        ranked = sorted(
+        # nlargest: one pass over the costed jobs, however many, then a sort of ``top``.
+        ranked = heapq.nlargest(
+            top,
             ((model.price(*sums[1:]), jid, sums) for jid, sums in self.costs.items()),
-            key=lambda item: (-item[0], item[1]),
-        )[:top]
+            key=lambda item: item[0],
+        )
         out: dict[str, Any] = {
             "tz": zone,
             "failures_by_hour_of_day": overall_failures,

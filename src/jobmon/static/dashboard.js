@@ -90,6 +90,7 @@ async function signIn(event) {
   $("signin").hidden = true;
   listen();
   refresh();
+  refreshAnalytics();
 }
 
 // -- counts ------------------------------------------------------------------
@@ -252,6 +253,46 @@ function drawDurations(runs) {
   barChart($("duration-chart"), bars, 120);
 }
 
+// -- analytics (asked for every 30 s, not on every change: it sorts every job's cost) -----
+const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+
+function money(value) {
+  return `$${value.toFixed(2)}`;
+}
+
+async function refreshAnalytics() {
+  let report;
+  try {
+    report = await getJSON(`/api/analytics?top=8&tz=${encodeURIComponent(ZONE)}`);
+  } catch (error) {
+    if (error instanceof SignInNeeded) return;
+    $("analytics-tz").textContent = `could not load: ${error.message}`;
+    return;
+  }
+  $("analytics-tz").textContent = `(${report.tz})`;
+  barChart($("hour-of-day-chart"), report.failures_by_hour_of_day.map((n, hour) => ({
+    value: n, className: "fail", title: `${String(hour).padStart(2, "0")}:00: ${n} failed`,
+    label: hour % 6 === 0 ? `${String(hour).padStart(2, "0")}h` : "",
+  })), 120);
+  const rows = report.top_jobs_by_cost.map((job) => {
+    const row = el("tr");
+    row.dataset.jobId = job.job_id;
+    row.append(el("td", job.job_id), el("td", job.runs), el("td", money(job.total)),
+      el("td", money(job.average)), el("td", duration(job.durations.p50)),
+      el("td", duration(job.durations.p99)));
+    row.addEventListener("click", () => openDetail(job.job_id));
+    return row;
+  });
+  $("costs").tBodies[0].replaceChildren(...rows);
+  const items = report.high_memory_arguments.map((entry) => {
+    const item = el("li");
+    item.append(el("code", entry.arguments.join(" ")),
+      el("span", ` ${entry.runs_over} runs over, in ${entry.jobs.join(", ")}`));
+    return item;
+  });
+  $("high-memory").replaceChildren(...(items.length ? items : [el("li", "none", "muted")]));
+}
+
 // -- the detail view -----------------------------------------------------------------
 function openDetail(jobId) {
   view.detail = jobId;
@@ -296,6 +337,15 @@ async function drawDetail() {
       ["next expected", when(m.next_expected_at)], ["heartbeat ttl", duration(m.heartbeat_ttl_ms)],
       ["paused", m.paused ? "yes" : "no"], ["labels", JSON.stringify(m.labels)]);
   }
+  try {
+    const figures = (await getJSON(`/api/analytics?top=1&job_id=${encodeURIComponent(jobId)}`)).job;
+    const d = figures.durations;
+    if (d.runs) fields.push(["durations", `p50 ${duration(d.p50)} · p90 ${duration(d.p90)} · p99 ${duration(d.p99)}`]);
+    if (figures.cost.runs) fields.push(["cost", `${money(figures.cost.total)} over ${figures.cost.runs} runs, ${money(figures.cost.average)} a run`]);
+  } catch (error) {
+    if (!(error instanceof SignInNeeded)) fields.push(["analytics", error.message]);
+  }
+  if (view.detail !== jobId) return;
   $("detail-fields").replaceChildren(...fields.filter(([, v]) => v !== "" && v !== null && v !== undefined)
     .flatMap(([name, value]) => [el("dt", name), el("dd", value)]));
   const runs = job.recent_runs || [];
@@ -379,6 +429,8 @@ function start() {
   refresh();
   listen();
   window.addEventListener("resize", () => drawFailures(view.failures));
+  refreshAnalytics();
+  setInterval(refreshAnalytics, 30000);
   // Colours that depend on the time (late) change without an event.
   setInterval(refresh, 30000);
 }
