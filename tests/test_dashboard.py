@@ -316,3 +316,29 @@ async def test_the_analytics_panel_shows_costs_hours_and_high_memory_arguments(
     await page.wait_for_selector("#detail-fields dt:text('cost')")
     assert "$2.60 over 2 runs" in (await page.text_content("#detail-fields") or "")
     await shot(page, "dashboard-analytics")
+
+
+async def test_under_a_token_the_page_asks_for_it_then_shows_the_jobs(
+    browser: Browser, start_server: Any, clock: FakeClock
+) -> None:
+    clock.current = time.time()
+    async with start_server(http_port=free_port(), token="let-me-in") as server:
+        tcp = await LineClient.connect(server.port)
+        await tcp.request({"type": "auth", "token": "let-me-in"})
+        await tcp.request({"type": "update_status", "job_id": "guarded", "status": "running"})
+        context = await browser.new_context(bypass_csp=True)
+        page = await context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        await page.goto(f"http://127.0.0.1:{server.http.port}/")  # type: ignore[union-attr]
+        await page.wait_for_selector("#signin:not([hidden])")
+        await page.fill("#token", "wrong")
+        await page.click("#signin button")
+        await page.wait_for_selector("#signin-error:text('the token is wrong')")
+        await page.fill("#token", "let-me-in")
+        await page.click("#signin button")
+        await colour_of(page, "guarded", "yellow")
+        await page.wait_for_selector("#live.on")
+        await tcp.request({"type": "job_completed", "job_id": "guarded", "duration_ms": 5})
+        await colour_of(page, "guarded", "green")  # the stream works with the cookie
+        await context.close()
+        await tcp.close()

@@ -89,6 +89,9 @@ class Client:
         self._subscriptions: list[asyncio.Queue[dict[str, Any] | None]] = []
         self._topics: set[str] = set()
         self._offline_warned = False
+        self._delivered = asyncio.Event()  # set while nothing is queued or in flight
+        self._delivered.set()
+        self._disconnected = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------
     async def __aenter__(self) -> Client:
@@ -112,15 +115,24 @@ class Client:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    async def delivered(self, timeout_s: float | None = None) -> bool:
+        """Wait until every event sent so far has been answered; False on timeout."""
+        try:
+            await asyncio.wait_for(self._delivered.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def disconnected(self) -> None:
+        """Wait until the connection is lost (or was never made)."""
+        await self._disconnected.wait()
+
     async def close(self, flush_s: float = 2.0) -> None:
         """Give queued events ``flush_s`` to go out, then disconnect."""
         if self._task is None:
             return
-        deadline = time.monotonic() + flush_s
-        while (self.queued or self._in_flight) and time.monotonic() < deadline:
-            if not self._connected.is_set():
-                break
-            await asyncio.sleep(0.01)
+        if self._connected.is_set():
+            await self.delivered(flush_s)
         if self.queued or self._in_flight:
             log.warning(
                 "jobmon client closing with %d events undelivered",
@@ -157,6 +169,7 @@ class Client:
                 self._warn_offline(f"lost the connection to jobmon: {exc}")
             finally:
                 self._connected.clear()
+                self._disconnected.set()
                 self._writer = None
                 writer.close()
                 # Unanswered events go first when the connection is back (their
@@ -183,6 +196,7 @@ class Client:
         if self._offline_warned:
             log.warning("jobmon reachable again; sending %d queued events", len(self.queued))
             self._offline_warned = False
+        self._disconnected.clear()
         self._connected.set()
         sending = asyncio.get_running_loop().create_task(self._send_queued(writer))
         try:
@@ -217,6 +231,8 @@ class Client:
     def _receive(self, reply: dict[str, Any]) -> None:
         msg_id = reply.get("in_reply_to")
         outgoing = self._in_flight.pop(msg_id, None) if msg_id is not None else None
+        if not self._in_flight and not self.queued:
+            self._delivered.set()
         if outgoing is None:
             if reply.get("type") in ("alert", "event"):
                 for queue in self._subscriptions:
@@ -241,6 +257,7 @@ class Client:
             if lost.reply is not None and not lost.reply.done():
                 lost.reply.set_result({"type": "dropped"})
         self.queued.append(outgoing)
+        self._delivered.clear()
         self._wake.set()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="jobmon-client")
@@ -270,6 +287,7 @@ class Client:
             raise JobmonUnavailable(f"jobmon at {self.host}:{self.port} is unreachable")
         reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         assert self._writer is not None
+        self._delivered.clear()
         self._write(self._writer, _Outgoing(body, time.time(), reply))
         return _checked(await reply)
 
