@@ -34,3 +34,5 @@ class Config:
     slow_run_factor: float = 2.0  # slow_run: a run over k x its job's p95 (0: off)
     # --cost-model: CostModel's fields by name (analytics.CostModel has the defaults).
     cost_model: dict[str, float] = field(default_factory=dict)
+    # --allow-command NAME=PATH: what start_job may run (needs --token).
+    allowed_commands: dict[str, str] = field(default_factory=dict)

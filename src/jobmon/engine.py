@@ -26,7 +26,7 @@ from .model import Alert
 from .node import Node
 from .notify import Notifier
 from .persistence import TICK_RECORD, WORKERS_GONE_RECORD, DataDir
-from .protocol import Request, encode, error_body
+from .protocol import Request, decode, encode, error_body
 from .publish import Publisher
 
 log = logging.getLogger("jobmon.engine")
@@ -47,6 +47,27 @@ class Sink(Protocol):
     def push(self, data: bytes) -> bool:
         """An unprompted line (a subscription); False when the sink is gone or too slow."""
         ...
+
+
+class BatchSink:
+    """Messages from inside the server (an HTTP request, a launched job's
+    reports), in the engine like a connection's; already authenticated."""
+
+    conn_id: int | None = None
+    authenticated = True
+
+    def __init__(self, requests: list[Request]) -> None:
+        self.inbox: deque[Request] = deque(requests)
+        self.chunks: list[bytes] = []
+        self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def deliver(self, data: bytes) -> None:
+        self.chunks.append(data)
+        if not self.inbox and not self.done.done():
+            self.done.set_result(b"".join(self.chunks))
+
+    def push(self, data: bytes) -> bool:
+        return False
 
 
 class Engine:
@@ -116,6 +137,14 @@ class Engine:
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
+
+    async def ask(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Protocol messages from inside the server; their replies, in order."""
+        requests = [r for r in (decode(_dumps(b)) for b in bodies) if r is not None]
+        sink = BatchSink(requests)
+        self.ready(sink)
+        data = await sink.done
+        return [orjson.loads(line) for line in data.splitlines()]
 
     # -- applying ------------------------------------------------------------
     def execute(

@@ -23,7 +23,6 @@ from . import metrics, openapi
 from .clock import iso
 from .errors import Code
 from .node import Subscription
-from .protocol import Request, decode
 
 log = logging.getLogger("jobmon.http")
 
@@ -94,26 +93,6 @@ class StreamSubscriber:
         return True
 
 
-class HttpSink:
-    """One HTTP request's messages, in the engine like a connection's."""
-
-    conn_id: int | None = None
-    authenticated = True  # the HTTP layer checked the token
-
-    def __init__(self, requests: list[Request]) -> None:
-        self.inbox: deque[Request] = deque(requests)
-        self.chunks: list[bytes] = []
-        self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-    def deliver(self, data: bytes) -> None:
-        self.chunks.append(data)
-        if not self.inbox and not self.done.done():
-            self.done.set_result(b"".join(self.chunks))
-
-    def push(self, data: bytes) -> bool:
-        return False
-
-
 def error(status: int, code: int, text: str) -> web.Response:
     return web.json_response(
         {"error": {"code": code, "text": text}}, status=status, dumps=_dumps_text
@@ -142,6 +121,7 @@ class HttpApi:
         r = self.app.router
         r.add_post("/api/events", self.post_events)
         r.add_post("/api/jobs/{job_id}/{action}", self.post_shortcut)
+        r.add_post("/api/jobs", self.post_job)
         r.add_get("/api/jobs", self.get_jobs)
         r.add_get("/api/jobs/{job_id}", self.get_job)
         r.add_get("/api/stats", self.get_stats)
@@ -250,11 +230,7 @@ class HttpApi:
 
     async def ask(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Send protocol messages through the engine; their replies, in order."""
-        requests = [r for r in (decode(orjson.dumps(b)) for b in bodies) if r is not None]
-        sink = HttpSink(requests)
-        self.server.engine.ready(sink)
-        data = await sink.done
-        return [orjson.loads(line) for line in data.splitlines()]
+        return await self.server.engine.ask(bodies)
 
     async def ask_one(self, body: dict[str, Any]) -> web.Response:
         (reply,) = await self.ask([body])
@@ -287,6 +263,17 @@ class HttpApi:
         return error(
             400, Code.MALFORMED, "the body must be a message object or a non-empty array of them"
         )
+
+    async def post_job(self, request: web.Request) -> web.Response:
+        """Seed 003's POST /jobs: start an allowed command (start_job)."""
+        body = await self.json_body(request, None)
+        if not isinstance(body, dict):
+            return error(
+                400,
+                Code.MALFORMED,
+                'the body must be an object: {"job_id": .., "command": .., "arguments": [..]}',
+            )
+        return await self.ask_one({**body, "type": "start_job"})
 
     async def post_shortcut(self, request: web.Request) -> web.Response:
         job_id = request.match_info["job_id"]

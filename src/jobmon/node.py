@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .store import Store
+
+if TYPE_CHECKING:
+    from .launcher import Launcher
 
 TOPICS = ("alerts", "events")
 
@@ -31,6 +34,8 @@ class Node:
         self.now = 0.0  # the clock reading of the turn being applied
         # --token: connections must send it (``auth``) before anything else.
         self.token: str | None = None
+        # Starts --allow-command jobs (start_job); None when none are allowed.
+        self.launcher: Launcher | None = None
 
     def subscribers(self, topic: str) -> list[Subscription]:
         return [s for s in self.subscriptions.values() if topic in s.topics]

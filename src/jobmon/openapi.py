@@ -109,6 +109,37 @@ def spec() -> dict[str, Any]:
                 }
             },
             "/api/jobs": {
+                "post": {
+                    "summary": "Start an allowed command as a job (start_job; needs "
+                    "--allow-command and --token)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["job_id", "command"],
+                                    "properties": {
+                                        "job_id": {"type": "string", "minLength": 1},
+                                        "command": {"type": "string", "minLength": 1},
+                                        "arguments": {
+                                            "type": "array",
+                                            "items": {"type": "string"},
+                                        },
+                                        "max_retries": {"type": "integer", "minimum": 0},
+                                        "retry_delay_ms": {"type": "integer", "minimum": 0},
+                                        "memory_limit_mb": {"type": "number", "minimum": 1},
+                                        "timeout_ms": {"type": "integer", "minimum": 1},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json(_OBJECT, "job_started"),
+                        **_errors(400, 413),
+                    },
+                },
                 "get": {
                     "summary": "A page of jobs, in the order first seen",
                     "parameters": [
@@ -122,7 +153,7 @@ def spec() -> dict[str, Any]:
                         _LIMIT,
                     ],
                     "responses": {"200": _json(_OBJECT, "jobs and next_cursor"), **_errors(400)},
-                }
+                },
             },
             "/api/jobs/{job_id}": {
                 "get": {

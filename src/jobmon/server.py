@@ -17,6 +17,7 @@ from .clock import Clock, SystemClock
 from .config import Config
 from .connection import Connection
 from .engine import Engine
+from .launcher import Launcher
 
 if TYPE_CHECKING:
     from .http import HttpApi
@@ -49,6 +50,13 @@ class Server:
             config.notify_backoff_s,
         )
         self.engine.notifier = self.notifier
+        if config.allowed_commands:
+            if not config.token:
+                raise ValueError(
+                    "--allow-command lets clients run programs on this machine, so it "
+                    "needs --token (or JOBMON_TOKEN) too"
+                )
+            self.node.launcher = Launcher(self.engine, config.allowed_commands)
         if config.realert_ms:
             self.engine.realert_s = config.realert_ms / 1000
         self.connections: set[Connection] = set()
@@ -120,6 +128,8 @@ class Server:
             self._listener.close()
         if self.http is not None:
             await self.http.stop()
+        # Launched jobs still running are stopped; their runs are reported failed.
+        launched_stopped = await self.node.launcher.stop() if self.node.launcher else 0
         open_connections = len(self.connections)
         for conn in list(self.connections):
             conn.stop_reading()
@@ -150,6 +160,7 @@ class Server:
                     "connection_turns": self.engine.connection_turns,
                     "store_turns": self.engine.turns,
                     "jobs": len(self.node.store.jobs),
+                    "launched_jobs_stopped": launched_stopped,
                     "seconds": round(time.perf_counter() - started, 3),
                 }
             },
