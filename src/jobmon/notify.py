@@ -34,6 +34,8 @@ ALERTNAMES = {
     "overrun": "JobOverrun",
     "stalled": "JobStalled",
     "worker_lost": "JobWorkerLost",
+    "memory": "JobMemoryExceeded",
+    "slow_run": "JobSlowRun",
 }
 QUEUE_LIMIT = 10_000
 ATTEMPTS = 6  # 0.5 + 1 + 2 + 4 + 8 s of backoff between them
