@@ -9,9 +9,13 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import logs
 from .config import FSYNC_POLICIES, Config
+
+if TYPE_CHECKING:
+    from .runner import RunSpec
 
 
 def _env(name: str, default: str) -> str:
@@ -120,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connect_flags(send)
     send.add_argument("messages", nargs="*", help="JSON messages; read from stdin when none")
 
+    _add_run_parser(sub)
+
     compact = sub.add_parser(
         "compact", help="offline: snapshot the data dir, start a fresh journal"
     )
@@ -149,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _send(args.host, args.port, args.messages, args.token)
     if args.command == "compact":
         return _compact(args.data_dir)
+    if args.command == "run":
+        return _run(args)
     return 2
 
 
@@ -212,6 +220,145 @@ def _send(host: str, port: int, messages: list[str], token: str | None) -> int:
         print(f"jobmon send: {len(lines)} sent, {received} replies", file=sys.stderr)
         return 1
     return 0
+
+
+def _positive_number(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run a command as a monitored job: jobmon run --job-id ID [flags] -- CMD ARGS...",
+        description="Run CMD (no shell) and report it to jobmon: running, heartbeats, then "
+        "completed or failed with its exit code, duration, CPU and peak memory of its whole "
+        "process tree. Exits with the command's exit code (124 on --timeout, 128+N when "
+        "killed by signal N). If jobmon is unreachable the command runs anyway.",
+    )
+    run.add_argument("--job-id", required=True)
+    _add_connect_flags(run)
+    run.add_argument(
+        "--retries",
+        type=_positive_int,
+        default=0,
+        metavar="N",
+        help="run a failed command again up to N times (the job's max_retries)",
+    )
+    run.add_argument(
+        "--retry-delay-ms", type=_positive_int, default=1000, metavar="D", help="between attempts"
+    )
+    run.add_argument(
+        "--memory-limit-mb",
+        type=_positive_number,
+        default=None,
+        metavar="M",
+        help="the process tree's RSS limit: over it, alert (and with --memory-action kill, stop)",
+    )
+    run.add_argument("--memory-action", choices=("kill", "alert"), default="alert")
+    run.add_argument(
+        "--timeout",
+        type=_positive_number,
+        default=None,
+        metavar="S",
+        help="stop an attempt after S seconds (SIGTERM to its process group, SIGKILL 2 s later)",
+    )
+    run.add_argument(
+        "--heartbeat-ms",
+        type=_positive_int,
+        default=0,
+        metavar="H",
+        help="send a heartbeat every H ms while it runs, with ttl_ms 3 x H (0: none)",
+    )
+    run.add_argument(
+        "--log-level",
+        default=_env("LOG_LEVEL", "warning"),
+        choices=("debug", "info", "warning", "error"),
+        help="jobmon's own logs (JSON lines on stderr, after the command's output)",
+    )
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from .runner import RunSpec
+
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        print(
+            "jobmon run: no command given: jobmon run --job-id ID -- CMD ARGS...", file=sys.stderr
+        )
+        return 2
+    if args.log_level in ("warning", "error"):
+        # The client's connection warnings are said once, plainly, below.
+        logging.getLogger("jobmon.client").setLevel(logging.ERROR)
+    spec = RunSpec(
+        job_id=args.job_id,
+        argv=argv,
+        retries=args.retries,
+        retry_delay_ms=args.retry_delay_ms,
+        memory_limit_mb=args.memory_limit_mb,
+        memory_action=args.memory_action,
+        timeout_s=args.timeout,
+        heartbeat_ms=args.heartbeat_ms or None,
+        inherit_stdin=True,
+    )
+    return asyncio.run(_run_reporting(spec, args.host, args.port, args.token))
+
+
+async def _run_reporting(spec: RunSpec, host: str, port: int, token: str | None) -> int:
+    import asyncio
+    import signal
+
+    from .client import Client
+    from .runner import Runner
+
+    client = Client(host, port, token=token)
+    runner = Runner(spec, client.send_event)
+    loop = asyncio.get_running_loop()
+    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    for signum in forwarded:  # the command has a session of its own: pass these on
+        loop.add_signal_handler(signum, runner.interrupt, signum)
+    said = False
+
+    def unreachable() -> None:
+        nonlocal said
+        if not said:
+            said = True
+            print(
+                f"jobmon run: jobmon at {host}:{port} is unreachable; the command runs anyway",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    async def watch() -> None:
+        if not await client.start(wait_s=1.0):
+            unreachable()
+
+    watching = loop.create_task(watch())
+    try:
+        result = await runner.run()
+    finally:
+        watching.cancel()
+        for signum in forwarded:
+            loop.remove_signal_handler(signum)
+    if not client.connected and client.queued:
+        unreachable()
+        await client.start(wait_s=2.0)  # a short grace: it may be back
+    await client.close(flush_s=2.0)
+    if client.queued:
+        print(
+            f"jobmon run: {len(client.queued)} reports to jobmon at {host}:{port} "
+            "could not be delivered",
+            file=sys.stderr,
+        )
+    return result.exit_code
 
 
 def _compact(data_dir: Path) -> int:

@@ -1,0 +1,568 @@
+"""Running a command as a monitored job: its process tree, output, limits, retries, reports.
+
+``run(spec, report)`` starts ``spec.argv`` (never through a shell) in its own
+session, so the whole tree can be stopped; passes its stdout and stderr through
+as they come, keeping a tail of stderr; samples the tree's memory and CPU with
+psutil; stops the tree (SIGTERM to the process group, SIGKILL 2 s later) on a
+timeout or, with ``memory_action="kill"``, over the memory limit; retries
+failed attempts. Every protocol message goes through ``report`` (one message
+body; ``jobmon.client.Client.send_event`` fits), and a reporting problem is
+logged, never raised: monitoring never breaks the job.
+
+    result = await run(RunSpec("nightly-backup", ["pg_dump", "db"], retries=2), client.send_event)
+
+``Runner`` is the same with a handle: ``interrupt(signum)`` forwards a signal
+to the running tree and ends the run after the current attempt (reported
+``cancelled`` unless the command then exits 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Literal
+
+import psutil  # type: ignore[import-untyped]
+
+log = logging.getLogger("jobmon.runner")
+
+Report = Callable[[dict[str, Any]], Awaitable[object]]
+Sink = Callable[[bytes], object]
+MemoryAction = Literal["kill", "alert"]
+
+SAMPLE_S = 0.05  # the tree is sampled this often for its first second, then every...
+SAMPLE_SLOW_S = 0.1
+KILL_GRACE_S = 2.0  # SIGTERM, then SIGKILL this much later
+PIPE_GRACE_S = 1.0  # the pipes may stay open this long after the command exits
+REPORT_TIMEOUT_S = 5.0  # a report that takes longer is given up on (a queued event still goes)
+TAIL_BYTES = 16384
+OUTPUT_LINES = 40  # ``output``: the stderr tail sent with a failure
+OUTPUT_CHARS = 4096  # (the server takes up to 8192)
+ERROR_LINES = 5  # the last stderr lines in ``error`` (the alert's text)
+ERROR_CHARS = 1000
+MAX_ARGUMENTS = 256  # what the server accepts of ``arguments`` (commands/fields.py)
+MAX_ARGUMENT_CHARS = 4096
+EXIT_TIMEOUT = 124  # as coreutils timeout
+EXIT_NOT_FOUND = 127  # as a shell
+EXIT_NOT_EXECUTABLE = 126
+
+
+@dataclass
+class RunSpec:
+    """What to run and how to watch it."""
+
+    job_id: str
+    argv: list[str]
+    retries: int = 0  # attempts after the first, each after retry_delay_ms
+    retry_delay_ms: int = 0
+    memory_limit_mb: float | None = None
+    memory_action: MemoryAction = "alert"
+    timeout_s: float | None = None  # per attempt
+    heartbeat_ms: int | None = None
+    cwd: str | None = None
+    env: dict[str, str] | None = None  # None: this process's environment
+    inherit_stdin: bool = False  # else the command reads /dev/null
+
+    def __post_init__(self) -> None:
+        if not self.argv:
+            raise ValueError("RunSpec.argv is empty: nothing to run")
+        if self.memory_action not in ("kill", "alert"):
+            raise ValueError(f"memory_action must be 'kill' or 'alert', got {self.memory_action!r}")
+
+
+Outcome = Literal["completed", "failed", "timeout", "memory", "cancelled"]
+
+
+@dataclass
+class Attempt:
+    """One execution of the command."""
+
+    retries: int  # 0 for the first attempt
+    outcome: Outcome
+    exit_code: int  # as a shell reports it: 128+signal when killed, 124 on a timeout
+    duration_ms: int
+    cpu_percent: float
+    memory_mb: float  # peak RSS of the whole tree
+    error: str | None  # None when it completed
+    output: str  # the stderr tail
+
+    @property
+    def resource_usage(self) -> dict[str, float]:
+        return {"cpu_percent": self.cpu_percent, "memory_mb": self.memory_mb}
+
+
+@dataclass
+class RunResult:
+    exit_code: int  # the last attempt's
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.attempts) and self.attempts[-1].outcome == "completed"
+
+    @property
+    def output(self) -> str:
+        return self.attempts[-1].output if self.attempts else ""
+
+
+async def run(
+    spec: RunSpec,
+    report: Report,
+    out: Sink | None = None,
+    err: Sink | None = None,
+) -> RunResult:
+    """Run ``spec`` to its end (all attempts). ``out``/``err`` receive the
+    command's output as it comes (default: this process's stdout/stderr;
+    pass ``discard`` to drop it)."""
+    return await Runner(spec, report, out, err).run()
+
+
+def discard(data: bytes) -> None:
+    """A sink that drops output (the stderr tail is kept regardless)."""
+
+
+def stream_sink(stream: BinaryIO) -> Sink:
+    """Write each chunk to ``stream`` and flush; stop writing if the reader has gone."""
+    broken = False
+
+    def write(data: bytes) -> None:
+        nonlocal broken
+        if broken:
+            return
+        try:
+            stream.write(data)
+            stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            broken = True  # e.g. ``jobmon run ... | head``: the command keeps running
+
+    return write
+
+
+class Runner:
+    def __init__(
+        self,
+        spec: RunSpec,
+        report: Report,
+        out: Sink | None = None,
+        err: Sink | None = None,
+    ) -> None:
+        self.spec = spec
+        self.report = report
+        self.out = out if out is not None else stream_sink(sys.stdout.buffer)
+        self.err = err if err is not None else stream_sink(sys.stderr.buffer)
+        self.interrupted: int | None = None  # the signal that ended the run early
+        self._tree: _Tree | None = None
+        self._wake = asyncio.Event()
+        self.arguments = [a[:MAX_ARGUMENT_CHARS] for a in spec.argv[1 : MAX_ARGUMENTS + 1]]
+
+    def interrupt(self, signum: int = signal.SIGTERM) -> None:
+        """Forward ``signum`` to the running command's process group; no more attempts."""
+        self.interrupted = signum
+        self._wake.set()
+        if self._tree is not None:
+            self._tree.signal_group(signum)
+
+    async def run(self) -> RunResult:
+        spec = self.spec
+        result = RunResult(exit_code=0)
+        beating: asyncio.Task[None] | None = None
+        try:
+            for index in range(spec.retries + 1):
+                await self._send(
+                    {
+                        "type": "update_status",
+                        "job_id": spec.job_id,
+                        "status": "running",
+                        "max_retries": spec.retries,
+                    }
+                )
+                if beating is None and spec.heartbeat_ms:
+                    beating = asyncio.get_running_loop().create_task(self._heartbeats())
+                attempt = await self._attempt(index)
+                result.attempts.append(attempt)
+                result.exit_code = attempt.exit_code
+                await self._send(self._outcome_report(attempt))
+                if attempt.outcome in ("completed", "cancelled") or index == spec.retries:
+                    break
+                if spec.retry_delay_ms:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), spec.retry_delay_ms / 1000)
+                if self.interrupted is not None:  # during the delay: the run is over
+                    await self._send(
+                        {"type": "update_status", "job_id": spec.job_id, "status": "cancelled"}
+                    )
+                    break
+        finally:
+            if beating is not None:
+                beating.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beating
+        return result
+
+    # -- one attempt -------------------------------------------------------------
+    async def _attempt(self, index: int) -> Attempt:
+        spec = self.spec
+        loop = asyncio.get_running_loop()
+        tail = _Tail()
+        protocol = _Protocol(self.out, self.err, tail)
+        usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.monotonic()
+        try:
+            transport, _ = await loop.subprocess_exec(
+                lambda: protocol,
+                *spec.argv,
+                stdin=None if spec.inherit_stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=spec.cwd,
+                env=spec.env,
+                start_new_session=True,  # its own process group: the tree can be stopped
+            )
+        except OSError as exc:
+            code = EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_NOT_EXECUTABLE
+            text = f"cannot run {spec.argv[0]!r}: {exc.strerror or exc}"
+            self.err(f"jobmon run: {text}\n".encode())
+            return Attempt(index, "failed", code, 0, 0.0, 0.0, text, text)
+        pid = transport.get_pid()
+        tree = self._tree = _Tree(pid)
+        if self.interrupted is not None:
+            tree.signal_group(self.interrupted)
+        stopping: asyncio.Task[None] | None = None
+        stopped_for: Outcome | None = None  # "timeout" or "memory" once the runner stops it
+        over_reported = False
+        limit = spec.memory_limit_mb
+        deadline = None if spec.timeout_s is None else started + spec.timeout_s
+        try:
+            while not protocol.exited.is_set():
+                memory_mb = tree.sample()
+                now = time.monotonic()
+                if limit is not None and memory_mb > limit and not over_reported:
+                    over_reported = True
+                    if spec.memory_action == "kill" and stopped_for is None:
+                        stopped_for = "memory"
+                        tree.over_mb = memory_mb
+                        stopping = loop.create_task(tree.terminate(protocol.exited))
+                    await self._send(
+                        {
+                            "type": "update_status",
+                            "job_id": spec.job_id,
+                            "status": "running",
+                            "resource_usage": {"memory_mb": round(memory_mb, 1)},
+                            "memory_limit_mb": limit,
+                        }
+                    )
+                if deadline is not None and now >= deadline and stopped_for is None:
+                    stopped_for = "timeout"
+                    stopping = loop.create_task(tree.terminate(protocol.exited))
+                pause = SAMPLE_S if now - started < 1.0 else SAMPLE_SLOW_S
+                if deadline is not None and stopped_for is None:
+                    pause = max(0.0, min(pause, deadline - now))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(protocol.exited.wait(), pause)
+            # Background children may hold the pipes open: give them a moment, then stop reading.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(protocol.closed.wait(), PIPE_GRACE_S)
+        except asyncio.CancelledError:
+            # The run itself was cancelled (e.g. the server shuts down): stop the tree.
+            await asyncio.shield(tree.terminate(protocol.exited))
+            transport.close()
+            raise
+        finally:
+            self._tree = None
+        if stopping is not None:
+            await stopping
+        wall = time.monotonic() - started
+        returncode = transport.get_returncode()
+        transport.close()
+        usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # What the samples missed (children that came and went between them) the
+        # kernel counted for the children this process has waited for.
+        cpu_s = max(
+            tree.cpu_s(),
+            (usage_after.ru_utime + usage_after.ru_stime)
+            - (usage_before.ru_utime + usage_before.ru_stime),
+        )
+        peak_mb = tree.peak_mb
+        if usage_after.ru_maxrss > usage_before.ru_maxrss:  # the largest single child, if this one
+            peak_mb = max(peak_mb, usage_after.ru_maxrss / _MAXRSS_PER_MB)
+        exit_code = _exit_code(returncode)
+        output = tail.text(OUTPUT_LINES, OUTPUT_CHARS)
+        outcome: Outcome
+        if stopped_for == "timeout":
+            outcome, exit_code = "timeout", EXIT_TIMEOUT
+            error = f"timed out after {spec.timeout_s:g} s"
+        elif stopped_for == "memory":
+            outcome = "memory"
+            error = f"killed: memory {tree.over_mb:.0f} MB over the limit of {limit:g} MB"
+        elif returncode == 0:
+            outcome, error = "completed", None
+        elif self.interrupted is not None:
+            outcome = "cancelled"
+            error = f"interrupted by {signal.Signals(self.interrupted).name}"
+        else:
+            outcome = "failed"
+            error = _exit_text(returncode)
+            last = tail.text(ERROR_LINES, ERROR_CHARS)
+            if last:
+                error += ": " + last
+        return Attempt(
+            retries=index,
+            outcome=outcome,
+            exit_code=exit_code,
+            duration_ms=round(wall * 1000),
+            cpu_percent=round(cpu_s / wall * 100, 1) if wall > 0 else 0.0,
+            memory_mb=round(peak_mb, 1),
+            error=error,
+            output=output,
+        )
+
+    # -- reports ---------------------------------------------------------------------
+    def _outcome_report(self, attempt: Attempt) -> dict[str, Any]:
+        spec = self.spec
+        body: dict[str, Any]
+        if attempt.outcome == "completed":
+            body = {
+                "type": "job_completed",
+                "job_id": spec.job_id,
+                "duration_ms": attempt.duration_ms,
+                "resource_usage": attempt.resource_usage,
+                "arguments": self.arguments,
+                "exit_code": attempt.exit_code,
+            }
+        elif attempt.outcome == "cancelled":
+            # Stopped from outside (Ctrl-C, a shutdown): not a failure to retry or alert on.
+            return {"type": "update_status", "job_id": spec.job_id, "status": "cancelled"}
+        else:
+            body = {
+                "type": "job_failed",
+                "job_id": spec.job_id,
+                "error": attempt.error,
+                "retries": attempt.retries,
+                "max_retries": spec.retries,
+                "exit_code": attempt.exit_code,
+                "arguments": self.arguments,
+                "output": attempt.output,
+                "resource_usage": attempt.resource_usage,
+            }
+        if spec.memory_limit_mb is not None:
+            body["memory_limit_mb"] = spec.memory_limit_mb
+        return body
+
+    async def _heartbeats(self) -> None:
+        assert self.spec.heartbeat_ms
+        every_s = self.spec.heartbeat_ms / 1000
+        ttl_ms = 3 * self.spec.heartbeat_ms
+        body = {"type": "heartbeat", "job_id": self.spec.job_id, "ttl_ms": ttl_ms}
+        while True:
+            await self._send(dict(body))
+            await asyncio.sleep(every_s)
+
+    async def _send(self, body: dict[str, Any]) -> None:
+        """One report; a problem with it is logged, never raised."""
+        try:
+            await asyncio.wait_for(self.report(body), REPORT_TIMEOUT_S)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            log.warning("jobmon run: no answer to %s within %g s", body["type"], REPORT_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("jobmon run: reporting %s failed: %s", body["type"], exc)
+
+
+# -- the process tree ---------------------------------------------------------------------
+
+_MAXRSS_PER_MB = 2**20 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes there, KiB here
+_PROC_CHILDREN = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+_PROC_STAT = os.path.exists(f"/proc/{os.getpid()}/stat")
+
+
+class _Tree:
+    """The command's process and its descendants (also those orphaned since):
+    their summed RSS now and at peak, and the CPU each has used."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid  # also the process group's id (a new session)
+        self.procs: dict[int, Any] = {}  # pid -> psutil.Process, once seen
+        self.cpu: dict[tuple[int, float], float] = {}  # (pid, create_time) -> user+system s
+        self.peak_mb = 0.0
+        self.over_mb = 0.0
+
+    def sample(self) -> float:
+        """The tree's RSS now (MB); updates the peak and the CPU seen."""
+        pids = _descendants(self.pid)
+        pids.add(self.pid)
+        for pid in list(self.procs):
+            if pid not in pids:  # exited, or orphaned (re-parented): still ours if alive
+                proc = self.procs[pid]
+                try:
+                    alive = proc.is_running()
+                except psutil.Error:
+                    alive = False
+                if alive:
+                    pids.add(pid)
+                    pids |= _descendants(pid)
+                else:
+                    del self.procs[pid]
+        rss = 0
+        for pid in pids:
+            proc = self.procs.get(pid)
+            try:
+                if proc is None:
+                    proc = self.procs[pid] = psutil.Process(pid)
+                with proc.oneshot():
+                    rss += proc.memory_info().rss
+                    times = proc.cpu_times()
+                    self.cpu[(pid, proc.create_time())] = times.user + times.system
+            except psutil.Error:  # gone since it was listed
+                self.procs.pop(pid, None)
+        memory_mb = rss / 2**20
+        self.peak_mb = max(self.peak_mb, memory_mb)
+        return memory_mb
+
+    def cpu_s(self) -> float:
+        return sum(self.cpu.values())
+
+    def signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
+
+    def signal_all(self, signum: int) -> None:
+        """The process group, and any descendant that left it (setsid)."""
+        self.signal_group(signum)
+        for proc in list(self.procs.values()):
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signum)  # psutil checks the pid was not reused
+
+    def group_alive(self) -> bool:
+        """Whether anything in the process group still runs (zombies do not: an
+        orphan waits for init to reap it, and some inits take their time)."""
+        if _PROC_STAT:
+            return _group_running(self.pid)
+        try:
+            os.killpg(self.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    async def terminate(self, exited: asyncio.Event) -> None:
+        """SIGTERM to the whole tree; SIGKILL to what is left after KILL_GRACE_S."""
+        self.signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE_S
+        while time.monotonic() < deadline:
+            if exited.is_set() and not self.group_alive():
+                return
+            await asyncio.sleep(0.05)
+        self.signal_all(signal.SIGKILL)
+
+
+def _group_running(pgid: int) -> bool:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as file:
+                stat = file.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def _descendants(pid: int) -> set[int]:
+    if not _PROC_CHILDREN:
+        try:
+            return {child.pid for child in psutil.Process(pid).children(recursive=True)}
+        except psutil.Error:
+            return set()
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as file:
+                    children = file.read().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+class _Tail:
+    """The last TAIL_BYTES of a stream."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        if len(self.data) > 2 * TAIL_BYTES:
+            del self.data[:-TAIL_BYTES]
+
+    def text(self, lines: int, chars: int) -> str:
+        text = bytes(self.data[-TAIL_BYTES:]).decode("utf-8", "replace").rstrip()
+        kept = "\n".join(text.splitlines()[-lines:])
+        return kept[-chars:]
+
+
+class _Protocol(asyncio.SubprocessProtocol):
+    """Passes the command's output through as it comes; notes its exit."""
+
+    def __init__(self, out: Sink, err: Sink, tail: _Tail) -> None:
+        self.out = out
+        self.err = err
+        self.tail = tail
+        self.exited = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        chunk = data.encode() if isinstance(data, str) else data
+        if fd == 2:
+            self.tail.add(chunk)
+            self.err(chunk)
+        else:
+            self.out(chunk)
+
+    def process_exited(self) -> None:
+        self.exited.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set()
+
+
+def _exit_code(returncode: int | None) -> int:
+    if returncode is None:
+        return 1
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _exit_text(returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}"
+    return f"exit status {returncode}"
