@@ -16,6 +16,8 @@ import psutil
 import pytest
 
 from helpers import LineClient, ServerProcess, jobmon_cmd
+from jobmon.client import Client
+from jobmon.runner import RunSpec, discard, run
 
 PY = sys.executable
 UNREACHABLE = "is unreachable; the command runs anyway"
@@ -277,3 +279,26 @@ async def test_with_jobmon_down_the_command_still_runs(tmp_path: Path) -> None:
     assert result.stdout == "ran anyway\n"
     assert result.stderr.count(f"jobmon run: jobmon at 127.0.0.1:{port} {UNREACHABLE}\n") == 1
     assert result.seconds < 15
+
+
+async def test_a_cancelled_run_stops_its_tree_and_reports_cancelled(jobmon: ServerProcess) -> None:
+    """The runner as the server's launcher uses it: cancelling the run (a shutdown) stops the command."""
+    started = asyncio.Event()
+    printed: list[bytes] = []
+
+    def out(data: bytes) -> None:
+        printed.append(data)
+        started.set()
+
+    script = "import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(30)"
+    spec = RunSpec("run-cancelled", [PY, "-c", script], retries=2)
+    async with Client(port=jobmon.port) as client:
+        task = asyncio.create_task(run(spec, client.send_event, out, discard))
+        await asyncio.wait_for(started.wait(), 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+    assert gone(int(b"".join(printed).split()[0]))
+    job = await get_job(jobmon.port, "run-cancelled")
+    assert job["status"] == "cancelled"
+    assert job["max_retries"] == 2

@@ -44,6 +44,7 @@ SAMPLE_SLOW_S = 0.1
 KILL_GRACE_S = 2.0  # SIGTERM, then SIGKILL this much later
 PIPE_GRACE_S = 1.0  # the pipes may stay open this long after the command exits
 REPORT_TIMEOUT_S = 5.0  # a report that takes longer is given up on (a queued event still goes)
+CANCEL_REPORT_TIMEOUT_S = 1.0  # the last word of a cancelled run (e.g. at a server's shutdown)
 TAIL_BYTES = 16384
 OUTPUT_LINES = 40  # ``output``: the stderr tail sent with a failure
 OUTPUT_CHARS = 4096  # (the server takes up to 8192)
@@ -201,6 +202,14 @@ class Runner:
                         {"type": "update_status", "job_id": spec.job_id, "status": "cancelled"}
                     )
                     break
+        except asyncio.CancelledError:
+            # Cancelled from outside (a server shutting down): _attempt has stopped
+            # the tree; say so, briefly, and go on being cancelled.
+            await self._send(
+                {"type": "update_status", "job_id": spec.job_id, "status": "cancelled"},
+                CANCEL_REPORT_TIMEOUT_S,
+            )
+            raise
         finally:
             if beating is not None:
                 beating.cancel()
@@ -366,16 +375,18 @@ class Runner:
             await self._send(dict(body))
             await asyncio.sleep(every_s)
 
-    async def _send(self, body: dict[str, Any]) -> None:
+    async def _send(self, body: dict[str, Any], timeout_s: float = REPORT_TIMEOUT_S) -> None:
         """One report; a problem with it is logged, never raised."""
         try:
-            await asyncio.wait_for(self.report(body), REPORT_TIMEOUT_S)
+            await asyncio.wait_for(self.report(body), timeout_s)
         except asyncio.CancelledError:
             raise
         except TimeoutError:
-            log.warning("jobmon run: no answer to %s within %g s", body["type"], REPORT_TIMEOUT_S)
+            log.warning(
+                "no answer to %s for job %s within %g s", body["type"], body["job_id"], timeout_s
+            )
         except Exception as exc:
-            log.warning("jobmon run: reporting %s failed: %s", body["type"], exc)
+            log.warning("reporting %s for job %s failed: %s", body["type"], body["job_id"], exc)
 
 
 # -- the process tree ---------------------------------------------------------------------
