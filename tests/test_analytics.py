@@ -146,7 +146,7 @@ async def test_slow_run_fires_after_twenty_runs_and_resolves(
 
 
 async def test_a_run_before_twenty_is_never_slow(client: LineClient) -> None:
-    for n in range(19):
+    for _ in range(19):
         await client.request({"type": "job_completed", "job_id": "etl", "duration_ms": 1000})
     await client.request({"type": "job_completed", "job_id": "etl", "duration_ms": 60_000})
     assert (await client.request({"type": "get_alerts"}))["alerts"] == []

@@ -147,3 +147,34 @@ def test_serve_flags_come_from_the_environment(tmp_path: Path) -> None:
         proc.terminate()
         assert proc.wait(30) == 0
     assert not (tmp_path / "jobmon-data").exists()
+
+
+def test_allowed_commands_without_a_token_refuse_to_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        jobmon_cmd(
+            "serve", "--port", "0", "--http-port", "0", "--in-memory",
+            "--allow-command", "resize=/usr/bin/true",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith(
+        "jobmon: cannot start: --allow-command lets clients run programs on this machine, "
+        "so it needs --token (or JOBMON_TOKEN) too"
+    )
+
+
+def test_bad_cost_model_and_command_flags_say_what_is_expected() -> None:
+    cost = subprocess.run(
+        jobmon_cmd("serve", "--cost-model", "price_per_second=cheap"),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cost.returncode == 2
+    assert "expected FIELD=NUMBER (>= 0) with FIELD one of free_memory_mb" in cost.stderr
+    command = subprocess.run(
+        jobmon_cmd("serve", "--allow-command", "resize"),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "expected NAME=/absolute/path/to/program, got 'resize'" in command.stderr

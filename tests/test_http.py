@@ -168,7 +168,17 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
     """Every documented endpoint fuzzed from the OpenAPI description; never a 500."""
     http_port = free_port()
     # The last --http-port wins: ServerProcess turns HTTP off, this test needs it.
-    with ServerProcess(tmp_path / "data", "--http-port", str(http_port)) as server:
+    # Under a token, with one allowed command, so POST /api/jobs is fuzzed with
+    # requests it accepts too (true: a program that does nothing).
+    with ServerProcess(
+        tmp_path / "data",
+        "--http-port",
+        str(http_port),
+        "--token",
+        "fuzz",
+        "--allow-command",
+        "true=/bin/true",
+    ) as server:
         result = subprocess.run(
             [
                 str(Path(sys.executable).parent / "st"),
@@ -182,6 +192,8 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
                 "1",
                 "--exclude-path",
                 "/api/stream",  # a stream never ends; tested on its own below
+                "--header",
+                "Authorization: Bearer fuzz",
                 "--no-color",
             ],
             capture_output=True,

@@ -29,6 +29,33 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _named_path(text: str) -> tuple[str, str]:
+    name, _, path = text.partition("=")
+    if not name or not path.startswith("/"):
+        raise argparse.ArgumentTypeError(f"expected NAME=/absolute/path/to/program, got {text!r}")
+    return name, path
+
+
+def _cost_model(text: str) -> dict[str, float]:
+    from .analytics import CostModel
+
+    known = set(vars(CostModel()))
+    model: dict[str, float] = {}
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if name not in known or number < 0:
+            raise argparse.ArgumentTypeError(
+                f"expected FIELD=NUMBER (>= 0) with FIELD one of {', '.join(sorted(known))}, "
+                f"got {item!r}"
+            )
+        model[name] = number
+    return model
+
+
 def _add_connect_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=_env("HOST", "127.0.0.1"))
     p.add_argument("--port", type=_positive_int, default=int(_env("PORT", "7070")))
@@ -116,6 +143,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(_env("COMPACT_MIN_BYTES", str(defaults.compact_min_bytes))),
         help="compact once the journal is this big and bigger than the last snapshot",
     )
+    serve.add_argument(
+        "--allow-command",
+        action="append",
+        type=_named_path,
+        default=[_named_path(c) for c in _env("ALLOW_COMMAND", "").split(",") if c],
+        metavar="NAME=PATH",
+        help="a command start_job / POST /api/jobs may run; repeatable; needs --token",
+    )
+    serve.add_argument(
+        "--slow-run-factor",
+        type=float,
+        default=float(_env("SLOW_RUN_FACTOR", str(defaults.slow_run_factor))),
+        help="slow_run alert when a run takes k x its job's p95 (0: off)",
+    )
+    serve.add_argument(
+        "--cost-model",
+        type=_cost_model,
+        default=_cost_model(_env("COST_MODEL", "")),
+        metavar="FIELD=NUMBER,...",
+        help="analytics cost model, e.g. free_memory_mb=2048,price_per_second=0.02",
+    )
 
     stdio = sub.add_parser("stdio", help="serve one client on stdin/stdout, in memory")
     _add_node_flags(stdio, defaults)
@@ -176,6 +224,9 @@ def _serve(args: argparse.Namespace) -> int:
         max_line_bytes=args.max_line_bytes,
         node_id=args.node_id,
         compact_min_bytes=args.compact_min_bytes,
+        allowed_commands=dict(args.allow_command),
+        slow_run_factor=args.slow_run_factor,
+        cost_model=args.cost_model,
         lost_grace_ms=args.lost_grace_ms,
         http_port=args.http_port,
         token=args.token,
@@ -189,7 +240,7 @@ def _serve(args: argparse.Namespace) -> int:
     except CorruptData as exc:
         print(f"jobmon: cannot start: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         print(f"jobmon: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -135,7 +135,7 @@ class HttpApi:
         r.add_post("/api/session", self.session)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
-        self._spec = openapi.spec()
+        self._spec = openapi.spec(list(server.config.allowed_commands))
         static = resources.files("jobmon") / "static"
         self._static = {name: (static / name).read_bytes() for name in STATIC_TYPES}
         self.runner: web.AppRunner | None = None

@@ -48,7 +48,13 @@ _JOB_ID = {
 _LIMIT = _query("limit", "page size", {"type": "integer", "minimum": 1, "maximum": 1000})
 
 
-def spec() -> dict[str, Any]:
+def spec(allowed_commands: list[str] | None = None) -> dict[str, Any]:
+    """``allowed_commands``: the --allow-command names, which POST /api/jobs takes."""
+    command: dict[str, Any] = (
+        {"type": "string", "enum": sorted(allowed_commands)}
+        if allowed_commands
+        else {"type": "string", "minLength": 1}
+    )
     return {
         "openapi": "3.0.3",
         "info": {
@@ -121,7 +127,7 @@ def spec() -> dict[str, Any]:
                                     "required": ["job_id", "command"],
                                     "properties": {
                                         "job_id": {"type": "string", "minLength": 1},
-                                        "command": {"type": "string", "minLength": 1},
+                                        "command": command,
                                         "arguments": {
                                             "type": "array",
                                             "items": {"type": "string"},
