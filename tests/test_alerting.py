@@ -254,3 +254,22 @@ async def test_realert_repeats_a_firing_alert_until_it_resolves(
         assert (await watcher.read())["alert"]["job_id"] == "b"
         await client.close()
         await watcher.close()
+
+
+async def test_a_runs_heartbeats_end_with_the_run(
+    client: LineClient, server: Server, clock: FakeClock
+) -> None:
+    """jobmon run's heartbeats (for_run) are not expected after the run ends;
+    a plain heartbeat contract is."""
+    for job_id, for_run in (("wrapped", True), ("consumer", False)):
+        await client.request({"type": "update_status", "job_id": job_id, "status": "running"})
+        beat = {"type": "heartbeat", "job_id": job_id, "ttl_ms": 3000, "for_run": for_run}
+        assert (await client.request(beat))["type"] == "heartbeat_ok"
+        await client.request({"type": "job_completed", "job_id": job_id, "duration_ms": 10})
+    await advance(server, clock, 10)
+    alerts = (await client.request({"type": "get_alerts", "state": "firing"}))["alerts"]
+    assert [(a["job_id"], a["kind"]) for a in alerts] == [("consumer", "missed_heartbeat")]
+    job = (await client.request({"type": "get_job", "job_id": "wrapped"}))["job"]
+    assert "missed_heartbeat" not in job["monitor"]["deadlines"]
+    bad = await client.request({"type": "heartbeat", "job_id": "x", "ttl_ms": 5, "for_run": 1})
+    assert bad["text"] == "for_run must be true or false (true: the heartbeats end with the run), got an integer 1"

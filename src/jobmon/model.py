@@ -118,6 +118,7 @@ class Monitor:
         "lost_grace_ms",
         "lost_at",
         "lost_grace_s",
+        "heartbeat_for_run",
     )
     # ``reporter``: the connection that last reported the job running (this
     # process only; a restart closes every connection).
@@ -145,6 +146,7 @@ class Monitor:
         self.lost_grace_ms: int | None = None  # None: the server's --lost-grace-ms
         self.lost_at: float | None = None  # when its reporting connection closed
         self.lost_grace_s = 0.0  # the grace worker_lost was armed with
+        self.heartbeat_for_run = False  # heartbeats end with the run (jobmon run's)
         self.reporter: int | None = None
 
     def to_row(self) -> list[Any]:

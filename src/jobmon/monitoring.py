@@ -57,8 +57,12 @@ class Monitoring:
         return job
 
     # -- the messages --------------------------------------------------------
-    def heartbeat(self, now: float, job_id: str, ttl_ms: int | None) -> float:
-        """Redis's SETEX: alert unless another heartbeat comes within ttl. Returns the deadline."""
+    def heartbeat(
+        self, now: float, job_id: str, ttl_ms: int | None, for_run: bool = False
+    ) -> float:
+        """Redis's SETEX: alert unless another heartbeat comes within ttl. Returns the
+        deadline. ``for_run``: the heartbeats belong to the current run (a wrapper's):
+        they are no longer expected once it ends."""
         job = self.jobs.get(job_id)
         monitor = job.monitor if job is not None else None
         if ttl_ms is None:
@@ -76,12 +80,20 @@ class Monitoring:
         monitor = self._monitor(job)
         monitor.heartbeat_ttl_ms = ttl_ms
         monitor.last_heartbeat_at = now
+        monitor.heartbeat_for_run = for_run
         deadline_at = now + ttl_ms / 1000
         self.deadlines.set(job, monitor, "missed_heartbeat", deadline_at)
         if job.alerts is not None:
             self._resolve(job, "missed_heartbeat", now)
         self.sign_of_life(job, monitor, now)
         return deadline_at
+
+    def run_heartbeats_end(self, job: Job, monitor: Monitor, now: float) -> None:
+        """The run whose wrapper sent heartbeats ended: expect none until the next."""
+        monitor.heartbeat_for_run = False
+        self.deadlines.clear(monitor, "missed_heartbeat")
+        if job.alerts is not None:
+            self._resolve(job, "missed_heartbeat", now)
 
     def register(self, now: float, job_id: str, settings: dict[str, Any]) -> Job:
         """Create or update a job's promises; a field left out keeps its value."""

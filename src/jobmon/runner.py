@@ -370,7 +370,8 @@ class Runner:
         assert self.spec.heartbeat_ms
         every_s = self.spec.heartbeat_ms / 1000
         ttl_ms = 3 * self.spec.heartbeat_ms
-        body = {"type": "heartbeat", "job_id": self.spec.job_id, "ttl_ms": ttl_ms}
+        # for_run: the server stops expecting heartbeats when this run ends.
+        body = {"type": "heartbeat", "job_id": self.spec.job_id, "ttl_ms": ttl_ms, "for_run": True}
         while True:
             await self._send(dict(body))
             await asyncio.sleep(every_s)

@@ -128,7 +128,7 @@ class Server:
             self._listener.close()
         if self.http is not None:
             await self.http.stop()
-        # Launched jobs still running are stopped; their runs are reported failed.
+        # Launched jobs still running are stopped; their runs are reported cancelled.
         launched_stopped = await self.node.launcher.stop() if self.node.launcher else 0
         open_connections = len(self.connections)
         for conn in list(self.connections):

@@ -95,6 +95,9 @@ class Store(Monitoring):
 
     def _run_ended(self, job: Job, now: float) -> None:
         """The job's status just became terminal."""
+        monitor = job.monitor
+        if monitor is not None and monitor.heartbeat_for_run:
+            self.run_heartbeats_end(job, monitor, now)
         if job.status is FAILED:
             self.history.run_failed(now)
             self.analytics.failed(job.job_id, now)

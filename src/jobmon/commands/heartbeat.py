@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import msgspec
 
 from ..clock import iso
+from ..errors import malformed
 from ..node import Node
 from . import fields
 
@@ -19,25 +20,33 @@ class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=Tru
     job_id: fields.WireJobId
     ttl_ms: Annotated[int, msgspec.Meta(ge=1, le=fields.MAX_NUMBER)] | None = None
     at: fields.WireNumber | None = None
+    for_run: bool = False
     msg_id: fields.WireMsgId | None = None
 
 
-from_wire = attrgetter("job_id", "ttl_ms", "at")
+from_wire = attrgetter("job_id", "ttl_ms", "at", "for_run")
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     job_id = fields.job_id(body)
     ttl_ms = fields.integer(body, "ttl_ms", 1)
-    return (job_id, ttl_ms, fields.number(body, "at"))
+    for_run = body.get("for_run", False)
+    if type(for_run) is not bool:
+        raise malformed(
+            f"for_run must be true or false (true: the heartbeats end with the run), "
+            f"got {fields._show(for_run)}"
+        )
+    return (job_id, ttl_ms, fields.number(body, "at"), for_run)
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     try:
-        job_id, ttl_ms, at = args
-    except ValueError:  # journaled before events had ``at``
-        (job_id, ttl_ms), at = args, None
+        job_id, ttl_ms, at, for_run = args
+    except ValueError:  # journaled before events had ``at`` and ``for_run``
+        job_id, ttl_ms = args[0], args[1]
+        at, for_run = (args[2] if len(args) > 2 else None), False
     when = now if at is None else fields.event_time(now, args, 2)
-    deadline_at = node.store.heartbeat(when, job_id, ttl_ms)
+    deadline_at = node.store.heartbeat(when, job_id, ttl_ms, for_run)
     out = fields.reply("heartbeat_ok", msg_id)
     out["job_id"] = job_id
     out["deadline_at"] = iso(deadline_at)
