@@ -272,4 +272,7 @@ async def test_a_runs_heartbeats_end_with_the_run(
     job = (await client.request({"type": "get_job", "job_id": "wrapped"}))["job"]
     assert "missed_heartbeat" not in job["monitor"]["deadlines"]
     bad = await client.request({"type": "heartbeat", "job_id": "x", "ttl_ms": 5, "for_run": 1})
-    assert bad["text"] == "for_run must be true or false (true: the heartbeats end with the run), got an integer 1"
+    assert (
+        bad["text"]
+        == "for_run must be true or false (true: the heartbeats end with the run), got an integer 1"
+    )
