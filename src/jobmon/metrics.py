@@ -93,6 +93,19 @@ async def read(server: Server) -> Reading:
     return reading
 
 
+def _by_label(
+    family: type[GaugeMetricFamily] | type[CounterMetricFamily],
+    name: str,
+    doc: str,
+    label: str,
+    counts: dict[str, int],
+) -> Metric:
+    metric = family(name, doc, labels=[label])
+    for value, count in counts.items():
+        metric.add_metric([value], count)
+    return metric
+
+
 def _histogram(
     name: str, doc: str, bounds: tuple[float, ...], counts: list[int], total: float
 ) -> HistogramMetricFamily:
@@ -110,33 +123,35 @@ class ReadingCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         r = self.reading
-        jobs = GaugeMetricFamily("jobmon_jobs", "Jobs tracked, by status.", labels=["status"])
-        for status, count in r.by_status.items():
-            jobs.add_metric([status], count)
-        yield jobs
-        received = CounterMetricFamily(
-            "jobmon_events_received", "Messages accepted, by type, since start.", labels=["type"]
+        yield _by_label(
+            GaugeMetricFamily, "jobmon_jobs", "Jobs tracked, by status.", "status", r.by_status
         )
-        for type_, count in sorted(r.received_by_type.items()):
-            received.add_metric([type_], count)
-        yield received
+        yield _by_label(
+            CounterMetricFamily,
+            "jobmon_events_received",
+            "Messages accepted, by type, since start.",
+            "type",
+            r.received_by_type,
+        )
         yield CounterMetricFamily(
             "jobmon_error_replies",
             "Requests answered with an error, since start.",
             r.errors_replied,
         )
-        fired = CounterMetricFamily(
-            "jobmon_alerts_fired", "Alerts fired, by kind.", labels=["kind"]
+        yield _by_label(
+            CounterMetricFamily,
+            "jobmon_alerts_fired",
+            "Alerts fired, by kind.",
+            "kind",
+            r.fired_by_kind,
         )
-        for kind, count in sorted(r.fired_by_kind.items()):
-            fired.add_metric([kind], count)
-        yield fired
-        firing = GaugeMetricFamily(
-            "jobmon_alerts_firing", "Alerts firing now, by kind.", labels=["kind"]
+        yield _by_label(
+            GaugeMetricFamily,
+            "jobmon_alerts_firing",
+            "Alerts firing now, by kind.",
+            "kind",
+            r.firing_by_kind,
         )
-        for kind, count in sorted(r.firing_by_kind.items()):
-            firing.add_metric([kind], count)
-        yield firing
         yield _histogram(
             "jobmon_run_duration_seconds",
             "Durations of completed runs (job_completed).",

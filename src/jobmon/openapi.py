@@ -19,6 +19,10 @@ def _text(media_type: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
 
 
+def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "bad input",
@@ -69,23 +73,19 @@ def spec(allowed_commands: list[str] | None = None) -> dict[str, Any]:
             "/api/events": {
                 "post": {
                     "summary": "One protocol message, or an array of them",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "oneOf": [
-                                        {"$ref": "#/components/schemas/Message"},
-                                        {
-                                            "type": "array",
-                                            "minItems": 1,
-                                            "items": {"$ref": "#/components/schemas/Message"},
-                                        },
-                                    ]
-                                }
-                            }
+                    "requestBody": _body(
+                        {
+                            "oneOf": [
+                                {"$ref": "#/components/schemas/Message"},
+                                {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "items": {"$ref": "#/components/schemas/Message"},
+                                },
+                            ]
                         },
-                    },
+                        required=True,
+                    ),
                     "responses": {
                         "200": _json(_OBJECT, "the reply, or the replies in order"),
                         **_errors(400, 404, 409, 413),
@@ -107,10 +107,7 @@ def spec(allowed_commands: list[str] | None = None) -> dict[str, Any]:
                             },
                         },
                     ],
-                    "requestBody": {
-                        "required": False,
-                        "content": {"application/json": {"schema": _OBJECT}},
-                    },
+                    "requestBody": _body(_OBJECT, required=False),
                     "responses": {"200": _json(_OBJECT, "the reply"), **_errors(400, 404, 413)},
                 }
             },
@@ -118,29 +115,25 @@ def spec(allowed_commands: list[str] | None = None) -> dict[str, Any]:
                 "post": {
                     "summary": "Start an allowed command as a job (start_job; needs "
                     "--allow-command and --token)",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["job_id", "command"],
-                                    "properties": {
-                                        "job_id": {"type": "string", "minLength": 1},
-                                        "command": command,
-                                        "arguments": {
-                                            "type": "array",
-                                            "items": {"type": "string"},
-                                        },
-                                        "max_retries": {"type": "integer", "minimum": 0},
-                                        "retry_delay_ms": {"type": "integer", "minimum": 0},
-                                        "memory_limit_mb": {"type": "number", "minimum": 1},
-                                        "timeout_ms": {"type": "integer", "minimum": 1},
-                                    },
-                                }
-                            }
+                    "requestBody": _body(
+                        {
+                            "type": "object",
+                            "required": ["job_id", "command"],
+                            "properties": {
+                                "job_id": {"type": "string", "minLength": 1},
+                                "command": command,
+                                "arguments": {
+                                    "type": "array",
+                                    "items": {"type": "string"},
+                                },
+                                "max_retries": {"type": "integer", "minimum": 0},
+                                "retry_delay_ms": {"type": "integer", "minimum": 0},
+                                "memory_limit_mb": {"type": "number", "minimum": 1},
+                                "timeout_ms": {"type": "integer", "minimum": 1},
+                            },
                         },
-                    },
+                        required=True,
+                    ),
                     "responses": {
                         "200": _json(_OBJECT, "job_started"),
                         **_errors(400, 413),
@@ -253,18 +246,14 @@ def spec(allowed_commands: list[str] | None = None) -> dict[str, Any]:
             "/api/session": {
                 "post": {
                     "summary": "The dashboard's sign-in under --token: sets an HttpOnly cookie",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["token"],
-                                    "properties": {"token": {"type": "string", "minLength": 1}},
-                                }
-                            }
+                    "requestBody": _body(
+                        {
+                            "type": "object",
+                            "required": ["token"],
+                            "properties": {"token": {"type": "string", "minLength": 1}},
                         },
-                    },
+                        required=True,
+                    ),
                     "responses": {
                         "200": _json(_OBJECT, "signed in (or no token is required)"),
                         "401": _json(_ERROR, "the token is wrong"),
