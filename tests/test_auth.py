@@ -127,3 +127,14 @@ async def test_the_dashboard_signs_in_with_a_cookie(locked: Server) -> None:
         async with http.get("/api/stream", params={"topics": "changes"}) as response:
             assert response.status == 200
             assert await asyncio.wait_for(response.content.readline(), 10) == b": subscribed\n"
+
+
+async def test_requests_pipelined_after_the_third_failure_go_unanswered(locked: Server) -> None:
+    tcp = await LineClient.connect(locked.port)
+    await tcp.send(*({"type": "get_stats", "msg_id": n} for n in range(6)))
+    replies = []
+    while line := await tcp.reader.readline():
+        replies.append(line)
+    assert len(replies) == 3  # three refusals, then the connection closed
+    assert b"failure 3 of 3" in replies[-1]
+    await tcp.close()

@@ -164,3 +164,15 @@ async def test_without_allowed_commands_start_job_is_refused(client: LineClient)
 def test_allowed_commands_need_a_token() -> None:
     with pytest.raises(ValueError, match="needs --token"):
         Server(Config(port=0, in_memory=True, allowed_commands={"x": "/bin/true"}))
+
+
+def test_an_allowed_command_must_be_an_executable_file() -> None:
+    with pytest.raises(ValueError, match="/nonexistent/resize is not an executable file"):
+        Server(
+            Config(
+                port=0,
+                in_memory=True,
+                token="t",
+                allowed_commands={"resize": "/nonexistent/resize"},
+            )
+        )

@@ -6,6 +6,7 @@ import asyncio
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from jobmon.client import Client
 from jobmon.runner import RunSpec, discard, run
 
 PY = sys.executable
-UNREACHABLE = "is unreachable; the command runs anyway"
+UNREACHABLE = "the command runs anyway"
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +278,8 @@ async def test_with_jobmon_down_the_command_still_runs(tmp_path: Path) -> None:
     result = await run_wrapper(port, ["--job-id", "run-offline"], [PY, "-c", script])
     assert result.code == 5
     assert result.stdout == "ran anyway\n"
-    assert result.stderr.count(f"jobmon run: jobmon at 127.0.0.1:{port} {UNREACHABLE}\n") == 1
+    assert result.stderr.count(UNREACHABLE) == 1
+    assert f"jobmon run: jobmon at 127.0.0.1:{port} is unreachable (" in result.stderr
     assert result.seconds < 15
 
 
@@ -302,3 +304,16 @@ async def test_a_cancelled_run_stops_its_tree_and_reports_cancelled(jobmon: Serv
     job = await get_job(jobmon.port, "run-cancelled")
     assert job["status"] == "cancelled"
     assert job["max_retries"] == 2
+
+
+def test_a_command_that_cannot_start_is_reported_and_jobmon_is_not_called_unreachable(
+    tmp_path: Path,
+) -> None:
+    with ServerProcess(tmp_path / "data") as server:
+        result = subprocess.run(
+            jobmon_cmd("run", "--job-id", "ghost", "--port", str(server.port), "--", "/nonexistent/cmd"),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 127
+        assert UNREACHABLE not in result.stderr
+        assert "cannot run '/nonexistent/cmd'" in result.stderr

@@ -382,8 +382,9 @@ async def _run_reporting(spec: RunSpec, host: str, port: int, token: str | None)
         nonlocal said
         if not said:
             said = True
+            why = f" ({client.last_failure})" if client.last_failure else ""
             print(
-                f"jobmon run: jobmon at {host}:{port} is unreachable; the command runs anyway",
+                f"jobmon run: jobmon at {host}:{port} is unreachable{why}; the command runs anyway",
                 file=sys.stderr,
                 flush=True,
             )
@@ -399,9 +400,9 @@ async def _run_reporting(spec: RunSpec, host: str, port: int, token: str | None)
         watching.cancel()
         for signum in forwarded:
             loop.remove_signal_handler(signum)
-    if not client.connected and client.queued:
+    # A short grace: it may be connecting still (a quick command), or be back.
+    if not client.connected and client.queued and not await client.start(wait_s=2.0):
         unreachable()
-        await client.start(wait_s=2.0)  # a short grace: it may be back
     await client.close(flush_s=2.0)
     if client.queued:
         print(

@@ -92,6 +92,7 @@ class Client:
         self._delivered = asyncio.Event()  # set while nothing is queued or in flight
         self._delivered.set()
         self._disconnected = asyncio.Event()
+        self.last_failure: str | None = None  # why the last connection attempt failed
 
     # -- lifecycle ---------------------------------------------------------------
     async def __aenter__(self) -> Client:
@@ -157,6 +158,7 @@ class Client:
                     self.connect_timeout_s,
                 )
             except (OSError, TimeoutError) as exc:
+                self.last_failure = str(exc) or type(exc).__name__
                 self._warn_offline(f"cannot connect to jobmon at {self.host}:{self.port}: {exc}")
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.backoff_max_s)
@@ -166,6 +168,8 @@ class Client:
             try:
                 await self._serve(reader, writer)
             except (OSError, asyncio.IncompleteReadError, JobmonError) as exc:
+                if isinstance(exc, JobmonError):
+                    self.last_failure = f"it refused the token: {exc.text}"
                 self._warn_offline(f"lost the connection to jobmon: {exc}")
             finally:
                 self._connected.clear()
@@ -197,6 +201,7 @@ class Client:
             log.warning("jobmon reachable again; sending %d queued events", len(self.queued))
             self._offline_warned = False
         self._disconnected.clear()
+        self.last_failure = None
         self._connected.set()
         sending = asyncio.get_running_loop().create_task(self._send_queued(writer))
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 import time
@@ -56,6 +57,11 @@ class Server:
                     "--allow-command lets clients run programs on this machine, so it "
                     "needs --token (or JOBMON_TOKEN) too"
                 )
+            for name, path in config.allowed_commands.items():
+                if not os.access(path, os.X_OK):
+                    raise ValueError(
+                        f"--allow-command {name}={path}: {path} is not an executable file"
+                    )
             self.node.launcher = Launcher(self.engine, config.allowed_commands)
         if config.realert_ms:
             self.engine.realert_s = config.realert_ms / 1000

@@ -38,6 +38,7 @@ def refuse(sink: Any, why: str) -> None:
         sink.auth_failures = failures
         if failures >= MAX_FAILURES and hasattr(sink, "stop_reading"):
             sink.stop_reading()  # answered, then closed
+            sink.inbox.clear()  # what it pipelined after this goes unanswered
     raise RequestError(
         Code.UNAUTHORIZED,
         f'{why}: this server requires {{"type":"auth","token":"..."}} as the first '

@@ -218,7 +218,10 @@ function barChart(node, bars, height) {
     rect.append(title);
     parts.push(rect);
     if (bar.label) {
-      const label = svg("text", { x: i * slot + slot / 2, y: height - 2, "text-anchor": "middle" });
+      // The first label starts at the edge, or half of it would be cut off.
+      const label = svg("text", i === 0
+        ? { x: 0, y: height - 2, "text-anchor": "start" }
+        : { x: i * slot + slot / 2, y: height - 2, "text-anchor": "middle" });
       label.textContent = bar.label;
       parts.push(label);
     }
@@ -293,6 +296,17 @@ async function refreshAnalytics() {
   $("high-memory").replaceChildren(...(items.length ? items : [el("li", "none", "muted")]));
 }
 
+function usageText(usage) {
+  if (!usage) return "";
+  const parts = [];
+  for (const [name, value] of Object.entries(usage)) {
+    if (name === "cpu_percent") parts.push(`CPU ${value}%`);
+    else if (name === "memory_mb") parts.push(`memory ${value} MB`);
+    else parts.push(`${name} ${typeof value === "object" ? JSON.stringify(value) : value}`);
+  }
+  return parts.join(" · ");
+}
+
 // -- the detail view -----------------------------------------------------------------
 function openDetail(jobId) {
   view.detail = jobId;
@@ -328,8 +342,7 @@ async function drawDetail() {
     ["last duration", duration(job.duration_ms)], ["last success", when(job.last_success_at)],
     ["retries", `${job.retries} of ${job.max_retries}`], ["error", job.error],
     ["alerts firing", (job.alerts || []).join(", ")],
-    ["resource usage", job.resource_usage && Object.keys(job.resource_usage).length
-      ? JSON.stringify(job.resource_usage) : ""],
+    ["resource usage", usageText(job.resource_usage)],
   ];
   if (job.monitor) {
     const m = job.monitor;
