@@ -276,3 +276,17 @@ async def test_a_runs_heartbeats_end_with_the_run(
         bad["text"]
         == "for_run must be true or false (true: the heartbeats end with the run), got an integer 1"
     )
+
+
+async def test_a_run_heartbeat_that_crosses_the_outcome_arms_nothing(
+    client: LineClient, server: Server, clock: FakeClock
+) -> None:
+    await client.request({"type": "update_status", "job_id": "w", "status": "running"})
+    await client.request({"type": "heartbeat", "job_id": "w", "ttl_ms": 100, "for_run": True})
+    await client.request({"type": "job_completed", "job_id": "w", "duration_ms": 5})
+    late = await client.request(
+        {"type": "heartbeat", "job_id": "w", "ttl_ms": 100, "for_run": True}
+    )
+    assert late["type"] == "heartbeat_ok"
+    await advance(server, clock, 5)
+    assert (await client.request({"type": "get_alerts"}))["alerts"] == []

@@ -152,29 +152,36 @@ async def test_a_run_before_twenty_is_never_slow(client: LineClient) -> None:
     assert (await client.request({"type": "get_alerts"}))["alerts"] == []
 
 
-async def test_analytics_survive_a_restart(
+async def test_analytics_survive_a_restart_and_a_compaction_with_the_servers_settings(
     start_server: Any, clock: FakeClock, tmp_path: Any
 ) -> None:
+    """Replay depends on --slow-run-factor and --cost-model: they are journaled,
+    so an offline `jobmon compact` replays with them, not with the defaults."""
     data_dir = tmp_path / "data"
-    async with start_server(data_dir=data_dir) as server:
+    settings = {"slow_run_factor": 0, "cost_model": {"free_memory_mb": 4096}}
+    async with start_server(data_dir=data_dir, **settings) as server:
         client = await LineClient.connect(server.port)
         for n in range(30):
             await client.request(
                 {
                     "type": "job_completed",
                     "job_id": "etl",
-                    "duration_ms": 1000 + n,
+                    "duration_ms": 1000 + n * (100 if n == 29 else 1),  # the last is slow
                     "resource_usage": {"cpu_percent": 10, "memory_mb": 2000},
                     "arguments": ["--all"],
                 }
             )
         await client.request({"type": "job_failed", "job_id": "etl", "error": "x", "retries": 3})
         before = await analytics(client, job_id="etl")
+        alerts_before = (await client.request({"type": "get_alerts"}))["alerts"]
         await client.close()
+    assert [a["kind"] for a in alerts_before] == ["failed"]  # no slow_run: factor 0
+    assert before["high_memory_arguments"] == []  # 2000 MB is under the 4096 MB allowance
     for compact in (False, True):  # replayed from the journal, then from a snapshot
         if compact:
             subprocess.run(jobmon_cmd("compact", "--data-dir", str(data_dir)), check=True)
-        async with start_server(data_dir=data_dir) as server:
+        async with start_server(data_dir=data_dir, **settings) as server:
             client = await LineClient.connect(server.port)
             assert await analytics(client, job_id="etl") == before
+            assert (await client.request({"type": "get_alerts"}))["alerts"] == alerts_before
             await client.close()

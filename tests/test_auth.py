@@ -138,3 +138,24 @@ async def test_requests_pipelined_after_the_third_failure_go_unanswered(locked: 
     assert len(replies) == 3  # three refusals, then the connection closed
     assert b"failure 3 of 3" in replies[-1]
     await tcp.close()
+
+
+async def test_the_cookie_reads_but_never_writes(locked: Server) -> None:
+    """A page on another local port is the same site to a browser: a form POST
+    from it would carry the cookie. Writes need the Bearer token."""
+    assert locked.http is not None
+    jar = aiohttp.CookieJar(unsafe=True)
+    base = f"http://127.0.0.1:{locked.http.port}"
+    async with aiohttp.ClientSession(base_url=base, cookie_jar=jar) as http:
+        async with http.post("/api/session", json={"token": TOKEN}) as response:
+            assert response.status == 200
+        async with http.get("/api/stats") as response:
+            assert response.status == 200
+        async with http.post(
+            "/api/events",
+            data='{"type":"update_status","job_id":"csrf","status":"running"}',
+            headers={"Content-Type": "text/plain"},
+        ) as response:
+            assert response.status == 401
+        async with http.get("/api/stats") as response:
+            assert (await response.json())["total"] == 0

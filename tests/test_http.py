@@ -264,3 +264,24 @@ async def test_stream_changes_says_that_state_changed_not_what(
         assert await response.content.readline() == b"event: changed\n"
         assert await response.content.readline() == b"data: {}\n"
     await tcp.close()
+
+
+async def test_a_batch_whose_replies_outgrow_one_turn_is_answered_in_full(
+    api: Any, http_server: Server
+) -> None:
+    """A turn answers up to 256 KiB per sink: a big batch takes several turns."""
+    jobs = [{"type": "update_status", "job_id": f"j{n}", "status": "running"} for n in range(100)]
+    pages = [{"type": "list_jobs", "limit": 100}] * 20  # about 30 KB of reply each
+    last = {"type": "update_status", "job_id": "after-the-cut", "status": "running"}
+    status, replies = await call(api, "POST", "/api/events", json=[*jobs, *pages, last])
+    assert status == 200 and len(replies) == 121
+    assert replies[-1]["job_id"] == "after-the-cut"
+    status, job = await call(api, "GET", "/api/jobs/after-the-cut")
+    assert job["job"]["status"] == "running"
+
+
+async def test_a_time_zone_name_that_is_a_directory_is_a_400(api: Any) -> None:
+    for zone in ("America", "Etc", "../../etc/passwd"):
+        status, reply = await call(api, "GET", "/api/analytics", params={"tz": zone})
+        assert status == 400, zone
+        assert reply["error"]["text"].startswith(f"unknown time zone {zone!r}")

@@ -176,3 +176,14 @@ def test_an_allowed_command_must_be_an_executable_file() -> None:
                 allowed_commands={"resize": "/nonexistent/resize"},
             )
         )
+
+
+async def test_an_argument_with_a_nul_byte_is_refused(launcher: tuple[Server, Path]) -> None:
+    server, _ = launcher
+    tcp = await authed(server)
+    reply = await tcp.request(
+        {"type": "start_job", "job_id": "nul", "command": "crash", "arguments": ["a\x00b"]}
+    )
+    assert reply["code"] == 12 and "without NUL" in reply["text"]
+    assert (await tcp.request({"type": "get_job", "job_id": "nul"}))["code"] == 20
+    await tcp.close()

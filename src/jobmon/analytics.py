@@ -25,6 +25,7 @@ RELATIVE_ACCURACY = 0.02  # a reported percentile is within 2% of the true one
 SKETCH_BINS = 256  # per job: at 2%, 256 bins span durations over a 25,000x range
 FAILURE_DAYS_KEPT = 30
 MAX_ARGUMENT_LISTS = 10_000  # distinct argument lists tracked for high memory
+MAX_JOBS_PER_ARGUMENT_LIST = 100  # job ids named per argument list
 SLOW_RUN_MIN_RUNS = 20
 
 _MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
@@ -90,11 +91,15 @@ class Analytics:
         self.slow_run_factor = slow_run_factor  # 0: no slow_run alerts
         self.overall = _sketch()
         self.sketches: dict[str, BaseDDSketch] = {}
-        # job_id -> {epoch hour: failed runs}, the last FAILURE_DAYS_KEPT days.
+        # job_id -> {epoch hour: failed runs}, the last FAILURE_DAYS_KEPT days;
+        # and the same for all jobs together (so the overall report reads at
+        # most 720 hours, however many jobs failed).
         self.failures: dict[str, dict[int, int]] = {}
-        # job_id -> [runs costed, memory blocks, cpu percent, seconds] (sums).
+        self.failures_overall: dict[int, int] = {}
+        # job_id -> [runs costed, memory blocks, cpu percent, seconds, cost at the
+        # configured prices] (sums): the last ranks jobs without pricing each again.
         self.costs: dict[str, list[float]] = {}
-        # argument list (as a tuple) -> [runs over the threshold, job ids].
+        # argument list (as a tuple) -> [runs over the threshold, {job ids}].
         self.high_memory: dict[tuple[str, ...], list[Any]] = {}
 
     # -- recording -----------------------------------------------------------------
@@ -108,29 +113,35 @@ class Analytics:
                 return None  # the first run: job.duration_ms holds it exactly
             sketch = self.sketches[job_id] = _sketch()
             sketch.add(previous_ms)
-        p95 = sketch.get_quantile_value(0.95) if sketch.count >= SLOW_RUN_MIN_RUNS else None
+        judge = self.slow_run_factor and sketch.count >= SLOW_RUN_MIN_RUNS
+        p95 = sketch.get_quantile_value(0.95) if judge else None
         sketch.add(duration_ms)
         return p95
 
     def failed(self, job_id: str, now: float) -> None:
-        hours = self.failures.setdefault(job_id, {})
         hour = int(now // 3600)
-        if hour not in hours:
-            oldest = hour - FAILURE_DAYS_KEPT * 24
-            for old in [h for h in hours if h <= oldest]:
-                del hours[old]
-        hours[hour] = hours.get(hour, 0) + 1
+        for hours in (self.failures.setdefault(job_id, {}), self.failures_overall):
+            if hour not in hours:
+                oldest = hour - FAILURE_DAYS_KEPT * 24
+                for old in [h for h in hours if h <= oldest]:
+                    del hours[old]
+            hours[hour] = hours.get(hour, 0) + 1
 
     def cost(self, job_id: str, usage: dict[str, Any], duration_ms: float | None) -> None:
         if duration_ms is None:
             return
         sums = self.costs.get(job_id)
         if sums is None:
-            sums = self.costs[job_id] = [0, 0, 0.0, 0.0]
+            sums = self.costs[job_id] = [0, 0, 0.0, 0.0, 0.0]
+        model = self.cost_model
+        blocks = model.blocks(usage.get("memory_mb", 0) or 0)
+        cpu = usage.get("cpu_percent", 0) or 0
+        seconds = duration_ms / 1000
         sums[0] += 1
-        sums[1] += self.cost_model.blocks(usage.get("memory_mb", 0) or 0)
-        sums[2] += usage.get("cpu_percent", 0) or 0
-        sums[3] += duration_ms / 1000
+        sums[1] += blocks
+        sums[2] += cpu
+        sums[3] += seconds
+        sums[4] += model.price(blocks, cpu, seconds)
 
     def memory(self, job_id: str, arguments: list[str] | None, memory_mb: Any, limit: Any) -> None:
         """A run with arguments: count it if it went over its limit (else the free memory)."""
@@ -144,10 +155,10 @@ class Analytics:
         if entry is None:
             if len(self.high_memory) >= MAX_ARGUMENT_LISTS:
                 return
-            entry = self.high_memory[key] = [0, []]
+            entry = self.high_memory[key] = [0, set()]
         entry[0] += 1
-        if job_id not in entry[1]:
-            entry[1].append(job_id)
+        if len(entry[1]) < MAX_JOBS_PER_ARGUMENT_LIST:
+            entry[1].add(job_id)
 
     # -- reading -------------------------------------------------------------------
     def report(
@@ -161,14 +172,8 @@ class Analytics:
         tz = ZoneInfo(zone)
         model = CostModel(**{**vars(self.cost_model), **prices})
         overall_failures = [0] * 24
-        for hours in self.failures.values():
-            _add_by_hour_of_day(overall_failures, hours, tz)
-        # nlargest: one pass over the costed jobs, however many, then a sort of ``top``.
-        ranked = heapq.nlargest(
-            top,
-            ((model.price(*sums[1:]), jid, sums) for jid, sums in self.costs.items()),
-            key=lambda item: item[0],
-        )
+        _add_by_hour_of_day(overall_failures, self.failures_overall, tz)
+        ranked = self._ranked(model, top)
         out: dict[str, Any] = {
             "tz": zone,
             "failures_by_hour_of_day": overall_failures,
@@ -196,7 +201,7 @@ class Analytics:
             by_hour = [0] * 24
             _add_by_hour_of_day(by_hour, self.failures.get(job_id, {}), tz)
             sums = self.costs.get(job_id)
-            total = model.price(*sums[1:]) if sums else 0.0
+            total = model.price(*sums[1:4]) if sums else 0.0
             out["job"] = {
                 "job_id": job_id,
                 "failures_by_hour_of_day": by_hour,
@@ -208,6 +213,20 @@ class Analytics:
                 },
             }
         return out
+
+    def _ranked(self, model: CostModel, top: int) -> list[Any]:
+        """The ``top`` jobs by cost, one pass over the costed jobs (nlargest); at
+        the configured prices from the kept totals, else priced again; 0: none."""
+        if top == 0:
+            return []
+        if model == self.cost_model:
+            best = heapq.nlargest(top, self.costs.items(), key=lambda item: item[1][4])
+            return [(sums[4], jid, sums) for jid, sums in best]
+        return heapq.nlargest(
+            top,
+            ((model.price(*sums[1:4]), jid, sums) for jid, sums in self.costs.items()),
+            key=lambda item: item[0],
+        )
 
     def job_durations(self, job_id: str, last_ms: float | None) -> dict[str, Any]:
         sketch = self.sketches.get(job_id)
@@ -224,7 +243,10 @@ class Analytics:
             "sketches": {jid: _sketch_row(s) for jid, s in self.sketches.items()},
             "failures": {jid: list(hours.items()) for jid, hours in self.failures.items()},
             "costs": self.costs,
-            "high_memory": [[list(k), v] for k, v in self.high_memory.items()],
+            "failures_overall": list(self.failures_overall.items()),
+            "high_memory": [
+                [list(k), [n, sorted(jobs)]] for k, (n, jobs) in self.high_memory.items()
+            ],
         }
 
     def load_snapshot(self, snap: dict[str, Any] | None) -> None:
@@ -234,7 +256,11 @@ class Analytics:
         self.sketches = {jid: _sketch_from_row(row) for jid, row in snap["sketches"].items()}
         self.failures = {jid: dict(map(tuple, h)) for jid, h in snap["failures"].items()}
         self.costs = snap["costs"]
-        self.high_memory = {tuple(k): v for k, v in snap["high_memory"]}
+        for sums in self.costs.values():
+            if len(sums) == 4:  # written before totals were kept
+                sums.append(self.cost_model.price(*sums[1:4]))
+        self.failures_overall = dict(map(tuple, snap.get("failures_overall", [])))
+        self.high_memory = {tuple(k): [n, set(jobs)] for k, (n, jobs) in snap["high_memory"]}
 
 
 def _percentiles(sketch: BaseDDSketch) -> dict[str, Any]:

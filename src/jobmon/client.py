@@ -34,6 +34,7 @@ import orjson
 log = logging.getLogger("jobmon.client")
 
 EVENT_TYPES = frozenset({"update_status", "job_completed", "job_failed", "heartbeat"})
+_REQUEUED: dict[str, Any] = {"type": "requeued"}  # an event's reply when its connection dropped
 T = TypeVar("T")
 
 
@@ -69,6 +70,7 @@ class Client:
         backoff_s: float = 0.1,
         backoff_max_s: float = 5.0,
         connect_timeout_s: float = 5.0,
+        reply_timeout_s: float = 5.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -77,6 +79,9 @@ class Client:
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.connect_timeout_s = connect_timeout_s
+        # An event's caller waits this long for its reply, then goes on (the
+        # event stays in flight); a stuck server never holds up the job.
+        self.reply_timeout_s = reply_timeout_s
         self.queued: deque[_Outgoing] = deque()  # events waiting for a connection
         self.dropped = 0  # events lost to a full queue
         self._writer: asyncio.StreamWriter | None = None
@@ -163,7 +168,6 @@ class Client:
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.backoff_max_s)
                 continue
-            delay = self.backoff_s
             self._writer = writer
             try:
                 await self._serve(reader, writer)
@@ -172,6 +176,11 @@ class Client:
                     self.last_failure = f"it refused the token: {exc.text}"
                 self._warn_offline(f"lost the connection to jobmon: {exc}")
             finally:
+                if self._connected.is_set():
+                    delay = self.backoff_s  # it worked: a fresh start
+                else:  # refused (a wrong token): wait before trying again
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, self.backoff_max_s)
                 self._connected.clear()
                 self._disconnected.set()
                 self._writer = None
@@ -179,9 +188,13 @@ class Client:
                 # Unanswered events go first when the connection is back (their
                 # callers stop waiting); questions fail.
                 for outgoing in reversed(list(self._in_flight.values())):
+                    event = outgoing.body["type"] in EVENT_TYPES
                     if outgoing.reply is not None and not outgoing.reply.done():
-                        outgoing.reply.set_exception(JobmonUnavailable("connection lost"))
-                    if outgoing.body["type"] in EVENT_TYPES:
+                        if event:
+                            outgoing.reply.set_result(_REQUEUED)
+                        else:
+                            outgoing.reply.set_exception(JobmonUnavailable("connection lost"))
+                    if event:
                         outgoing.reply = None
                         self.queued.appendleft(outgoing)
                 self._in_flight.clear()
@@ -277,9 +290,11 @@ class Client:
         if reply is None:
             return None
         try:
-            answer = await reply
-        except JobmonUnavailable:
-            return None  # it is queued again and will be sent
+            answer = await asyncio.wait_for(asyncio.shield(reply), self.reply_timeout_s)
+        except TimeoutError:
+            return None  # still in flight: it will be answered, or sent again
+        if answer is _REQUEUED:
+            return None  # the connection dropped: it is queued and will be sent again
         return _checked(answer)
 
     async def request(self, body: dict[str, Any]) -> dict[str, Any]:

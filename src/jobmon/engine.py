@@ -56,14 +56,17 @@ class BatchSink:
     conn_id: int | None = None
     authenticated = True
 
-    def __init__(self, requests: list[Request]) -> None:
+    def __init__(self, requests: list[Request], engine: Engine) -> None:
         self.inbox: deque[Request] = deque(requests)
+        self.engine = engine
         self.chunks: list[bytes] = []
         self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
     def deliver(self, data: bytes) -> None:
         self.chunks.append(data)
-        if not self.inbox and not self.done.done():
+        if self.inbox:  # a turn answers up to its output budget: the rest next turn
+            self.engine.ready(self)
+        elif not self.done.done():
             self.done.set_result(b"".join(self.chunks))
 
     def push(self, data: bytes) -> bool:
@@ -141,7 +144,7 @@ class Engine:
     async def ask(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Protocol messages from inside the server; their replies, in order."""
         requests = [r for r in (decode(_dumps(b)) for b in bodies) if r is not None]
-        sink = BatchSink(requests)
+        sink = BatchSink(requests, self)
         self.ready(sink)
         data = await sink.done
         return [orjson.loads(line) for line in data.splitlines()]

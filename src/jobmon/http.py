@@ -192,7 +192,10 @@ class HttpApi:
             if hmac.compare_digest(given[7:].strip().encode(), self._token):
                 response = await handler(request)
                 return response
-        else:
+        elif request.method in ("GET", "HEAD"):
+            # The dashboard's cookie reads, never writes: a page on another local
+            # port is the same "site" to the browser and could send a form POST
+            # carrying it (cross-site request forgery). Writes need the Bearer token.
             cookie = request.cookies.get(SESSION_COOKIE)
             assert self._session is not None
             if cookie is not None and hmac.compare_digest(cookie.encode(), self._session):

@@ -26,6 +26,7 @@ class Launcher:
         self.engine = engine
         self.allowed = allowed  # command name -> executable path
         self.running: dict[asyncio.Task[runner.RunResult], runner.RunSpec] = {}
+        self.closed = False  # shutting down: start_job is refused
 
     def launch(self, spec: runner.RunSpec) -> None:
         """Start the run in the background (called from the store task: no await)."""
@@ -59,6 +60,7 @@ class Launcher:
     async def stop(self) -> int:
         """Shutdown: stop what is still running (the runner stops each process
         tree and reports the run); returns how many were stopped."""
+        self.closed = True
         tasks = list(self.running)
         for task in tasks:
             task.cancel()

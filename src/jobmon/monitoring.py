@@ -80,8 +80,12 @@ class Monitoring:
         monitor = self._monitor(job)
         monitor.heartbeat_ttl_ms = ttl_ms
         monitor.last_heartbeat_at = now
-        monitor.heartbeat_for_run = for_run
         deadline_at = now + ttl_ms / 1000
+        if for_run and job.status in TERMINAL:
+            # A wrapper's heartbeat that crossed its run's outcome on the way:
+            # the run is over, so nothing more is expected.
+            return deadline_at
+        monitor.heartbeat_for_run = for_run
         self.deadlines.set(job, monitor, "missed_heartbeat", deadline_at)
         if job.alerts is not None:
             self._resolve(job, "missed_heartbeat", now)

@@ -201,8 +201,8 @@ def spec(allowed_commands: list[str] | None = None) -> dict[str, Any]:
                         ),
                         _query(
                             "top",
-                            "how many top jobs and argument lists",
-                            {"type": "integer", "minimum": 1, "maximum": 100},
+                            "how many top jobs and argument lists (0: none)",
+                            {"type": "integer", "minimum": 0, "maximum": 100},
                         ),
                     ],
                     "responses": {"200": _json(_OBJECT, "analytics"), **_errors(400, 404)},

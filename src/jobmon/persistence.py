@@ -84,18 +84,21 @@ class DataDir:
         self.retry_at_bytes = 0  # after a failed compaction, wait for this much journal
 
     # -- start -------------------------------------------------------------
-    def recover(self, node: Node, default_max_retries: int | None) -> Recovery:
+    def recover(self, node: Node, settings: dict[str, Any] | None) -> Recovery:
+        """Load the snapshot and replay the journals; then, if ``settings`` (the
+        server's, see ``Store.settings``) differ from those recorded, apply them
+        from here on and journal them. ``None``: keep what was recorded."""
         # Recovery creates millions of long-lived objects and no garbage cycles:
         # the cyclic collector would only rescan them, over and over.
         collecting = gc.isenabled()
         gc.disable()
         try:
-            return self._recover(node, default_max_retries)
+            return self._recover(node, settings)
         finally:
             if collecting:
                 gc.enable()
 
-    def _recover(self, node: Node, default_max_retries: int | None) -> Recovery:
+    def _recover(self, node: Node, settings: dict[str, Any] | None) -> Recovery:
         started = time.perf_counter()
         self.path.mkdir(parents=True, exist_ok=True)
         for leftover in self.path.glob("*.tmp"):
@@ -103,13 +106,14 @@ class DataDir:
         journals, snapshots = _generations(self.path)
         report = Recovery()
         base = 0
-        # The default that replay of job_failed depends on, as last recorded.
-        recorded_default: int | None = None
+        # What replay depends on (the default max_retries, the slow_run factor,
+        # the cost model's thresholds), as last recorded.
+        recorded: dict[str, Any] = {}
         if snapshots:
             base = snapshots[-1]
             snap_path = _snapshot(self.path, base)
             node.store.load_snapshot(read_snapshot(snap_path))
-            recorded_default = node.store.default_max_retries
+            recorded = node.store.settings()
             self.snapshot_bytes = snap_path.stat().st_size
             report.snapshot_generation = base
         live = [g for g in journals if g >= base]
@@ -117,7 +121,8 @@ class DataDir:
             path = _journal(self.path, gen)
             for ts, name, args in read_records(path, allow_torn_tail=index == len(live) - 1):
                 if name == CONFIG_RECORD:
-                    recorded_default = node.store.default_max_retries = args["default_max_retries"]
+                    node.store.apply_settings(args)
+                    recorded.update(args)
                 else:
                     _replay(node, ts, name, args, path)
                 report.records_replayed += 1
@@ -126,9 +131,9 @@ class DataDir:
         self._delete_older_than(base)
         self.writer = JournalWriter(_journal(self.path, self.generation), self.fsync_times)
         fsync_dir(self.path)
-        if default_max_retries is not None and recorded_default != default_max_retries:
-            node.store.default_max_retries = default_max_retries
-            self.writer.append(CONFIG_RECORD, {"default_max_retries": default_max_retries})
+        if settings is not None and any(recorded.get(k) != v for k, v in settings.items()):
+            node.store.apply_settings(settings)
+            self.writer.append(CONFIG_RECORD, settings)
             self.writer.write(time.time())
             self.writer.fsync()
         report.seconds = time.perf_counter() - started

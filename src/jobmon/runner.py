@@ -72,6 +72,10 @@ class RunSpec:
     cwd: str | None = None
     env: dict[str, str] | None = None  # None: this process's environment
     inherit_stdin: bool = False  # else the command reads /dev/null
+    # Add what the kernel counted for reaped children (RUSAGE_CHILDREN) to the
+    # samples: right in `jobmon run` (one child), wrong inside the server, whose
+    # other children (other launches, the compaction fork) it would count too.
+    count_reaped_children: bool = True
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -191,6 +195,11 @@ class Runner:
                 attempt = await self._attempt(index)
                 result.attempts.append(attempt)
                 result.exit_code = attempt.exit_code
+                if beating is not None:  # no heartbeat may follow the run's outcome
+                    beating.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await beating
+                    beating = None
                 await self._send(self._outcome_report(attempt))
                 if attempt.outcome in ("completed", "cancelled") or index == spec.retries:
                     break
@@ -236,9 +245,10 @@ class Runner:
                 env=spec.env,
                 start_new_session=True,  # its own process group: the tree can be stopped
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in an argument
             code = EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_NOT_EXECUTABLE
-            text = f"cannot run {spec.argv[0]!r}: {exc.strerror or exc}"
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            text = f"cannot run {spec.argv[0]!r}: {reason}"
             self.err(f"jobmon run: {text}\n".encode())
             return Attempt(index, "failed", code, 0, 0.0, 0.0, text, text)
         pid = transport.get_pid()
@@ -293,16 +303,18 @@ class Runner:
         returncode = transport.get_returncode()
         transport.close()
         usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        # What the samples missed (children that came and went between them) the
-        # kernel counted for the children this process has waited for.
-        cpu_s = max(
-            tree.cpu_s(),
-            (usage_after.ru_utime + usage_after.ru_stime)
-            - (usage_before.ru_utime + usage_before.ru_stime),
-        )
+        cpu_s = tree.cpu_s()
         peak_mb = tree.peak_mb
-        if usage_after.ru_maxrss > usage_before.ru_maxrss:  # the largest single child, if this one
-            peak_mb = max(peak_mb, usage_after.ru_maxrss / _MAXRSS_PER_MB)
+        if spec.count_reaped_children:
+            # What the samples missed (children that came and went between them)
+            # the kernel counted for the children this process has waited for.
+            cpu_s = max(
+                cpu_s,
+                (usage_after.ru_utime + usage_after.ru_stime)
+                - (usage_before.ru_utime + usage_before.ru_stime),
+            )
+            if usage_after.ru_maxrss > usage_before.ru_maxrss:  # the largest single child
+                peak_mb = max(peak_mb, usage_after.ru_maxrss / _MAXRSS_PER_MB)
         exit_code = _exit_code(returncode)
         output = tail.text(OUTPUT_LINES, OUTPUT_CHARS)
         outcome: Outcome

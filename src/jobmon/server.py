@@ -74,7 +74,7 @@ class Server:
 
     async def start(self) -> None:
         if self.data_dir is not None:
-            report = self.data_dir.recover(self.node, self.config.max_retries)
+            report = self.data_dir.recover(self.node, self.node.store.settings())
             log.info(
                 "recovered",
                 extra={

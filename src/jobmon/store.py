@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from .analytics import Analytics
+from .analytics import Analytics, CostModel
 from .deadlines import Deadlines
 from .errors import Code, RequestError
 from .history import History
@@ -56,6 +56,23 @@ class Store(Monitoring):
             "failed": self.count_by_status[Status.FAILED],
             "avg_duration_ms": mean,
         }
+
+    def settings(self) -> dict[str, Any]:
+        """What replaying the journal depends on besides the records themselves."""
+        analytics = self.analytics
+        return {
+            "default_max_retries": self.default_max_retries,
+            "slow_run_factor": analytics.slow_run_factor,
+            "cost_model": vars(analytics.cost_model),
+        }
+
+    def apply_settings(self, settings: dict[str, Any]) -> None:
+        if "default_max_retries" in settings:
+            self.default_max_retries = settings["default_max_retries"]
+        if "slow_run_factor" in settings:
+            self.analytics.slow_run_factor = settings["slow_run_factor"]
+        if "cost_model" in settings:
+            self.analytics.cost_model = CostModel(**settings["cost_model"])
 
     def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
@@ -373,6 +390,7 @@ class Store(Monitoring):
                     alerts[alert.alert_id] = alert
         return {
             "default_max_retries": self.default_max_retries,
+            "settings": self.settings(),
             "timed_runs": self.timed_runs,
             "duration_sum_ms": self.duration_sum_ms,
             "next_alert_id": self.next_alert_id,
@@ -386,6 +404,7 @@ class Store(Monitoring):
     def load_snapshot(self, snap: dict[str, Any]) -> None:
         alerts = {row[0]: Alert.from_row(row) for row in snap["alerts"]}
         self.default_max_retries = snap["default_max_retries"]
+        self.apply_settings(snap.get("settings", {}))
         self.timed_runs = snap["timed_runs"]
         self.duration_sum_ms = snap["duration_sum_ms"]
         self.next_alert_id = snap["next_alert_id"]

@@ -131,11 +131,14 @@ def run_info(body: dict[str, Any]) -> dict[str, Any] | None:
         if (
             type(arguments) is not list
             or len(arguments) > MAX_ARGUMENTS
-            or not all(type(a) is str and len(a) <= MAX_ARGUMENT_CHARS for a in arguments)
+            or not all(
+                type(a) is str and len(a) <= MAX_ARGUMENT_CHARS and "\x00" not in a
+                for a in arguments
+            )
         ):
             raise malformed(
                 f"arguments must be an array of at most {MAX_ARGUMENTS} strings of at most "
-                f"{MAX_ARGUMENT_CHARS} characters, got {_show(arguments)}"
+                f"{MAX_ARGUMENT_CHARS} characters, without NUL, got {_show(arguments)}"
             )
         info["arguments"] = arguments
     exit_code = body.get("exit_code")

@@ -23,22 +23,24 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
         )
     try:
         ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "America", a directory
         raise malformed(
             f'unknown time zone {zone!r}: expected an IANA name such as "Europe/Berlin"'
         ) from None
     job_id = fields.job_id(body) if "job_id" in body else None
-    top = fields.integer(body, "top", 1)
+    top = fields.integer(body, "top", 0)  # 0: no ranking (a single job's figures)
     if top is not None and top > MAX_TOP:
         raise malformed(f"top must be between 1 and {MAX_TOP}, got {top}")
-    prices = body.get("prices") or {}
+    prices = body.get("prices")
+    if prices is None:
+        prices = {}
     if type(prices) is not dict or not set(prices) <= set(PRICES):
         raise malformed(
             f"prices must be an object with any of {', '.join(PRICES)}, got {fields._show(prices)}"
         )
     for name in prices:
         fields.number(prices, name)
-    return (zone, job_id, top or 10, prices)
+    return (zone, job_id, 10 if top is None else top, prices)
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:

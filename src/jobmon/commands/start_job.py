@@ -46,6 +46,10 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     job_id, command, arguments, retries, delay_ms, memory_mb, action, timeout_s, beat_ms = args
     launcher = node.launcher
+    if launcher is not None and launcher.closed:
+        raise RequestError(
+            Code.PRECONDITION_FAILED, "the server is shutting down: it starts no more jobs"
+        )
     allowed = launcher.allowed if launcher is not None else {}
     path = allowed.get(command)
     if launcher is None or path is None:
@@ -65,6 +69,7 @@ def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, An
             memory_action=action,
             timeout_s=timeout_s,
             heartbeat_ms=beat_ms,
+            count_reaped_children=False,  # the server has other children
         )
     )
     out = fields.reply("job_started", msg_id)
