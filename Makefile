@@ -24,6 +24,7 @@ bench: install
 	$(PY) bench/deadlines.py
 	$(PY) bench/run.py
 	$(PY) bench/scrape.py
+	$(PY) bench/dashboard.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench docs

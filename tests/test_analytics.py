@@ -185,3 +185,19 @@ async def test_analytics_survive_a_restart_and_a_compaction_with_the_servers_set
             assert await analytics(client, job_id="etl") == before
             assert (await client.request({"type": "get_alerts"}))["alerts"] == alerts_before
             await client.close()
+
+
+def test_the_inline_sketch_add_matches_ddsketch() -> None:
+    """analytics._add is DDSketch.add done inline for speed: the same bins."""
+    import random
+
+    from jobmon import analytics as a
+
+    rng = random.Random(3)
+    for _ in range(100):
+        library, inline = a._sketch(), a._sketch()
+        for _ in range(rng.randint(1, 300)):
+            value = rng.choice([0, 0.5, 3, rng.uniform(1, 1e5), rng.uniform(1e6, 1e8)])
+            library.add(value)
+            a._add(inline, value)
+        assert a._sketch_row(inline) == a._sketch_row(library)

@@ -10,8 +10,8 @@ that ran once cost nothing here.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,12 +21,15 @@ from ddsketch.ddsketch import BaseDDSketch
 from ddsketch.mapping import LogarithmicMapping
 from ddsketch.store import CollapsingLowestDenseStore, DenseStore
 
+from .model import Job
+
 RELATIVE_ACCURACY = 0.02  # a reported percentile is within 2% of the true one
 SKETCH_BINS = 256  # per job: at 2%, 256 bins span durations over a 25,000x range
 FAILURE_DAYS_KEPT = 30
 MAX_ARGUMENT_LISTS = 10_000  # distinct argument lists tracked for high memory
 MAX_JOBS_PER_ARGUMENT_LIST = 100  # job ids named per argument list
 SLOW_RUN_MIN_RUNS = 20
+P95_EVERY = 8
 
 _MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
 _NO_NEGATIVES = DenseStore(chunk_size=1)  # durations are never negative: shared, never written
@@ -36,6 +39,33 @@ def _sketch() -> BaseDDSketch:
     return BaseDDSketch(
         _MAPPING, CollapsingLowestDenseStore(SKETCH_BINS, chunk_size=16), _NO_NEGATIVES, 0.0
     )
+
+
+_MULTIPLIER = _MAPPING._multiplier
+_KEY_OFFSET = _MAPPING._offset
+_MIN_POSITIVE = _MAPPING.min_possible
+
+
+def _add(sketch: BaseDDSketch, value: float) -> None:
+    """``sketch.add(value)`` for positive values, on the hot path of every
+    completed run: the same key and bins as DDSketch's (tests compare), with
+    the common case (a bin already in range) done inline."""
+    if value > _MIN_POSITIVE:
+        key = int(math.ceil(math.log(value, 2) * _MULTIPLIER) + _KEY_OFFSET)
+        store = sketch._store
+        if store.min_key <= key <= store.max_key and store.count:
+            store.bins[key - store.offset] += 1.0
+            store.count += 1.0
+        else:
+            store.add(key)
+    else:
+        sketch._zero_count += 1.0
+    sketch._count += 1.0
+    sketch._sum += value
+    if value < sketch._min:
+        sketch._min = value
+    if value > sketch._max:
+        sketch._max = value
 
 
 def _sketch_row(sketch: BaseDDSketch) -> list[Any]:
@@ -91,6 +121,7 @@ class Analytics:
         self.slow_run_factor = slow_run_factor  # 0: no slow_run alerts
         self.overall = _sketch()
         self.sketches: dict[str, BaseDDSketch] = {}
+        self.p95: dict[str, float] = {}  # per job, as last taken (slow_run)
         # job_id -> {epoch hour: failed runs}, the last FAILURE_DAYS_KEPT days;
         # and the same for all jobs together (so the overall report reads at
         # most 720 hours, however many jobs failed).
@@ -106,16 +137,22 @@ class Analytics:
     def duration(self, job_id: str, duration_ms: float, previous_ms: float | None) -> float | None:
         """A completed run's duration. Returns the job's p95 before this run when
         it has enough runs to judge, else None."""
-        self.overall.add(duration_ms)
+        _add(self.overall, duration_ms)
         sketch = self.sketches.get(job_id)
         if sketch is None:
             if previous_ms is None:
                 return None  # the first run: job.duration_ms holds it exactly
             sketch = self.sketches[job_id] = _sketch()
-            sketch.add(previous_ms)
-        judge = self.slow_run_factor and sketch.count >= SLOW_RUN_MIN_RUNS
-        p95 = sketch.get_quantile_value(0.95) if judge else None
-        sketch.add(duration_ms)
+            _add(sketch, previous_ms)
+        p95 = None
+        runs = int(sketch.count)
+        if self.slow_run_factor and runs >= SLOW_RUN_MIN_RUNS:
+            # A quantile walks the sketch's bins: taken again every P95_EVERY runs
+            # (counted, so a replay takes it at the same runs), not every run.
+            if (runs - SLOW_RUN_MIN_RUNS) % P95_EVERY == 0 or job_id not in self.p95:
+                self.p95[job_id] = sketch.get_quantile_value(0.95) or 0.0
+            p95 = self.p95[job_id]
+        _add(sketch, duration_ms)
         return p95
 
     def failed(self, job_id: str, now: float) -> None:
@@ -127,12 +164,29 @@ class Analytics:
                     del hours[old]
             hours[hour] = hours.get(hour, 0) + 1
 
-    def cost(self, job_id: str, usage: dict[str, Any], duration_ms: float | None) -> None:
+    def cost(
+        self,
+        job_id: str,
+        usage: dict[str, Any],
+        duration_ms: float | None,
+        earlier: tuple[dict[str, Any] | None, float | None],
+        completed: bool,
+    ) -> None:
+        """A run's cost. A job's only costed run so far is read off the job itself
+        (its last completed run's ``resource_usage`` and ``duration_ms``, see
+        ``run_sums``): its sums start at its second, seeded with that first one.
+        ``earlier``: the job's usage and duration before this report changed them."""
         if duration_ms is None:
             return
         sums = self.costs.get(job_id)
         if sums is None:
-            sums = self.costs[job_id] = [0, 0, 0.0, 0.0, 0.0]
+            first = run_sums(*earlier, self.cost_model)
+            if first is None and completed:
+                return  # its first: kept by the job itself
+            sums = self.costs[job_id] = first or [0, 0, 0.0, 0.0, 0.0]
+        self._add_cost(sums, usage, duration_ms)
+
+    def _add_cost(self, sums: list[float], usage: dict[str, Any], duration_ms: float) -> None:
         model = self.cost_model
         blocks = model.blocks(usage.get("memory_mb", 0) or 0)
         cpu = usage.get("cpu_percent", 0) or 0
@@ -166,14 +220,18 @@ class Analytics:
         zone: str,
         job_id: str | None,
         top: int,
-        last_duration: Callable[[str], float | None],
+        jobs: dict[str, Job],
         prices: dict[str, float],
     ) -> dict[str, Any]:
+        def last_duration(jid: str) -> float | None:
+            job = jobs.get(jid)
+            return job.duration_ms if job is not None else None
+
         tz = ZoneInfo(zone)
         model = CostModel(**{**vars(self.cost_model), **prices})
         overall_failures = [0] * 24
         _add_by_hour_of_day(overall_failures, self.failures_overall, tz)
-        ranked = self._ranked(model, top)
+        ranked = self._ranked(model, top, jobs)
         out: dict[str, Any] = {
             "tz": zone,
             "failures_by_hour_of_day": overall_failures,
@@ -200,7 +258,7 @@ class Analytics:
         if job_id is not None:
             by_hour = [0] * 24
             _add_by_hour_of_day(by_hour, self.failures.get(job_id, {}), tz)
-            sums = self.costs.get(job_id)
+            sums = self.sums_of(job_id, jobs)
             total = model.price(*sums[1:4]) if sums else 0.0
             out["job"] = {
                 "job_id": job_id,
@@ -214,19 +272,32 @@ class Analytics:
             }
         return out
 
-    def _ranked(self, model: CostModel, top: int) -> list[Any]:
-        """The ``top`` jobs by cost, one pass over the costed jobs (nlargest); at
-        the configured prices from the kept totals, else priced again; 0: none."""
+    def sums_of(self, job_id: str, jobs: dict[str, Job]) -> list[float] | None:
+        sums = self.costs.get(job_id)
+        if sums is None and job_id in jobs:
+            job = jobs[job_id]
+            sums = run_sums(job.resource_usage, job.duration_ms, self.cost_model)
+        return sums
+
+    def _ranked(self, model: CostModel, top: int, jobs: dict[str, Job]) -> list[Any]:
+        """The ``top`` jobs by cost (nlargest: one pass; 0: none). Jobs with kept
+        sums rank by them; jobs that ran once are priced from their record, so
+        this reads every job: a slow question at a million jobs, asked by the
+        dashboard every 30 s, never per event."""
         if top == 0:
             return []
+        costs = self.costs
         if model == self.cost_model:
-            best = heapq.nlargest(top, self.costs.items(), key=lambda item: item[1][4])
-            return [(sums[4], jid, sums) for jid, sums in best]
-        return heapq.nlargest(
-            top,
-            ((model.price(*sums[1:4]), jid, sums) for jid, sums in self.costs.items()),
-            key=lambda item: item[0],
+            kept = ((sums[4], jid, sums) for jid, sums in costs.items())
+        else:
+            kept = ((model.price(*sums[1:4]), jid, sums) for jid, sums in costs.items())
+        once = (
+            (model.price(*sums[1:4]), jid, sums)
+            for jid, job in jobs.items()
+            if jid not in costs
+            and (sums := run_sums(job.resource_usage, job.duration_ms, model)) is not None
         )
+        return heapq.nlargest(top, itertools.chain(kept, once), key=lambda item: item[0])
 
     def job_durations(self, job_id: str, last_ms: float | None) -> dict[str, Any]:
         sketch = self.sketches.get(job_id)
@@ -241,6 +312,7 @@ class Analytics:
         return {
             "overall": _sketch_row(self.overall),
             "sketches": {jid: _sketch_row(s) for jid, s in self.sketches.items()},
+            "p95": self.p95,
             "failures": {jid: list(hours.items()) for jid, hours in self.failures.items()},
             "costs": self.costs,
             "failures_overall": list(self.failures_overall.items()),
@@ -254,6 +326,7 @@ class Analytics:
             return
         self.overall = _sketch_from_row(snap["overall"])
         self.sketches = {jid: _sketch_from_row(row) for jid, row in snap["sketches"].items()}
+        self.p95 = snap.get("p95", {})
         self.failures = {jid: dict(map(tuple, h)) for jid, h in snap["failures"].items()}
         self.costs = snap["costs"]
         for sums in self.costs.values():
@@ -273,6 +346,18 @@ def _percentiles(sketch: BaseDDSketch) -> dict[str, Any]:
             for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
         },
     }
+
+
+def run_sums(
+    usage: dict[str, Any] | None, duration_ms: float | None, model: CostModel
+) -> list[float] | None:
+    """One completed run as cost sums, or None without its usage and duration."""
+    if usage is None or duration_ms is None:
+        return None
+    blocks = model.blocks(usage.get("memory_mb", 0) or 0)
+    cpu = usage.get("cpu_percent", 0) or 0
+    seconds = duration_ms / 1000
+    return [1, blocks, cpu, seconds, model.price(blocks, cpu, seconds)]
 
 
 def _rounded(value: float | None) -> float | None:

@@ -231,13 +231,13 @@ class Store(Monitoring):
                 duration_ms = 0
         if job is None:
             job = self._create(job_id, COMPLETED, now)
-            previous_ms = None
+            previous_ms = previous_usage = None
         else:
             if job.status in TERMINAL:
                 self._new_run(job)
             self._set_status(job, COMPLETED)
             job.updated_at = now
-            previous_ms = job.duration_ms
+            previous_ms, previous_usage = job.duration_ms, job.resource_usage
         job.progress = 100
         job.finished_at = now
         job.duration_ms = duration_ms
@@ -264,7 +264,7 @@ class Store(Monitoring):
                 )
             elif job.alerts is not None:
                 self._resolve(job, "slow_run", now)
-        analytics.cost(job_id, resource_usage, duration_ms)
+        analytics.cost(job_id, resource_usage, duration_ms, (previous_usage, previous_ms), True)
         if info is not None:
             analytics.memory(
                 job_id,
@@ -315,7 +315,8 @@ class Store(Monitoring):
             if usage:
                 started = job.started_at
                 spent_ms = None if started is None else max(0.0, (now - started) * 1000)
-                self.analytics.cost(job_id, usage, spent_ms)
+                earlier = (job.resource_usage, job.duration_ms)
+                self.analytics.cost(job_id, usage, spent_ms, earlier, False)
             if info is not None:
                 self.analytics.memory(
                     job_id,

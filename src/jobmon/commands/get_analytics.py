@@ -49,10 +49,6 @@ def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, An
     if job_id is not None:
         store.get(job_id)  # 404 for a job never seen
 
-    def last_duration(jid: str) -> float | None:
-        job = store.jobs.get(jid)
-        return job.duration_ms if job is not None else None
-
     out = fields.reply("analytics", msg_id)
-    out.update(store.analytics.report(zone, job_id, top, last_duration, prices))
+    out.update(store.analytics.report(zone, job_id, top, store.jobs, prices))
     return out
