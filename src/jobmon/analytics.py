@@ -29,6 +29,7 @@ FAILURE_DAYS_KEPT = 30
 MAX_ARGUMENT_LISTS = 10_000  # distinct argument lists tracked for high memory
 MAX_JOBS_PER_ARGUMENT_LIST = 100  # job ids named per argument list
 SLOW_RUN_MIN_RUNS = 20
+SMALL_RUNS = 16  # durations per job kept as a list before its sketch starts
 P95_EVERY = 8
 
 _MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
@@ -121,6 +122,7 @@ class Analytics:
         self.slow_run_factor = slow_run_factor  # 0: no slow_run alerts
         self.overall = _sketch()
         self.sketches: dict[str, BaseDDSketch] = {}
+        self.small: dict[str, list[float]] = {}  # job_id -> durations, 2..SMALL_RUNS
         self.p95: dict[str, float] = {}  # per job, as last taken (slow_run)
         # job_id -> {epoch hour: failed runs}, the last FAILURE_DAYS_KEPT days;
         # and the same for all jobs together (so the overall report reads at
@@ -140,10 +142,21 @@ class Analytics:
         _add(self.overall, duration_ms)
         sketch = self.sketches.get(job_id)
         if sketch is None:
-            if previous_ms is None:
-                return None  # the first run: job.duration_ms holds it exactly
+            # A job's first few durations are kept as they are (exact, and far
+            # cheaper than a sketch for the many jobs that run only a few times);
+            # its sketch starts past SMALL_RUNS, before slow_run can judge.
+            small = self.small.get(job_id)
+            if small is None:
+                if previous_ms is None:
+                    return None  # the first run: job.duration_ms holds it exactly
+                small = self.small[job_id] = [previous_ms]
+            small.append(duration_ms)
+            if len(small) <= SMALL_RUNS:
+                return None
             sketch = self.sketches[job_id] = _sketch()
-            _add(sketch, previous_ms)
+            for value in small[:-1]:
+                _add(sketch, value)
+            del self.small[job_id]
         p95 = None
         runs = int(sketch.count)
         if self.slow_run_factor and runs >= SLOW_RUN_MIN_RUNS:
@@ -303,6 +316,17 @@ class Analytics:
         sketch = self.sketches.get(job_id)
         if sketch is not None:
             return _percentiles(sketch)
+        small = self.small.get(job_id)
+        if small is not None:  # exact, by nearest rank
+            ordered = sorted(small)
+            n = len(ordered)
+            return {
+                "runs": n,
+                **{
+                    name: ordered[max(0, math.ceil(q * n) - 1)]
+                    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+                },
+            }
         if last_ms is None:
             return {"runs": 0, "p50": None, "p90": None, "p99": None}
         return {"runs": 1, "p50": last_ms, "p90": last_ms, "p99": last_ms}
@@ -313,6 +337,7 @@ class Analytics:
             "overall": _sketch_row(self.overall),
             "sketches": {jid: _sketch_row(s) for jid, s in self.sketches.items()},
             "p95": self.p95,
+            "small": self.small,
             "failures": {jid: list(hours.items()) for jid, hours in self.failures.items()},
             "costs": self.costs,
             "failures_overall": list(self.failures_overall.items()),
@@ -327,6 +352,7 @@ class Analytics:
         self.overall = _sketch_from_row(snap["overall"])
         self.sketches = {jid: _sketch_from_row(row) for jid, row in snap["sketches"].items()}
         self.p95 = snap.get("p95", {})
+        self.small = snap.get("small", {})
         self.failures = {jid: dict(map(tuple, h)) for jid, h in snap["failures"].items()}
         self.costs = snap["costs"]
         for sums in self.costs.values():
