@@ -65,7 +65,7 @@ class History:
         return (
             job.started_at,
             job.finished_at,
-            status.value,
+            status._value_,  # .value is a slower descriptor lookup
             duration_ms,
             job.retries,
             job.error,

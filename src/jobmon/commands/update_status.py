@@ -59,14 +59,16 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     try:
         job_id, status, progress, max_retries, at = args
+        watched = None
     except ValueError:  # older records are shorter; a wrapper's report is longer
         job_id, status, progress, max_retries = args[0], args[1], args[2], args[3]
         at = args[4] if len(args) > 4 else None
+        watched = args[5:7] if len(args) > 5 else None
     when = now if at is None else fields.event_time(now, args, 4)
     store = node.store
     job = store.update_status(when, job_id, STATUS_BY_NAME[status], progress, max_retries)
-    if len(args) > 5:
-        store.watch_memory(job, args[5], args[6], when)
+    if watched is not None:
+        store.watch_memory(job, watched[0], watched[1], when)
     if msg_id is None:
         return {
             "type": "status_updated",
