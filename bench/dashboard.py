@@ -13,22 +13,17 @@ import argparse
 import asyncio
 import socket
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import orjson
 from playwright.async_api import async_playwright
 
 import servers
 
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from test_dashboard import CHROMIUM, CHROMIUM_FLAGS  # noqa: E402  (one set of browser flags)
 
 
 def free_port() -> int:
@@ -48,9 +43,7 @@ async def measure(port: int, http_port: int, events: int) -> list[float]:
     await send({"type": "update_status", "job_id": "probe", "status": "queued"})
     latencies = []
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS
-        )
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = await browser.new_page(viewport={"width": 1280, "height": 800}, bypass_csp=True)
         await page.goto(f"http://127.0.0.1:{http_port}/")
         await page.wait_for_selector("#live.on")
