@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import sys
 import time
@@ -24,12 +23,6 @@ import servers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_dashboard import CHROMIUM, CHROMIUM_FLAGS  # noqa: E402  (one set of browser flags)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def measure(port: int, http_port: int, events: int) -> list[float]:
@@ -64,7 +57,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=40)
     args = parser.parse_args()
     scratch = servers.scratch()
-    http_port = free_port()
+    http_port = servers.free_port()
     server = servers.jobmon(None, "--http-port", str(http_port), log_dir=scratch)
     try:
         latencies = asyncio.run(measure(server.port, http_port, args.events))

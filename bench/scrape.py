@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import socket
 import statistics
 import time
 
@@ -26,12 +25,6 @@ import orjson
 
 import servers
 from scale import fill
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def probe(port: int, until: asyncio.Event) -> list[float]:
@@ -108,7 +101,7 @@ def main() -> None:
     try:
         for series in args.series or (1000, args.jobs):
             for _ in range(args.rounds):
-                http_port = free_port()
+                http_port = servers.free_port()
                 server = servers.jobmon(
                     None,
                     "--http-port", str(http_port), "--metrics-job-series", str(series),

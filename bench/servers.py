@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -72,6 +73,12 @@ def ceiling(log_dir: Path) -> Spawned:
     return Spawned(
         [sys.executable, str(BENCH / "ceiling.py"), "--port", "0"], log_dir / "ceiling.log"
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def scratch() -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from jobmon.config import Config
 from jobmon.server import running
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from helpers import LineClient  # noqa: E402
+from helpers import LineClient, free_port  # noqa: E402
 from test_dashboard import CHROMIUM, CHROMIUM_FLAGS  # noqa: E402
 
 JOBS = [
@@ -29,12 +28,6 @@ JOBS = [
     "etl-orders", "etl-customers", "cache-warmup", "report-weekly", "sitemap",
     "cert-renewal", "db-vacuum", "email-digest", "logs-rotate", "ml-train-ranker",
 ]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def main() -> None:

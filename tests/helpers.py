@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,13 @@ SEED_SAMPLE_CASES: list[tuple[dict[str, Any], dict[str, Any]]] = [
         },
     ),
 ]
+
+
+def free_port() -> int:
+    """A port nothing listens on now (for servers that take a port, not 0)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 class LineClient:

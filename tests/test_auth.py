@@ -10,10 +10,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from helpers import LineClient
+from helpers import LineClient, free_port
 from jobmon.client import Client
 from jobmon.server import Server
-from test_http import free_port
 
 TOKEN = "s3cret-token"
 

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from helpers import ServerProcess
+from helpers import ServerProcess, free_port
 from jobmon.client import Client, JobmonError, JobmonUnavailable, SyncClient
 from jobmon.server import Server
-from test_http import free_port
 
 
 async def test_requests_are_pipelined_and_matched_by_msg_id(server: Server) -> None:

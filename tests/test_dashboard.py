@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from helpers import LineClient
+from helpers import LineClient, free_port
 from jobmon.clock import FakeClock
 from jobmon.server import Server
-from test_http import free_port
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -13,14 +12,8 @@ import aiohttp
 import orjson
 import pytest
 
-from helpers import LineClient, ServerProcess
+from helpers import LineClient, ServerProcess, free_port
 from jobmon.server import Server
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from helpers import LineClient
+from helpers import LineClient, free_port
 from jobmon.config import Config
 from jobmon.server import Server
-from test_http import free_port
 
 TOKEN = "launch-token"
 

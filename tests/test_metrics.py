@@ -15,12 +15,11 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import LineClient, jobmon_cmd
+from helpers import LineClient, free_port, jobmon_cmd
 from jobmon import metrics
 from jobmon.clock import FakeClock
 from jobmon.history import DURATION_BUCKETS_S
 from jobmon.server import Server
-from test_http import free_port
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

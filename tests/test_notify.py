@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from helpers import LineClient
+from helpers import LineClient, free_port
 
 
 class Receiver:
@@ -98,12 +98,6 @@ def alertmanager_binary() -> str:
     pytest.fail(
         "Alertmanager is not installed: apt-get install prometheus-alertmanager (.ci/run does)"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

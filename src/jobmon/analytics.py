@@ -197,18 +197,10 @@ class Analytics:
             if first is None and completed:
                 return  # its first: kept by the job itself
             sums = self.costs[job_id] = first or [0, 0, 0.0, 0.0, 0.0]
-        self._add_cost(sums, usage, duration_ms)
-
-    def _add_cost(self, sums: list[float], usage: dict[str, Any], duration_ms: float) -> None:
-        model = self.cost_model
-        blocks = model.blocks(usage.get("memory_mb", 0) or 0)
-        cpu = usage.get("cpu_percent", 0) or 0
-        seconds = duration_ms / 1000
-        sums[0] += 1
-        sums[1] += blocks
-        sums[2] += cpu
-        sums[3] += seconds
-        sums[4] += model.price(blocks, cpu, seconds)
+        run = run_sums(usage, duration_ms, self.cost_model)
+        assert run is not None  # usage and duration are both given
+        for index, value in enumerate(run):
+            sums[index] += value
 
     def memory(self, job_id: str, arguments: list[str] | None, memory_mb: Any, limit: Any) -> None:
         """A run with arguments: count it if it went over its limit (else the free memory)."""
@@ -228,6 +220,12 @@ class Analytics:
             entry[1].add(job_id)
 
     # -- reading -------------------------------------------------------------------
+    def failures_last_hours(self, now: float, hours: int) -> list[tuple[int, int]]:
+        """(epoch hour, failures) for the ``hours`` clock hours up to now, oldest first."""
+        current = int(now // 3600)
+        counts = self.failures_overall
+        return [(hour, counts.get(hour, 0)) for hour in range(current - hours + 1, current + 1)]
+
     def report(
         self,
         zone: str,

@@ -110,12 +110,15 @@ class Client:
     async def start(self, wait_s: float | None = None) -> bool:
         """Start connecting in the background; with ``wait_s``, wait that long for
         the connection. True when connected."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="jobmon-client")
+        self._ensure_running()
         if wait_s:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._connected.wait(), wait_s)
         return self._connected.is_set()
+
+    def _ensure_running(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="jobmon-client")
 
     @property
     def connected(self) -> bool:
@@ -277,8 +280,7 @@ class Client:
         self.queued.append(outgoing)
         self._delivered.clear()
         self._wake.set()
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="jobmon-client")
+        self._ensure_running()
 
     async def send_event(self, body: dict[str, Any], wait: bool = True) -> dict[str, Any] | None:
         """An event: sent now if connected, else queued. With ``wait``, and while

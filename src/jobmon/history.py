@@ -1,6 +1,7 @@
 """What the store remembers of past runs and alerts, beyond each job's current run:
-a job's recent runs, failures per clock hour, a histogram of run durations, and
-alert counts by kind. Kept in the snapshot, so a restart loses none of it.
+a job's recent runs, a histogram of run durations, and alert counts by kind
+(failures per hour are the analytics' own, in ``analytics``). Kept in the
+snapshot, so a restart loses none of it.
 
 Only the store task calls these, with the turn's clock reading: replaying the
 journal rebuilds the same figures.
@@ -14,7 +15,6 @@ from typing import Any
 from .model import TERMINAL, Job, Status
 
 RECENT_RUNS = 20  # per job, the current one included
-FAILURE_HOURS_KEPT = 7 * 24
 # Upper bounds, in seconds, of the run-duration histogram: jobs run for
 # seconds to hours, so the buckets span 100 ms to a day (then +Inf).
 DURATION_BUCKETS_S = (
@@ -41,8 +41,6 @@ COMPLETED = Status.COMPLETED
 
 class History:
     def __init__(self) -> None:
-        # Epoch hour (UTC) -> runs that ended failed in it; the last week only.
-        self.failures_by_hour: dict[int, int] = {}
         # Counts per bucket of DURATION_BUCKETS_S (not cumulative), +Inf last.
         self.duration_buckets = [0] * (len(DURATION_BUCKETS_S) + 1)
         self.fired_by_kind: dict[str, int] = {}
@@ -94,14 +92,6 @@ class History:
 
     # -- recording (store task only) -------------------------------------------
 
-    def run_failed(self, now: float) -> None:
-        hour = int(now // 3600)
-        counts = self.failures_by_hour
-        if hour not in counts:
-            for old in [h for h in counts if h <= hour - FAILURE_HOURS_KEPT]:
-                del counts[old]
-        counts[hour] = counts.get(hour, 0) + 1
-
     def duration_observed(self, duration_ms: float) -> None:
         self.duration_buckets[bisect_left(DURATION_BUCKETS_S, duration_ms / 1000)] += 1
 
@@ -113,12 +103,6 @@ class History:
         self.firing_by_kind[kind] -= 1
 
     # -- reading ---------------------------------------------------------------
-    def failures_last_hours(self, now: float, hours: int) -> list[tuple[int, int]]:
-        """(epoch hour, failures) for the ``hours`` clock hours up to now, oldest first."""
-        current = int(now // 3600)
-        counts = self.failures_by_hour
-        return [(hour, counts.get(hour, 0)) for hour in range(current - hours + 1, current + 1)]
-
     @classmethod
     def runs_of(cls, job: Job) -> list[dict[str, Any]]:
         """Recent runs, newest first, as dicts (timestamps still epoch seconds)."""
@@ -138,14 +122,12 @@ class History:
     # -- snapshot --------------------------------------------------------------
     def to_snapshot(self) -> dict[str, Any]:
         return {
-            "failures_by_hour": [[h, n] for h, n in self.failures_by_hour.items()],
             "duration_buckets": self.duration_buckets,
             "fired_by_kind": self.fired_by_kind,
         }
 
     def load_snapshot(self, snap: dict[str, Any] | None, jobs: dict[str, Job]) -> None:
         if snap is not None:
-            self.failures_by_hour = {h: n for h, n in snap["failures_by_hour"]}
             self.duration_buckets = snap["duration_buckets"]
             self.fired_by_kind = snap["fired_by_kind"]
         firing: dict[str, int] = {}

@@ -329,7 +329,7 @@ class HttpApi:
         (reply,) = await self.ask([{"type": "get_stats"}])
         store = self.server.node.store
         reply["by_status"] = {status.value: n for status, n in store.count_by_status.items()}
-        hours = store.history.failures_last_hours(self.server.clock.now(), FAILURE_HOURS_SHOWN)
+        hours = store.analytics.failures_last_hours(self.server.clock.now(), FAILURE_HOURS_SHOWN)
         reply["failures_by_hour"] = [
             {"hour": iso(hour * 3600.0), "failures": n} for hour, n in hours
         ]

@@ -116,7 +116,6 @@ class Store(Monitoring):
         if monitor is not None and monitor.heartbeat_for_run:
             self.run_heartbeats_end(job, monitor, now)
         if job.status is FAILED:
-            self.history.run_failed(now)
             self.analytics.failed(job.job_id, now)
 
     def _fire(self, job: Job, kind: str, text: str, now: float) -> Alert | None:
