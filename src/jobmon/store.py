@@ -17,6 +17,7 @@ from .errors import Code, RequestError
 from .history import History
 from .model import SNAPSHOT_ROW, STATUS_BY_NAME, TERMINAL, Alert, Job, Monitor, Status
 from .monitoring import Monitoring
+from .runs import RunIds
 
 ALERT_HISTORY = 10_000
 # Plain names: Status.X is an attribute lookup on the Enum class, slow on the hot path.
@@ -26,7 +27,7 @@ FAILED = Status.FAILED
 RETRYING = Status.RETRYING
 
 
-class Store(Monitoring):
+class Store(Monitoring, RunIds):
     def __init__(self, default_max_retries: int = 3) -> None:
         self.default_max_retries = default_max_retries
         self.jobs: dict[str, Job] = {}
@@ -44,6 +45,7 @@ class Store(Monitoring):
         self.lost_grace_ms = 30_000
         self.history = History()
         self.analytics = Analytics()
+        self.live_runs = {}  # runs with a run_id (see runs.py)
 
     # -- reading ---------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -399,6 +401,7 @@ class Store(Monitoring):
             "jobs": list(map(SNAPSHOT_ROW, self.jobs.values())),
             "history": self.history.to_snapshot(),
             "analytics": self.analytics.to_snapshot(),
+            "live_runs": self.live_runs_snapshot(),
         }
 
     def load_snapshot(self, snap: dict[str, Any]) -> None:
@@ -451,4 +454,5 @@ class Store(Monitoring):
         self.count_by_status = counts
         self.history.load_snapshot(snap.get("history"), jobs)
         self.analytics.load_snapshot(snap.get("analytics"))
+        self.load_live_runs(snap.get("live_runs"))
         self.deadlines.rebuild(jobs)

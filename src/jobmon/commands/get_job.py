@@ -37,6 +37,9 @@ def record(node: Node, job: Job) -> dict[str, Any]:
     }
     if job.alerts:
         out["alerts"] = sorted(job.alerts)
+    live = node.store.live_runs_of(job.job_id) if node.store.live_runs else None
+    if live is not None:  # runs with a run_id still going (runs.py)
+        out["live_runs"] = live
     monitor = job.monitor
     if monitor is not None:
         out["monitor"] = {

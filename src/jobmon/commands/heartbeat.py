@@ -10,7 +10,7 @@ import msgspec
 from ..clock import iso
 from ..errors import malformed
 from ..node import Node
-from . import fields
+from . import fields, run_ids
 
 NAME = "heartbeat"
 MUTATES = True
@@ -36,13 +36,19 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
             f"for_run must be true or false (true: the heartbeats end with the run), "
             f"got {fields._show(for_run)}"
         )
-    return (job_id, ttl_ms, fields.number(body, "at"), for_run)
+    at = fields.number(body, "at")
+    run_id = run_ids.parse(body) if "run_id" in body else None
+    if run_id is not None:
+        return (job_id, ttl_ms, at, for_run, run_id)
+    return (job_id, ttl_ms, at, for_run)
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     try:
         job_id, ttl_ms, at, for_run = args
     except ValueError:  # journaled before events had ``at`` and ``for_run``
+        if len(args) > 4:  # one run's beat (run_id)
+            return run_ids.heartbeat(node, now, args, msg_id)
         job_id, ttl_ms = args[0], args[1]
         at, for_run = (args[2] if len(args) > 2 else None), False
     when = now if at is None else fields.event_time(now, args, 2)

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from ..node import Node
-from . import fields
+from . import fields, run_ids
 
 NAME = "job_completed"
 MUTATES = True
@@ -32,6 +32,10 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     usage = fields.usage(body)
     at = fields.number(body, "at")
     info = fields.run_info(body)
+    if "run_id" in body:
+        run_id = run_ids.parse(body)
+        if run_id is not None:
+            return (job_id, duration_ms, usage, at, info, run_id)
     if info is None:  # as the fast path decodes it
         return (job_id, duration_ms, usage, at)
     return (job_id, duration_ms, usage, at, info)
@@ -39,8 +43,14 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     job_id, duration_ms, usage = args[0], args[1], args[2]
-    at = args[3] if len(args) > 3 else None  # older records are shorter
-    info = args[4] if len(args) > 4 else None
+    n = len(args)
+    at = args[3] if n > 3 else None  # older records are shorter
+    if n > 4:
+        if n > 5:  # one of several runs (run_id)
+            return run_ids.job_completed(node, now, args, msg_id)
+        info = args[4]
+    else:
+        info = None
     when = now if at is None else fields.event_time(now, args, 3)
     job = node.store.complete(when, job_id, duration_ms, usage, info)
     out = fields.reply("job_completed", msg_id)

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from ..node import Node
-from . import fields
+from . import fields, run_ids
 
 NAME = "job_failed"
 MUTATES = True
@@ -35,6 +35,10 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     error = error if error is not None else ""
     info = fields.run_info(body)
     usage = fields.usage(body)
+    if "run_id" in body:
+        run_id = run_ids.parse(body)
+        if run_id is not None:
+            return (job_id, error, retries or 0, max_retries, at, info, usage, run_id)
     if info is None and not usage:
         return (job_id, error, retries or 0, max_retries, at)
     return (job_id, error, retries or 0, max_retries, at, info, usage)
@@ -42,8 +46,14 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     job_id, error, retries, max_retries = args[0], args[1], args[2], args[3]
-    at = args[4] if len(args) > 4 else None  # older records are shorter
-    info, usage = (args[5], args[6]) if len(args) > 5 else (None, None)
+    n = len(args)
+    at = args[4] if n > 4 else None  # older records are shorter
+    if n > 5:
+        if n > 7:  # one of several runs (run_id)
+            return run_ids.job_failed(node, now, args, msg_id)
+        info, usage = args[5], args[6]
+    else:
+        info = usage = None
     when = now if at is None else fields.event_time(now, args, 4)
     _, exhausted = node.store.fail(when, job_id, error, retries, max_retries, info, usage)
     if exhausted:

@@ -10,7 +10,7 @@ import msgspec
 from ..errors import malformed
 from ..model import STATUS_BY_NAME
 from ..node import Node
-from . import fields
+from . import fields, run_ids
 
 NAME = "update_status"
 MUTATES = True
@@ -50,8 +50,11 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     at = get("at")
     if at is not None:
         fields.number(body, "at")
-    if "resource_usage" in body or "memory_limit_mb" in body:  # a wrapper watching memory
-        usage, info = fields.usage(body), fields.run_info(body)
+    run_id = run_ids.parse(body) if "run_id" in body else None
+    if "resource_usage" in body or "memory_limit_mb" in body or run_id is not None:
+        usage, info = fields.usage(body), fields.run_info(body)  # a wrapper watching memory
+        if run_id is not None:
+            return (job_id, status, progress, max_retries, at, usage, info, run_id)
         return (job_id, status, progress, max_retries, at, usage, info)
     return (job_id, status, progress, max_retries, at)
 
@@ -61,6 +64,8 @@ def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, An
         job_id, status, progress, max_retries, at = args
         watched = None
     except ValueError:  # older records are shorter; a wrapper's report is longer
+        if len(args) > 7:  # one of several runs (run_id)
+            return run_ids.update_status(node, now, args, msg_id)
         job_id, status, progress, max_retries = args[0], args[1], args[2], args[3]
         at = args[4] if len(args) > 4 else None
         watched = args[5:7] if len(args) > 5 else None
