@@ -206,9 +206,9 @@ class RunIds:
         job = self.jobs.get(job_id)
         limit = max_retries if max_retries is not None else self.max_retries_of(job)
         if retries < limit:  # it will be tried again: the run stays live, retrying
-            run = self._live(now, job_id, run_id, RETRYING)
-            run.status = RETRYING
-            run.updated_at = now
+            retrying = self._live(now, job_id, run_id, RETRYING)
+            retrying.status = RETRYING
+            retrying.updated_at = now
             others = self.live_runs[job_id].values()
             if job is not None and any(r.status is RUNNING for r in others):
                 job.updated_at = now
