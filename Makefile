@@ -2,15 +2,24 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+# The healthchecks-io client's own venv: its pins (httpx<0.28, packaging<25...)
+# conflict with ours, and the tests drive it as a separate program anyway.
+HC_VENV := .venv-hc
 
 .PHONY: install run test bench lint all clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(HC_VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+$(HC_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(HC_VENV)
+	$(HC_VENV)/bin/python -m pip install -q --upgrade pip
+	$(HC_VENV)/bin/python -m pip install -q healthchecks-io==0.4.4
 	touch $@
 
 run: install
@@ -34,4 +43,4 @@ lint: install
 all: lint test bench
 
 clean:
-	rm -rf $(VENV) jobmon-data tests/artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(HC_VENV) jobmon-data tests/artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -165,6 +165,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="analytics cost model, e.g. free_memory_mb=2048,price_per_second=0.02",
     )
 
+    serve.add_argument(
+        "--ping-key",
+        default=_env("PING_KEY", "") or None,
+        metavar="KEY",
+        help="Healthchecks-style slug ping URLs: /ping/KEY/<slug>",
+    )
+    serve.add_argument(
+        "--public-url",
+        default=_env("PUBLIC_URL", "") or None,
+        metavar="URL",
+        help="this server's address as users reach it (links in notifications, API replies)",
+    )
+    serve.add_argument(
+        "--notify",
+        action="append",
+        default=_env("NOTIFY", "").split(),
+        metavar="[NAME=]URL",
+        help="send alerts through Apprise (mailto://, slack://, json://...); NAME=URL is a "
+        "channel that jobs choose with their channels; repeatable",
+    )
+
     stdio = sub.add_parser("stdio", help="serve one client on stdin/stdout, in memory")
     _add_node_flags(stdio, defaults)
 
@@ -234,6 +255,9 @@ def _serve(args: argparse.Namespace) -> int:
         webhooks=args.webhook,
         realert_ms=args.realert_ms,
         alertmanager=args.alertmanager,
+        ping_key=args.ping_key,
+        public_url=args.public_url,
+        notify=args.notify,
     )
     try:
         uvloop.run(serve(config))

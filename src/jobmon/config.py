@@ -36,3 +36,7 @@ class Config:
     cost_model: dict[str, float] = field(default_factory=dict)
     # --allow-command NAME=PATH: what start_job may run (needs --token).
     allowed_commands: dict[str, str] = field(default_factory=dict)
+    # Healthchecks' APIs (hc/) and Apprise notifications (notify_apprise.py).
+    ping_key: str | None = None  # --ping-key: slug ping URLs /ping/<key>/<slug>
+    public_url: str | None = None  # --public-url: links in notifications and API replies
+    notify: list[str] = field(default_factory=list)  # --notify [NAME=]URL (Apprise)

@@ -22,6 +22,7 @@ from aiohttp import web
 from . import metrics, openapi
 from .clock import iso
 from .errors import Code
+from .hc import routes as hc_routes
 from .node import Subscription
 
 log = logging.getLogger("jobmon.http")
@@ -45,6 +46,8 @@ STREAM_TOPICS = ("alerts", "events", "changes")
 FAILURE_HOURS_SHOWN = 24
 # Open under --token: the health check, the page (it holds no data) and its sign-in.
 OPEN_PATHS = frozenset({"/healthz", "/", "/api/session"})
+# Healthchecks' APIs check their own secrets (the uuid, ping key, badge key, X-Api-Key).
+OPEN_PREFIXES = ("/static/", "/ping/", "/badge/", "/api/v1/", "/api/v2/", "/api/v3/")
 SESSION_COOKIE = "jobmon_session"
 # The dashboard's files, by URL name; nothing else is served from the package.
 STATIC_TYPES = {
@@ -135,6 +138,7 @@ class HttpApi:
         r.add_post("/api/session", self.session)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
+        hc_routes.add(self)  # Healthchecks' pinging and management APIs, badges
         self._spec = openapi.spec(list(server.config.allowed_commands))
         static = resources.files("jobmon") / "static"
         self._static = {name: (static / name).read_bytes() for name in STATIC_TYPES}
@@ -184,7 +188,11 @@ class HttpApi:
     async def _authorize(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """--token: every request but the health check and the page's own files
         carries it as ``Authorization: Bearer`` (or the dashboard's cookie)."""
-        if self._token is None or request.path in OPEN_PATHS or request.path.startswith("/static/"):
+        if (
+            self._token is None
+            or request.path in OPEN_PATHS
+            or request.path.startswith(OPEN_PREFIXES)
+        ):
             response: web.StreamResponse = await handler(request)
             return response
         given = request.headers.get("Authorization", "")

@@ -119,6 +119,7 @@ class Monitor:
         "lost_at",
         "lost_grace_s",
         "heartbeat_for_run",
+        "channels",
     )
     # ``reporter``: the connection that last reported the job running (this
     # process only; a restart closes every connection).
@@ -147,6 +148,7 @@ class Monitor:
         self.lost_at: float | None = None  # when its reporting connection closed
         self.lost_grace_s = 0.0  # the grace worker_lost was armed with
         self.heartbeat_for_run = False  # heartbeats end with the run (jobmon run's)
+        self.channels: list[str] | None = None  # --notify channels its alerts go to
         self.reporter: int | None = None
 
     def to_row(self) -> list[Any]:

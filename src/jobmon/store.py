@@ -14,6 +14,7 @@ from typing import Any
 from .analytics import Analytics, CostModel
 from .deadlines import Deadlines
 from .errors import Code, RequestError
+from .hc.registry import Checks
 from .history import History
 from .model import SNAPSHOT_ROW, STATUS_BY_NAME, TERMINAL, Alert, Job, Monitor, Status
 from .monitoring import Monitoring
@@ -46,6 +47,7 @@ class Store(Monitoring, RunIds):
         self.history = History()
         self.analytics = Analytics()
         self.live_runs = {}  # runs with a run_id (see runs.py)
+        self.checks = Checks(self)  # Healthchecks' checks (see hc/)
 
     # -- reading ---------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -136,6 +138,8 @@ class Store(Monitoring, RunIds):
         self.alert_history.append(alert)
         self.history.alert_fired(kind)
         self.alert_outbox.append(alert)
+        if self.checks.by_job:
+            self.checks.alert_changed(job, now)
         return alert
 
     def _resolve(self, job: Job, kind: str, now: float) -> None:
@@ -150,6 +154,8 @@ class Store(Monitoring, RunIds):
         alert.resolved_at = now
         self.alert_outbox.append(alert)
         self.history.alert_resolved(kind)
+        if self.checks.by_job:
+            self.checks.alert_changed(job, now)
 
     # -- the three lifecycle events --------------------------------------
     def update_status(
@@ -402,6 +408,7 @@ class Store(Monitoring, RunIds):
             "history": self.history.to_snapshot(),
             "analytics": self.analytics.to_snapshot(),
             "live_runs": self.live_runs_snapshot(),
+            "checks": self.checks.to_snapshot(),
         }
 
     def load_snapshot(self, snap: dict[str, Any]) -> None:
@@ -455,4 +462,5 @@ class Store(Monitoring, RunIds):
         self.history.load_snapshot(snap.get("history"), jobs)
         self.analytics.load_snapshot(snap.get("analytics"))
         self.load_live_runs(snap.get("live_runs"))
+        self.checks.load_snapshot(snap.get("checks"))
         self.deadlines.rebuild(jobs)

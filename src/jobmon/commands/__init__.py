@@ -26,6 +26,7 @@ from . import (
     unregister_job,
     update_status,
 )
+from .checks import MODULES as CHECK_MODULES
 
 
 class Parse(Protocol):
@@ -84,6 +85,7 @@ HANDLERS: dict[str, Handler] = {
             start_job,
             subscribe,
             get_alerts,
+            *CHECK_MODULES,
         ),
     )
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import schedule
+from .. import channels, schedule
 from ..clock import iso
 from ..errors import malformed
 from ..node import Node
@@ -38,6 +38,8 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
         settings["max_retries"] = fields.integer(body, "max_retries")
     if "labels" in body:
         settings["labels"] = _labels(body["labels"])
+    if "channels" in body:  # which --notify NAME=URL channels its alerts go to
+        settings["channels"] = channels.names(body["channels"])
     return (job_id, settings)
 
 
