@@ -24,7 +24,7 @@ from .connection import TURN_OUTPUT_BUDGET
 from .errors import Code, RequestError
 from .model import Alert
 from .node import Node
-from .notify import Notifier
+from .notifiers import AlertNotifier
 from .persistence import TICK_RECORD, WORKERS_GONE_RECORD, DataDir
 from .protocol import Request, decode, encode, error_body
 from .publish import Publisher
@@ -99,7 +99,7 @@ class Engine:
         self._idle = asyncio.Event()  # set by run() whenever it has nothing to do
         self._background: set[asyncio.Task[None]] = set()
         self.publisher = Publisher(node)
-        self.notifier: Notifier | None = None  # webhooks, Alertmanager (set by the server)
+        self.notifier: AlertNotifier | None = None  # notifiers.Fanout (set by the server)
         self.realert_s: float | None = None  # --realert-ms
         self.realerts: deque[tuple[float, Alert]] = deque()  # (send again at, alert), in order
         self.events: list[dict[str, Any]] | None = None  # this turn's, when subscribed

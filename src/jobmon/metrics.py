@@ -56,6 +56,8 @@ class Reading:
     jobs_total: int
     # (job_id, status, last success or None), for the first job_series_limit jobs.
     jobs: list[tuple[str, str, float | None]] = field(default_factory=list)
+    # Apprise deliveries: (channel, outcome, count).
+    notifications: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 async def read(server: Server) -> Reading:
@@ -80,6 +82,7 @@ async def read(server: Server) -> Reading:
         fsync_seconds_total=data_dir.fsync_times.seconds_total if data_dir is not None else 0.0,
         job_series_limit=limit,
         jobs_total=len(store.jobs),
+        notifications=server.apprise.counts() if server.apprise is not None else [],
     )
     job_ids = list(islice(store.jobs, limit))  # jobs are never removed: a stable set
     rows = reading.jobs
@@ -179,6 +182,15 @@ class ReadingCollector(Collector):
                 r.fsync_buckets,
                 r.fsync_seconds_total,
             )
+        if r.notifications:
+            sent = CounterMetricFamily(
+                "jobmon_apprise_notifications",
+                "Apprise notifications (--notify), by channel and outcome.",
+                labels=["channel", "outcome"],
+            )
+            for channel, outcome, count in r.notifications:
+                sent.add_metric([channel, outcome], count)
+            yield sent
         yield GaugeMetricFamily(
             "jobmon_job_series_omitted",
             "Jobs left out of the per-job series by --metrics-job-series.",

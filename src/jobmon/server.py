@@ -23,6 +23,7 @@ from .launcher import Launcher
 if TYPE_CHECKING:
     from .http import HttpApi
 from .node import Node
+from .notifiers import Fanout
 from .notify import Notifier
 from .persistence import DataDir
 from .store import Store
@@ -50,7 +51,16 @@ class Server:
             config.alertmanager_resend_s,
             config.notify_backoff_s,
         )
-        self.engine.notifier = self.notifier
+        self.apprise = None
+        if config.notify:  # --notify: alerts through Apprise
+            from .channels import parse_all
+            from .notify_apprise import AppriseNotifier
+
+            self.apprise = AppriseNotifier(
+                parse_all(config.notify), self.node.store, self.public_url, config.notify_backoff_s
+            )
+        self.notifiers = Fanout([self.notifier, *([self.apprise] if self.apprise else [])])
+        self.engine.notifier = self.notifiers
         if config.allowed_commands:
             if not config.token:
                 raise ValueError(
@@ -99,7 +109,7 @@ class Server:
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
         firing = [a for a in self.node.store.recent_alerts() if a.resolved_at is None]
-        await self.notifier.start(firing)
+        await self.notifiers.start(firing)
         if self.engine.realert_s is not None:
             now = self.clock.now()
             self.engine.realerts.extend((now + self.engine.realert_s, a) for a in firing)
@@ -119,6 +129,11 @@ class Server:
 
             self.http = HttpApi(self)
             await self.http.start(self.config.host, self.config.http_port)
+
+    def public_url(self) -> str:
+        """Where users reach this server (--public-url, else its HTTP address)."""
+        port = self.http.port if self.http is not None else self.config.http_port
+        return self.config.public_url or f"http://{self.config.host}:{port}"
 
     def _new_connection(self) -> Connection:
         self.connections_total += 1
@@ -150,7 +165,7 @@ class Server:
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
-        await self.notifier.stop()
+        await self.notifiers.stop()
         if self._listener is not None:
             with suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._listener.wait_closed(), 1.0)

@@ -16,11 +16,9 @@ if TYPE_CHECKING:
 
 def add(http: HttpApi) -> None:
     config = http.server.config
-
-    def base() -> str:
-        return config.public_url or f"http://{config.host}:{http.port}"
-
-    formatter = Formatter(base, channels.parse_all(config.notify), config.token or config.ping_key)
+    formatter = Formatter(
+        http.server.public_url, channels.parse_all(config.notify), config.token or config.ping_key
+    )
     Pinging(http)
     Management(http, formatter)
     Badges(http, formatter)
