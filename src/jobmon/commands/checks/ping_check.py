@@ -55,7 +55,8 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
         if type(given) is not dict:
             raise malformed('create must be {"uuid": .., "channels": [..]}')
         create = [spec.check_uuid(given), channels.names(given.get("channels"))]
-    return (target, kind, run_ids.parse(body), exit_status, meta, text or None, create)
+    rid = run_ids.parse({"run_id": body["rid"]}) if body.get("rid") is not None else None
+    return (target, kind, rid, exit_status, meta, text or None, create)
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
