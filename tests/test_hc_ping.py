@@ -46,9 +46,11 @@ class Hc:
 
 @pytest.fixture
 async def hc(start_server: Any) -> AsyncIterator[tuple[Server, Hc]]:
-    async with start_server(http_port=free_port(), ping_key=KEY) as server:
-        async with aiohttp.ClientSession() as http:
-            yield server, Hc(server, http)
+    async with (
+        start_server(http_port=free_port(), ping_key=KEY) as server,
+        aiohttp.ClientSession() as http,
+    ):
+        yield server, Hc(server, http)
 
 
 async def curl(*args: str) -> tuple[int, str]:
@@ -138,7 +140,7 @@ async def test_slug_urls_the_ping_key_and_create(hc: tuple[Server, Hc]) -> None:
     assert await api.ping(f"{KEY}/db-backup") == (404, "not found")
     assert await api.ping(f"{KEY}/db-backup?create=1") == (201, "Created")
     assert await api.ping(f"{KEY}/db-backup/start?create=1") == (200, "OK")
-    assert await api.ping(f"wrong-key/db-backup?create=1") == (404, "not found")
+    assert await api.ping("wrong-key/db-backup?create=1") == (404, "not found")
     assert await api.ping(f"{KEY}/DB-Backup") == (400, "invalid url format")
     (check,) = (await api.get("/api/v3/checks/?slug=db-backup"))["checks"]
     # Healthchecks' defaults for a check made by its first ping.
@@ -214,22 +216,26 @@ async def test_status_follows_the_clock_and_the_alert_fires(
 
 
 async def test_checks_and_pings_survive_a_restart(start_server: Any, data_dir: Any) -> None:
-    async with start_server(http_port=free_port(), data_dir=data_dir) as server:
-        async with aiohttp.ClientSession() as http:
-            api = Hc(server, http)
-            uuid = (await api.create(name="kept", slug="kept", tags="a b"))["uuid"]
-            await api.ping(f"{uuid}/start?rid={RID_A}")
-            await api.ping(f"{uuid}?rid={RID_A}", "POST", b"hello")
-            before = await api.get(f"/api/v3/checks/{uuid}")
-            pings = await api.get(f"/api/v3/checks/{uuid}/pings/")
-    async with start_server(http_port=free_port(), data_dir=data_dir) as server:
-        async with aiohttp.ClientSession() as http:
-            api = Hc(server, http)
-            after = await api.get(f"/api/v3/checks/{uuid}")
-            for url_field in ("ping_url", "update_url", "pause_url", "resume_url"):
-                before.pop(url_field), after.pop(url_field)  # the port changed
-            assert after == before
-            again = await api.get(f"/api/v3/checks/{uuid}/pings/")
-            assert [p["n"] for p in again["pings"]] == [p["n"] for p in pings["pings"]]
-            async with http.get(f"{api.base}/api/v3/checks/{uuid}/pings/2/body") as response:
-                assert await response.text() == "hello"
+    async with (
+        start_server(http_port=free_port(), data_dir=data_dir) as server,
+        aiohttp.ClientSession() as http,
+    ):
+        api = Hc(server, http)
+        uuid = (await api.create(name="kept", slug="kept", tags="a b"))["uuid"]
+        await api.ping(f"{uuid}/start?rid={RID_A}")
+        await api.ping(f"{uuid}?rid={RID_A}", "POST", b"hello")
+        before = await api.get(f"/api/v3/checks/{uuid}")
+        pings = await api.get(f"/api/v3/checks/{uuid}/pings/")
+    async with (
+        start_server(http_port=free_port(), data_dir=data_dir) as server,
+        aiohttp.ClientSession() as http,
+    ):
+        api = Hc(server, http)
+        after = await api.get(f"/api/v3/checks/{uuid}")
+        for url_field in ("ping_url", "update_url", "pause_url", "resume_url"):
+            before.pop(url_field), after.pop(url_field)  # the port changed
+        assert after == before
+        again = await api.get(f"/api/v3/checks/{uuid}/pings/")
+        assert [p["n"] for p in again["pings"]] == [p["n"] for p in pings["pings"]]
+        async with http.get(f"{api.base}/api/v3/checks/{uuid}/pings/2/body") as response:
+            assert await response.text() == "hello"

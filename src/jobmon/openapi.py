@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
+from .hc import openapi as hc_openapi
 from .model import STATUS_BY_NAME
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -70,6 +71,7 @@ def spec(allowed_commands: list[str] | None = None) -> dict[str, Any]:
             ),
         },
         "paths": {
+            **hc_openapi.paths(),
             "/api/events": {
                 "post": {
                     "summary": "One protocol message, or an array of them",

@@ -1,6 +1,6 @@
 """Healthchecks' pinging API: ``/ping/<uuid>[/start|/fail|/log|/<exit-status>]``
 and ``/ping/<ping-key>/<slug>[...]`` (``?create=1``: made on its first ping),
-by any method; ``?rid=<uuid>`` names the run. No token: the uuid, or the ping
+by HEAD, GET or POST; ``?rid=<uuid>`` names the run. No token: the uuid, or the ping
 key, is the secret. Answers as Healthchecks does, in plain text: ``OK``,
 ``Created`` (201), ``not found`` (404), ``ambiguous slug`` (409),
 ``invalid url format`` / ``invalid uuid format`` (400).
@@ -62,7 +62,8 @@ class Pinging:
         self.http = http
         key = http.server.config.ping_key
         self.ping_key = key.encode() if key else None
-        http.app.router.add_route("*", "/ping/{tail:.+}", self.ping)
+        http.app.router.add_get("/ping/{tail:.+}", self.ping)  # and HEAD
+        http.app.router.add_post("/ping/{tail:.+}", self.ping)
 
     async def ping(self, request: web.Request) -> web.Response:
         parts = request.match_info["tail"].split("/")
