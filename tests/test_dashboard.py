@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
@@ -341,3 +342,26 @@ async def test_under_a_token_the_page_asks_for_it_then_shows_the_jobs(
         await colour_of(page, "guarded", "green")  # the stream works with the cookie
         await context.close()
         await tcp.close()
+
+
+async def test_a_ping_body_shows_as_its_runs_output(
+    page: Page, tcp: LineClient, web_server: Server
+) -> None:
+    assert web_server.http is not None
+    uuid = "5bf66975-d4c7-4bf5-bcc8-b8d8a82ea278"
+    await tcp.request({"type": "create_check", "uuid": uuid, "name": "Backups", "slug": "backups"})
+    body = 'dumped 3 tables\n<img src=x onerror="window.__pwned = 5">\nall done'
+    base = f"http://127.0.0.1:{web_server.http.port}/ping/{uuid}"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/start") as response:
+            assert await response.text() == "OK"
+        async with http.post(base, data=body.encode()) as response:
+            assert await response.text() == "OK"
+    await colour_of(page, "backups", "green")
+    await page.click(row("backups"))
+    await page.wait_for_selector("#detail:not([hidden])")
+    output = page.locator("#runs tbody tr").nth(0).locator("td.output pre")
+    await output.wait_for()
+    assert await output.text_content() == body
+    assert await page.evaluate("window.__pwned") is None
+    await shot(page, "dashboard-ping-body")

@@ -364,8 +364,12 @@ async function drawDetail() {
   const runs = job.recent_runs || [];
   $("runs").tBodies[0].replaceChildren(...runs.map((run) => {
     const row = el("tr", null, `c-${STATUS_COLOUR[run.status] || "grey"}`);
+    // A run's output: a wrapper's stderr tail, or the body of the ping that ended it.
+    const output = el("td", null, "output");
+    if (run.output) output.append(el("pre", run.output));
     row.append(el("td", when(run.finished_at)), el("td", run.status), el("td", duration(run.duration_ms)),
-      el("td", run.retries), el("td", run.error, "error"));
+      el("td", run.retries), el("td", run.error, "error"), output);
+    if (run.run_id) row.dataset.runId = run.run_id;
     return row;
   }));
   $("detail").hidden = false;
