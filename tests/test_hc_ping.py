@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from helpers import LineClient, free_port
+from jobmon import cli
 from jobmon.clock import FakeClock
 from jobmon.server import Server
 
@@ -215,7 +216,9 @@ async def test_status_follows_the_clock_and_the_alert_fires(
     await client.close()
 
 
-async def test_checks_and_pings_survive_a_restart(start_server: Any, data_dir: Any) -> None:
+async def test_checks_pings_and_live_runs_survive_a_restart(
+    start_server: Any, data_dir: Any
+) -> None:
     async with (
         start_server(http_port=free_port(), data_dir=data_dir) as server,
         aiohttp.ClientSession() as http,
@@ -224,8 +227,11 @@ async def test_checks_and_pings_survive_a_restart(start_server: Any, data_dir: A
         uuid = (await api.create(name="kept", slug="kept", tags="a b"))["uuid"]
         await api.ping(f"{uuid}/start?rid={RID_A}")
         await api.ping(f"{uuid}?rid={RID_A}", "POST", b"hello")
+        await api.ping(f"{uuid}/start?rid={RID_B}")  # still live at the restart
         before = await api.get(f"/api/v3/checks/{uuid}")
         pings = await api.get(f"/api/v3/checks/{uuid}/pings/")
+    # From a snapshot this time (jobmon compact), not the journal.
+    assert cli.main(["compact", "--data-dir", str(data_dir)]) == 0
     async with (
         start_server(http_port=free_port(), data_dir=data_dir) as server,
         aiohttp.ClientSession() as http,
@@ -239,3 +245,9 @@ async def test_checks_and_pings_survive_a_restart(start_server: Any, data_dir: A
         assert [p["n"] for p in again["pings"]] == [p["n"] for p in pings["pings"]]
         async with http.get(f"{api.base}/api/v3/checks/{uuid}/pings/2/body") as response:
             assert await response.text() == "hello"
+        client = await LineClient.connect(server.port)
+        job = (await client.request({"type": "get_job", "job_id": "kept"}))["job"]
+        assert [r["run_id"] for r in job["live_runs"]] == [RID_B]
+        assert job["recent_runs"][0]["run_id"] == RID_A
+        assert await api.ping(f"{uuid}?rid={RID_B}") == (200, "OK")
+        await client.close()

@@ -16,6 +16,10 @@ Layout, from the wire inwards:
                   mutations, called only from the engine task.
 - ``monitoring``  negative alerting (mixed into the store); ``deadlines`` keeps
                   every pending deadline in one heap; ``schedule`` reads cron.
+- ``runs``        runs with a ``run_id`` (mixed into the store): several live
+                  runs of one job, each with its own start, progress, outcome.
+- ``hc``          Healthchecks.io's pinging and management APIs and badges: a
+                  check is a job (``hc.registry`` keeps checks in the store).
 - ``history``     what the store keeps of past runs and alerts (recent runs,
                   failures per hour, duration histogram, alert counts).
 - ``model``       the record types (``Job``, ``Alert``) and ``Status``.
@@ -26,7 +30,9 @@ Layout, from the wire inwards:
 - ``server``      the TCP server lifecycle: start, signals, phased shutdown.
 - ``http``        the HTTP API, the dashboard (``static/``) and ``/metrics``
                   (``metrics``: a prometheus-client collector); ``publish`` and
-                  ``notify`` send alerts to subscribers, webhooks, Alertmanager.
+                  ``notify`` send alerts to subscribers, webhooks, Alertmanager;
+                  ``notify_apprise`` through Apprise (``--notify``), by the
+                  job's ``channels``; ``notifiers`` is the seam between them.
 - ``stdio``       the same handlers over stdin/stdout (Maelstrom-style harness).
 - ``cli``         ``jobmon serve | stdio | send | compact``.
 """

@@ -338,5 +338,6 @@ class RunIds:
         }
 
 
-def _by_start(run: LiveRun) -> tuple[float, str]:
-    return (run.started_at if run.started_at is not None else run.updated_at, run.run_id)
+def _by_start(run: LiveRun) -> float:
+    """Oldest first; equal times keep the order the runs were seen in (sorts are stable)."""
+    return run.started_at if run.started_at is not None else run.updated_at

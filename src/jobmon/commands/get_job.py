@@ -57,6 +57,8 @@ def record(node: Node, job: Job) -> dict[str, Any]:
             "last_seen_at": iso(monitor.last_seen_at),
             "deadlines": {kind: iso(at) for kind, at in sorted(monitor.timers.items())},
         }
+        if monitor.channels:
+            out["monitor"]["channels"] = monitor.channels
     return out
 
 
