@@ -15,6 +15,11 @@ TOKEN = "s3cret"
 SVG = "{http://www.w3.org/2000/svg}"
 
 
+def shields(label: str, message: str, color: str) -> dict[str, Any]:
+    """shields.io's endpoint format (https://shields.io/badges/endpoint-badge)."""
+    return {"schemaVersion": 1, "label": label, "message": message, "color": color}
+
+
 async def test_badges_by_tag_in_every_format(start_server: Any, clock: FakeClock) -> None:
     async with start_server(http_port=free_port(), token=TOKEN) as server:
         base = f"http://127.0.0.1:{server.http.port}"
@@ -57,13 +62,17 @@ async def test_badges_by_tag_in_every_format(start_server: Any, clock: FakeClock
                 "message": "up",
                 "color": "success",
             }
-            assert await json(prod["json3"]) == {"status": "up", "total": 2, "grace": 0, "down": 0}
+            assert await json(prod["json3"]) == {
+                **shields("prod", "up", "success"),
+                **{"status": "up", "total": 2, "grace": 0, "down": 0},
+            }
 
             clock.advance(61)  # web is late
             assert await svg(prod["svg3"]) == ["prod", "late"]
             assert await svg(prod["svg"]) == ["prod", "up"]  # two states: late counts as up
             assert (await json(prod["shields3"]))["color"] == "important"
             assert await json(urls["web"]["json"]) == {
+                **shields("web", "up", "success"),
                 "status": "up",
                 "total": 1,
                 "grace": 1,
@@ -80,6 +89,7 @@ async def test_badges_by_tag_in_every_format(start_server: Any, clock: FakeClock
                 "color": "critical",
             }
             assert await json(urls["*"]["json3"]) == {
+                **shields("jobmon", "down", "critical"),
                 "status": "down",
                 "total": 2,
                 "grace": 1,

@@ -1,5 +1,6 @@
-"""Status badges, as Healthchecks serves them: ``/badge/<key>/<tag>.svg`` (and
-``.json``, ``.shields`` for shields.io's endpoint format), ``*`` for every
+"""Status badges, as Healthchecks serves them: ``/badge/<key>/<tag>.svg``,
+``.shields`` (shields.io's endpoint format) and ``.json`` (the same, plus
+Healthchecks' ``status``, ``total``, ``grace`` and ``down``), ``*`` for every
 check. Three states (up, late, down); ``?states=2`` counts late as up. No
 token: the key in the path is the secret (``format.badge_key``)."""
 
@@ -79,14 +80,12 @@ class Badges:
             return web.Response(
                 text=svg(label, status), content_type="image/svg+xml", headers=headers
             )
-        body: dict[str, Any]
-        if fmt == "json":
-            body = {"status": status, **counts}
-        else:
-            body = {
-                "schemaVersion": 1,
-                "label": label,
-                "message": status,
-                "color": SHIELDS_COLOURS[status],
-            }
+        body: dict[str, Any] = {
+            "schemaVersion": 1,
+            "label": label,
+            "message": status,
+            "color": SHIELDS_COLOURS[status],
+        }
+        if fmt == "json":  # Healthchecks' own fields, after shields.io's
+            body.update(status=status, **counts)
         return web.json_response(body, headers=headers)
