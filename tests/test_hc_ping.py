@@ -201,6 +201,8 @@ async def test_status_follows_the_clock_and_the_alert_fires(
     assert (await api.get(f"/api/v3/checks/{uuid}"))["status"] == "new"
     await api.ping(f"{uuid}/start")
     assert (await api.get(f"/api/v1/checks/{uuid}"))["status"] == "started"  # v1 says so
+    started = await api.get(f"/api/v3/checks/{uuid}")
+    assert (started["status"], started["started"]) == ("new", True)  # new until its success
     await api.ping(uuid)
     check = await api.get(f"/api/v3/checks/{uuid}")
     assert check["status"] == "up" and check["next_ping"] is not None

@@ -83,7 +83,7 @@ class Check:
         self.methods = ""
         self.channels: list[str] = []  # --notify channel names
         self.created_at = now
-        # Created or resumed at: "new" until its job hears from it after this.
+        # Created or resumed at: "new" until its job's next success or failure.
         self.reset_at = now
         # Its timeout/schedule and grace are its job's promises (from its first ping).
         self.armed = False
@@ -120,7 +120,9 @@ class Check:
 
 
 def is_new(check: Check, job: Job) -> bool:
-    return not check.armed and job.updated_at <= check.reset_at
+    """No success or failure since it was made or resumed (a start leaves it new)."""
+    finished = last_finish(job)
+    return finished is None or finished < check.reset_at
 
 
 def status_of(check: Check, job: Job, now: float, with_started: bool = False) -> str:

@@ -342,6 +342,7 @@ async function drawDetail() {
     ["last duration", duration(job.duration_ms)], ["last success", when(job.last_success_at)],
     ["retries", `${job.retries} of ${job.max_retries}`], ["error", job.error],
     ["alerts firing", (job.alerts || []).join(", ")],
+    ["live runs", (job.live_runs || []).map((r) => `${r.run_id} (${r.status})`).join(", ")],
     ["resource usage", usageText(job.resource_usage)],
   ];
   if (job.monitor) {
