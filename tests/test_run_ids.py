@@ -73,6 +73,9 @@ async def test_one_run_fails_while_another_runs(client: LineClient, clock: FakeC
     job = await job_of(client, "sync")
     assert job["status"] == "running" and job["alerts"] == ["failed"]
     assert job["recent_runs"][0]["status"] == "failed"
+    again = {"type": "job_failed", "job_id": "sync", "run_id": "r1", "error": "boom", "retries": 3}
+    assert await client.request(again) == reply  # the same report again: counted once
+    assert (await job_of(client, "sync"))["status"] == "running"
     assert job["recent_runs"][0]["run_id"] == "r1"
     clock.advance(3)
     await client.request({"type": "job_completed", "job_id": "sync", "run_id": "r2"})
@@ -107,6 +110,19 @@ async def test_a_repeated_outcome_is_counted_once(client: LineClient) -> None:
     job = await job_of(client, "dup")
     assert job["runs"] == 1 and len(job["recent_runs"]) == 1
     assert (await client.request({"type": "get_stats"}))["avg_duration_ms"] == 5
+
+
+async def test_a_repeated_outcome_while_other_runs_go_on_is_counted_once(
+    client: LineClient,
+) -> None:
+    start = {"type": "update_status", "job_id": "dup2", "status": "running"}
+    await client.request({**start, "run_id": "a"})
+    await client.request({**start, "run_id": "b"})
+    done = {"type": "job_completed", "job_id": "dup2", "run_id": "a"}
+    first = await client.request(done)
+    assert first["duration_ms"] == 0 and await client.request(done) == first
+    job = await job_of(client, "dup2")
+    assert job["status"] == "running" and len(job["recent_runs"]) == 1
 
 
 async def test_completion_of_an_unknown_run_needs_a_duration(client: LineClient) -> None:

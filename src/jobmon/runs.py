@@ -219,7 +219,7 @@ class RunIds:
                 return job, False
             return self.fail(now, job_id, error, retries, max_retries, info, usage)
         if job is not None and self._already_ended(job, run_id, FAILED):
-            return self.fail(now, job_id, error, retries, max_retries, job.run_info, usage)
+            return job, True  # the same report again: it counts once
         run = self._detach(job_id, run_id)
         if job is not None and job.status is FAILED:
             # A failed job whose next run fails at once: that run starts first,
@@ -271,8 +271,15 @@ class RunIds:
 
     @staticmethod
     def _already_ended(job: Job, run_id: str, status: Status) -> bool:
+        """This run ended so already: the job's last run, or one of its recent ones."""
         info = job.run_info
-        return job.status is status and info is not None and info.get("run_id") == run_id
+        if job.status is status and info is not None and info.get("run_id") == run_id:
+            return True
+        value = status.value
+        return any(
+            run[2] == value and run[6] is not None and run[6].get("run_id") == run_id
+            for run in job.recent_runs or ()
+        )
 
     def _abandon_stale(self, now: float, job_id: str, starting: str) -> None:
         """Before another run starts: runs past the job's max_runtime_ms, and the
