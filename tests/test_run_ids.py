@@ -204,3 +204,18 @@ async def test_without_run_id_the_replies_are_unchanged(server: Server) -> None:
         b'"resource_usage":{}}\n'
     )
     await client.close()
+
+
+async def test_the_python_client_reports_runs_by_run_id(server: Server) -> None:
+    from jobmon.client import Client
+
+    async with Client("127.0.0.1", server.port) as jobmon:
+        assert await jobmon.start(5)
+        await jobmon.update_status("batch", "running", run_id="one")
+        await jobmon.update_status("batch", "running", run_id="two")
+        await jobmon.heartbeat("batch", ttl_ms=60_000, run_id="two")
+        await jobmon.completed("batch", duration_ms=10, run_id="one")
+        job = await jobmon.get_job("batch")
+    assert job["status"] == "running"
+    assert [r["run_id"] for r in job["live_runs"]] == ["two"]
+    assert job["recent_runs"][0]["run_id"] == "one"

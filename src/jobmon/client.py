@@ -320,9 +320,10 @@ class Client:
         status: str,
         progress: float | None = None,
         max_retries: int | None = None,
+        run_id: str | None = None,
     ) -> dict[str, Any] | None:
         body: dict[str, Any] = {"type": "update_status", "job_id": job_id, "status": status}
-        _put(body, progress=progress, max_retries=max_retries)
+        _put(body, progress=progress, max_retries=max_retries, run_id=run_id)
         return await self.send_event(body)
 
     async def completed(
@@ -348,9 +349,11 @@ class Client:
         _put(body, retries=retries, max_retries=max_retries, **extra)
         return await self.send_event(body)
 
-    async def heartbeat(self, job_id: str, ttl_ms: int | None = None) -> dict[str, Any] | None:
+    async def heartbeat(
+        self, job_id: str, ttl_ms: int | None = None, run_id: str | None = None
+    ) -> dict[str, Any] | None:
         body: dict[str, Any] = {"type": "heartbeat", "job_id": job_id}
-        _put(body, ttl_ms=ttl_ms)
+        _put(body, ttl_ms=ttl_ms, run_id=run_id)
         return await self.send_event(body)
 
     async def register_job(self, job_id: str, **settings: Any) -> dict[str, Any]:
