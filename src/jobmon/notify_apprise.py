@@ -207,6 +207,9 @@ class AppriseNotifier:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        unsent = sum(o.queue.qsize() for o in self.outboxes if o.queue is not None)
+        totals = {outcome: sum(o.counts[outcome] for o in self.outboxes) for outcome in OUTCOMES}
+        log.info("apprise notifications stopped", extra={"fields": {**totals, "unsent": unsent}})
 
 
 def expected(kind: str, monitor: Monitor | None, max_retries: int) -> str:
