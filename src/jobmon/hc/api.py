@@ -20,25 +20,14 @@ from aiohttp import web
 from .. import channels
 from ..errors import Code
 from .format import Formatter, hc_time
+from .registry import SETTINGS, TIMING
 
 if TYPE_CHECKING:
     from ..http import HttpApi
 
 STATUS_OF_CODE = {Code.NOT_FOUND: 404, Code.PRECONDITION_FAILED: 409, Code.CRASH: 500}
-SPEC_FIELDS = (
-    "name",
-    "slug",
-    "tags",
-    "desc",
-    "timeout",
-    "grace",
-    "schedule",
-    "tz",
-    "manual_resume",
-    "methods",
-    "channels",
-    "unique",
-)
+# What a create or update reads of a request (the rest, such as keyword filters, is ignored).
+SPEC_FIELDS = (*SETTINGS, *TIMING, "unique")
 PREFIX = "/api/{v:v[123]}"
 
 
