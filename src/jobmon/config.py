@@ -36,3 +36,7 @@ class Config:
     cost_model: dict[str, float] = field(default_factory=dict)
     # --allow-command NAME=PATH: what start_job may run (needs --token).
     allowed_commands: dict[str, str] = field(default_factory=dict)
+    # --tls-cert / --tls-key: both ports speak TLS only (tls.py, tls_listen.py).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_handshake_timeout_s: float = 10.0
