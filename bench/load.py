@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import math
 import random
+import ssl
 import sys
 import time
 from collections import deque
@@ -161,11 +162,13 @@ async def main(args: argparse.Namespace) -> dict[str, float | int | None]:
     lines = make_lines(args.lines, args.jobs, args.seed)
     run = Run()
     conns = []
+    context = ssl.create_default_context(cafile=args.tls_ca) if args.tls_ca else None
     for i in range(args.conns):
         _, proto = await loop.create_connection(
             lambda i=i: LoadConn(lines, (i * 7919) % len(lines), args.window, run),
             args.host,
             args.port,
+            ssl=context,
         )
         conns.append(proto)
     await asyncio.sleep(args.warmup)
@@ -200,6 +203,7 @@ if __name__ == "__main__":
     parser.add_argument("--lines", type=int, default=200_000, help="distinct request lines")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--server-pid", type=int)
+    parser.add_argument("--tls-ca", help="connect over TLS, trusting this CA (PEM)")
     result = uvloop.run(main(parser.parse_args()))
     print(orjson.dumps(result).decode())
     sys.stdout.flush()

@@ -18,19 +18,24 @@ from pathlib import Path
 import servers
 
 TARGETS = ["ceiling", "jobmon --fsync no", "jobmon --fsync everysec", "jobmon --fsync always"]
+TLS_TARGET = "jobmon --fsync everysec --tls"
 
 
 def one_round(target: str, args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]:
     data_dir = work / "data"
     shutil.rmtree(data_dir, ignore_errors=True)
+    ca = None
     if target == "ceiling":
         server = servers.ceiling(work)
+    elif target == TLS_TARGET:
+        ca, tls_flags = servers.tls_certs(work)
+        server = servers.jobmon(data_dir, "--fsync", "everysec", *tls_flags, log_dir=work)
     else:
         fsync = target.rsplit(" ", 1)[1]
         server = servers.jobmon(data_dir, "--fsync", fsync, log_dir=work)
     try:
-        pipelined = servers.run_load(server.port, 64, args.duration, args.conns, server.pid)
-        reqrep = servers.run_load(server.port, 1, args.latency_duration, args.conns, server.pid)
+        pipelined = servers.run_load(server.port, 64, args.duration, args.conns, server.pid, ca)
+        reqrep = servers.run_load(server.port, 1, args.latency_duration, args.conns, server.pid, ca)
     finally:
         server.stop()
     return {"pipelined": pipelined, "reqrep": reqrep}
@@ -43,11 +48,15 @@ def main() -> None:
     parser.add_argument("--latency-duration", type=float, default=3.0)
     parser.add_argument("--conns", type=int, default=50)
     parser.add_argument("--out", type=Path, default=servers.BENCH / "results" / "load.json")
+    parser.add_argument(
+        "--tls", action="store_true", help=f"also {TLS_TARGET!r}: TLS 1.3, a certificate made here"
+    )
     args = parser.parse_args()
     work = servers.scratch()
-    runs: dict[str, list[dict[str, dict[str, float]]]] = {t: [] for t in TARGETS}
+    targets = TARGETS + [TLS_TARGET] if args.tls else TARGETS
+    runs: dict[str, list[dict[str, dict[str, float]]]] = {t: [] for t in targets}
     for round_no in range(args.rounds):
-        for target in TARGETS:
+        for target in targets:
             result = one_round(target, args, work)
             runs[target].append(result)
             p, r = result["pipelined"], result["reqrep"]
@@ -73,7 +82,7 @@ def main() -> None:
         "| req/rep p99 ms | p99 x ceiling | peak RSS MB |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for target in TARGETS:
+    for target in targets:
         row = {
             "msgs_per_s": med(target, "pipelined", "msgs_per_s"),
             "p50_ms": med(target, "pipelined", "p50_ms"),
@@ -94,6 +103,12 @@ def main() -> None:
     always = summary["jobmon --fsync always"]["msgs_per_s"]
     everysec = summary["jobmon --fsync everysec"]["msgs_per_s"]
     print(f"\nfsync always / everysec throughput: {always / everysec:.2f}")
+    if args.tls:
+        tls = summary[TLS_TARGET]
+        print(
+            f"TLS / plain (everysec): throughput {tls['msgs_per_s'] / everysec:.2f}, req/rep p99 "
+            f"{tls['reqrep_p99_ms'] / summary['jobmon --fsync everysec']['reqrep_p99_ms']:.2f}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"summary": summary, "runs": runs}, indent=1))
     shutil.rmtree(work, ignore_errors=True)

@@ -11,7 +11,7 @@ import os
 import ssl
 import subprocess
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from certs import Certs, make_certs
 from helpers import LineClient, ServerProcess, free_port, jobmon_cmd
 from jobmon.client import Client
+from jobmon.connection import WRITE_HIGH_WATER
 from jobmon.server import Server
 
 STATS = {"type": "get_stats", "msg_id": 1}
@@ -40,8 +41,40 @@ async def server(start_server: Any, certs: Certs) -> AsyncIterator[Server]:
         yield srv
 
 
-def tls_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "jobmon.tls" and r.msg == "tls handshake failed"]
+class Failures(logging.Handler):
+    """The server's "tls handshake failed" lines, as they are logged (awaitable)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.logged = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "tls handshake failed":
+            self.records.append(record)
+            self.logged.set()
+
+    async def wait_for(self, count: int, error: str = "") -> list[logging.LogRecord]:
+        """Once ``count`` lines (with ``error`` in their reason) were logged."""
+
+        async def enough() -> None:
+            while sum(error in fields(r)["error"] for r in self.records) < count:
+                self.logged.clear()
+                await self.logged.wait()
+
+        await asyncio.wait_for(enough(), 30)
+        return self.records
+
+
+@pytest.fixture
+def failures() -> Iterator[Failures]:
+    logger = logging.getLogger("jobmon.tls")
+    handler, level = Failures(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 def fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -72,9 +105,8 @@ async def jobmon_send(port: int, *flags: str) -> tuple[int, str]:
 
 
 async def test_a_client_that_does_not_trust_the_ca_is_refused(
-    server: Server, certs: Certs, caplog: pytest.LogCaptureFixture
+    server: Server, certs: Certs, failures: Failures
 ) -> None:
-    caplog.set_level(logging.INFO, logger="jobmon.tls")
     with pytest.raises(ssl.SSLCertVerificationError, match="unable to get local issuer"):
         await asyncio.open_connection(
             "127.0.0.1", server.port, ssl=certs.client_context(certs.other_ca)
@@ -90,10 +122,14 @@ async def test_a_client_that_does_not_trust_the_ca_is_refused(
     # No CA given: the system's CAs do not know this one either.
     code, err = await jobmon_send(server.port, "--tls")
     assert code == 1 and "certificate verify failed" in err
-    records = tls_records(caplog)
-    assert records and all(r.levelno == logging.WARNING for r in records)
-    assert fields(records[0])["port"] == "tcp"
-    assert fields(records[0])["error"].startswith("SSL: TLSV1_ALERT_UNKNOWN_CA (")
+    # jobmon send's ssl sends an alert; asyncio's clients just close.
+    records = await failures.wait_for(2, "TLSV1_ALERT_UNKNOWN_CA")
+    assert all(r.levelno == logging.WARNING for r in records)
+    assert {fields(r)["port"] for r in records} == {"tcp"}
+    assert {fields(r)["error"] for r in records} == {
+        "closed by the peer during the handshake (did it refuse this certificate?)",
+        "SSL: TLSV1_ALERT_UNKNOWN_CA (the client does not trust the CA that signed this certificate)",
+    }
     await still_serves_tls(server, certs)
 
 
@@ -108,15 +144,14 @@ async def test_a_certificate_for_another_name_is_refused(start_server: Any, cert
 
 
 async def test_a_plaintext_client_on_the_tls_port_is_closed_with_one_log_line(
-    server: Server, certs: Certs, caplog: pytest.LogCaptureFixture
+    server: Server, certs: Certs, failures: Failures
 ) -> None:
-    caplog.set_level(logging.INFO, logger="jobmon.tls")
     plain = await LineClient.connect(server.port)
     await plain.send(STATS)
     assert await asyncio.wait_for(plain.reader.read(), 30) == b""  # no reply: closed
     local = plain.writer.get_extra_info("sockname")
     await plain.close()
-    [record] = tls_records(caplog)
+    [record] = await failures.wait_for(1)
     assert record.levelno == logging.WARNING
     assert fields(record) == {
         "port": "tcp",
@@ -129,7 +164,7 @@ async def test_a_plaintext_client_on_the_tls_port_is_closed_with_one_log_line(
         with pytest.raises(aiohttp.ClientError):
             async with http.get(f"http://127.0.0.1:{server.http.port}/healthz"):
                 pass
-    http_record = tls_records(caplog)[-1]
+    http_record = (await failures.wait_for(2))[1]
     assert fields(http_record)["port"] == "http"
     assert fields(http_record)["error"] == (
         "SSL: HTTP_REQUEST (plain HTTP sent to a TLS port: use https://)"
@@ -138,10 +173,9 @@ async def test_a_plaintext_client_on_the_tls_port_is_closed_with_one_log_line(
 
 
 async def test_a_plaintext_client_says_why_and_backs_off(
-    server: Server, caplog: pytest.LogCaptureFixture
+    server: Server, failures: Failures
 ) -> None:
     """Before, a connection closed unanswered was retried at once: thousands a second."""
-    caplog.set_level(logging.INFO, logger="jobmon.tls")
     client = Client(port=server.port, tls=False, backoff_s=0.05, backoff_max_s=0.2)
     await client.start()
     assert await client.update_status("plain", "running") is None
@@ -150,16 +184,15 @@ async def test_a_plaintext_client_says_why_and_backs_off(
         "jobmon closed the connection before answering (if it serves TLS, connect with TLS)"
     )
     await client.close(flush_s=0)
-    assert 1 <= len(tls_records(caplog)) <= 30  # backoff 0.05 s doubling to 0.2 s
+    assert 1 <= len(failures.records) <= 30  # backoff 0.05 s doubling to 0.2 s
     code, err = await jobmon_send(server.port)
     assert code == 1
     assert "1 sent, 0 replies (if the server serves TLS, add --tls or --tls-ca FILE)" in err
 
 
 async def test_a_client_that_sends_nothing_is_closed_after_the_handshake_timeout(
-    server: Server, certs: Certs, caplog: pytest.LogCaptureFixture
+    server: Server, certs: Certs, failures: Failures
 ) -> None:
-    caplog.set_level(logging.INFO, logger="jobmon.tls")
     assert server.http is not None
     silent = [await LineClient.connect(server.port) for _ in range(20)]
     silent.append(await LineClient.connect(server.http.port))
@@ -167,17 +200,26 @@ async def test_a_client_that_sends_nothing_is_closed_after_the_handshake_timeout
     for conn in silent:
         assert await asyncio.wait_for(conn.reader.read(), 30) == b""
         await conn.close()
-    records = tls_records(caplog)
+    records = await failures.wait_for(21)
     assert len(records) == 21
     assert {fields(r)["port"] for r in records} == {"tcp", "http"}
-    assert all("taking longer than 1.0 seconds" in fields(r)["error"] for r in records)
+    assert all(fields(r)["error"] == "sent nothing in 1 s" for r in records)
     await still_serves_tls(server, certs)
 
 
-async def test_tls_older_than_1_2_is_refused(
-    server: Server, certs: Certs, caplog: pytest.LogCaptureFixture
+async def test_a_health_check_that_connects_and_closes_is_only_a_debug_line(
+    server: Server, certs: Certs, failures: Failures
 ) -> None:
-    caplog.set_level(logging.INFO, logger="jobmon.tls")
+    probe = await LineClient.connect(server.port)
+    await probe.close()
+    [record] = await failures.wait_for(1)
+    assert record.levelno == logging.DEBUG
+    assert fields(record)["error"] == "closed before sending anything"
+
+
+async def test_tls_older_than_1_2_is_refused(
+    server: Server, certs: Certs, failures: Failures
+) -> None:
     old = certs.client_context()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -186,7 +228,7 @@ async def test_tls_older_than_1_2_is_refused(
     old.set_ciphers("DEFAULT:@SECLEVEL=0")  # or the client itself would not offer them
     with pytest.raises((ssl.SSLError, ConnectionResetError)):  # no alert back: a reset
         await asyncio.open_connection("127.0.0.1", server.port, ssl=old)
-    [record] = tls_records(caplog)
+    [record] = await failures.wait_for(1)
     assert fields(record)["error"].startswith("SSL: UNSUPPORTED_PROTOCOL")
 
 
@@ -274,3 +316,28 @@ def test_the_environment_sets_tls_on_both_sides(
     )
     assert result.returncode == 2
     assert f"argument --tls-ca: {certs.key}: no PEM CA certificate in it" in result.stderr
+
+
+async def test_a_tls_client_that_stops_reading_is_paused_not_buffered(
+    server: Server, certs: Certs
+) -> None:
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", server.port, ssl=certs.client_context(), limit=1 << 24
+    )
+    client = LineClient(reader, writer)
+    jobs = [
+        {"type": "update_status", "job_id": f"job-{i}", "status": "running"} for i in range(100)
+    ]
+    assert len(await client.pipeline(jobs)) == 100
+    request = b'{"type":"list_jobs","msg_id":1}\n'
+    sending = asyncio.create_task(client.send_raw(request * 3_000))  # ~80 MB of replies owed
+    (conn,) = server.connections
+    await asyncio.wait_for(conn.paused.wait(), 30)
+    assert conn.congested and conn.transport is not None
+    # About the high-water mark of replies held, as over plain TCP (plus TLS's own buffer).
+    assert WRITE_HIGH_WATER <= conn.transport.get_write_buffer_size() <= 2 * WRITE_HIGH_WATER
+    for _ in range(3_000):  # reading again: every reply, in order
+        assert (await client.read_line(timeout=60)).startswith(b'{"type":"jobs","in_reply_to":1,')
+    await sending
+    assert not conn.paused.is_set()
+    await client.close()

@@ -9,6 +9,10 @@ connects and sends nothing is closed then) and logs a failure as one line with
 the port, the peer and the reason, never a traceback. The application's
 protocol (a ``Connection``, aiohttp's request handler) only hears of
 connections that made it, exactly as it hears of plain ones.
+
+Before the handshake the listener waits (under the same timeout) for the
+peer's first byte, reading nothing: a peer that closes without one is a TCP
+health check, logged at debug level only, not a failed handshake worth a warning.
 """
 
 from __future__ import annotations
@@ -78,8 +82,22 @@ class TlsServer(asyncio.AbstractServer):
             task.add_done_callback(self._handshakes.discard)
 
     async def _handshake(self, conn: socket.socket, peer: Any) -> None:
+        address = _address(peer)
         try:
-            # From here the loop owns the socket, and closes it when this fails.
+            async with asyncio.timeout(self.timeout_s):
+                spoke = await self._first_byte(conn)
+        except BaseException as exc:
+            conn.close()
+            if not isinstance(exc, TimeoutError):
+                raise  # shutting down
+            self._failed(address, f"sent nothing in {self.timeout_s:g} s", logging.WARNING)
+            return
+        if not spoke:  # a TCP health check (load balancer, probe): not worth a warning
+            conn.close()
+            self._failed(address, "closed before sending anything", logging.DEBUG)
+            return
+        try:
+            # From here the loop owns the socket, and closes it if this fails.
             await self._loop.connect_accepted_socket(
                 lambda: _NoHalfClose(self.factory()),
                 conn,
@@ -87,17 +105,34 @@ class TlsServer(asyncio.AbstractServer):
                 ssl_handshake_timeout=self.timeout_s,
             )
         except Exception as exc:  # whatever the peer did, it costs this connection only
-            self.failed += 1
-            why = _reason(exc)
-            closed = isinstance(exc, ConnectionResetError | BrokenPipeError)
-            # A TCP health check (load balancer, probe) connects and closes: no warning.
-            log.log(
-                logging.DEBUG if closed else logging.WARNING,
-                "tls handshake failed",
-                extra={"fields": {"port": self.port_name, "peer": _address(peer), "error": why}},
-            )
+            self._failed(address, _reason(exc), logging.WARNING)
             return
         self.completed += 1
+
+    async def _first_byte(self, conn: socket.socket) -> bool:
+        """Wait for the peer's first byte (True) or its close (False), reading nothing."""
+        conn.setblocking(False)
+        while True:
+            readable = self._loop.create_future()
+            self._loop.add_reader(conn, _set_once, readable)
+            try:
+                await readable
+            finally:
+                self._loop.remove_reader(conn)
+            try:
+                return bool(conn.recv(1, socket.MSG_PEEK))
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:  # reset
+                return False
+
+    def _failed(self, peer: str, why: str, level: int) -> None:
+        self.failed += 1
+        log.log(
+            level,
+            "tls handshake failed",
+            extra={"fields": {"port": self.port_name, "peer": peer, "error": why}},
+        )
 
     # -- asyncio.AbstractServer -------------------------------------------------
     def close(self) -> None:
@@ -238,6 +273,11 @@ class HttpsSite(web.BaseSite):
         )
 
 
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():  # readable again before the waiter ran
+        future.set_result(None)
+
+
 def _address(peer: object) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
@@ -250,5 +290,5 @@ def _reason(exc: BaseException) -> str:
         text = f"{exc.library or 'SSL'}: {exc.reason}" if exc.reason else str(exc)
         return f"{text} ({hint})" if hint else text
     if isinstance(exc, ConnectionResetError | BrokenPipeError):
-        return "closed by the peer before the handshake finished"
+        return "closed by the peer during the handshake (did it refuse this certificate?)"
     return str(exc) or type(exc).__name__
