@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import random
 import ssl
 import sys
@@ -146,6 +147,18 @@ class LoadConn(asyncio.Protocol):
             self.closed.set_result(None)
 
 
+def server_cpu_s(pid: int | None) -> float:
+    """The server's user + system CPU seconds so far (0 without --server-pid)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -172,11 +185,15 @@ async def main(args: argparse.Namespace) -> dict[str, float | int | None]:
         )
         conns.append(proto)
     await asyncio.sleep(args.warmup)
+    server_cpu = server_cpu_s(args.server_pid)
+    own_cpu = time.process_time()
     run.measuring = True
     started = time.perf_counter()
     await asyncio.sleep(args.duration)
     run.measuring = False
     elapsed = time.perf_counter() - started
+    own_cpu = time.process_time() - own_cpu
+    server_cpu = server_cpu_s(args.server_pid) - server_cpu
     run.stopping = True
     for conn in conns:
         conn.transport.close()  # type: ignore[attr-defined]
@@ -188,6 +205,9 @@ async def main(args: argparse.Namespace) -> dict[str, float | int | None]:
         "p99_ms": round(run.hist.quantile(0.99) * 1000, 3),
         "errors": run.errors,
         "server_peak_rss_mb": peak_rss_mb(args.server_pid) if args.server_pid else None,
+        # CPU per reply, which a loaded machine disturbs less than the rate does.
+        "server_cpu_us_per_msg": round(server_cpu / max(run.received, 1) * 1e6, 3),
+        "load_cpu_us_per_msg": round(own_cpu / max(run.received, 1) * 1e6, 3),
     }
 
 

@@ -91,6 +91,10 @@ def main() -> None:
             "reqrep_p99_ms": med(target, "reqrep", "p99_ms"),
             "peak_rss_mb": max(run["reqrep"]["server_peak_rss_mb"] or 0 for run in runs[target]),
         }
+        for mode, prefix in (("pipelined", ""), ("reqrep", "reqrep_")):
+            for side in ("server", "load"):
+                key = f"{side}_cpu_us_per_msg"
+                row[prefix + key] = med(target, mode, key)
         row["throughput_x_ceiling"] = row["msgs_per_s"] / ceiling_tput
         row["p99_x_ceiling"] = row["reqrep_p99_ms"] / ceiling_p99
         summary[target] = row
@@ -104,11 +108,22 @@ def main() -> None:
     everysec = summary["jobmon --fsync everysec"]["msgs_per_s"]
     print(f"\nfsync always / everysec throughput: {always / everysec:.2f}")
     if args.tls:
-        tls = summary[TLS_TARGET]
-        print(
-            f"TLS / plain (everysec): throughput {tls['msgs_per_s'] / everysec:.2f}, req/rep p99 "
-            f"{tls['reqrep_p99_ms'] / summary['jobmon --fsync everysec']['reqrep_p99_ms']:.2f}"
+        tls, plain = summary[TLS_TARGET], summary["jobmon --fsync everysec"]
+        per_round = statistics.median(
+            t["pipelined"]["msgs_per_s"] / p["pipelined"]["msgs_per_s"]
+            for t, p in zip(runs[TLS_TARGET], runs["jobmon --fsync everysec"], strict=True)
         )
+        print(
+            f"TLS / plain (everysec): throughput {tls['msgs_per_s'] / everysec:.2f} "
+            f"(median of the rounds' ratios {per_round:.2f}), req/rep p99 "
+            f"{tls['reqrep_p99_ms'] / plain['reqrep_p99_ms']:.2f}"
+        )
+        for prefix, mode in (("", "pipelined"), ("reqrep_", "req/rep")):
+            server, load = prefix + "server_cpu_us_per_msg", prefix + "load_cpu_us_per_msg"
+            print(
+                f"CPU per message, {mode}, plain -> TLS: server {plain[server]:.2f} -> "
+                f"{tls[server]:.2f} us, load generator {plain[load]:.2f} -> {tls[load]:.2f} us"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"summary": summary, "runs": runs}, indent=1))
     shutil.rmtree(work, ignore_errors=True)

@@ -17,27 +17,13 @@ import orjson
 import pytest
 
 from certs import Certs, make_certs
-from helpers import SEED_SAMPLE_CASES, LineClient, ServerProcess, free_port, jobmon_cmd
+from helpers import SEED, SEED_SAMPLE_CASES, LineClient, ServerProcess, free_port, jobmon_cmd
 from jobmon.client import Client, SyncClient
 
 TOKEN = "tls-token"
 # The seed's three events and a get_stats: the replies byte for byte, as over plain TCP.
 SEED_BYTES = [
-    (
-        b'{"type":"update_status","msg_id":1,"job_id":"job-123","status":"running","progress":25}',
-        b'{"type":"status_updated","in_reply_to":1,"job_id":"job-123","status":"running","progress":25}',
-    ),
-    (
-        b'{"type":"job_completed","msg_id":2,"job_id":"job-123","duration_ms":60000,'
-        b'"resource_usage":{"cpu_percent":75,"memory_mb":1024}}',
-        b'{"type":"job_completed","in_reply_to":2,"job_id":"job-123","duration_ms":60000,'
-        b'"resource_usage":{"cpu_percent":75,"memory_mb":1024}}',
-    ),
-    (
-        b'{"type":"job_failed","msg_id":3,"job_id":"job-123","error":"Connection timeout","retries":3}',
-        b'{"type":"alert_sent","in_reply_to":3,"job_id":"job-123",'
-        b'"alert":"Job failed after 3 retries: Connection timeout"}',
-    ),
+    *SEED,
     (
         b'{"type":"get_stats","msg_id":4}',
         b'{"type":"job_stats","in_reply_to":4,"total":1,"completed":0,"failed":1,'
@@ -84,6 +70,11 @@ async def test_the_seed_replies_are_the_same_bytes_over_tls(
     for request, expected in SEED_BYTES:
         await client.send_raw(request + b"\n")
         assert await client.read_line() == expected + b"\n"
+    # A line longer than the server's TLS read buffer (256 KiB) arrives whole.
+    padded = b'{"type":"get_stats",' + b" " * 700_000 + b'"msg_id":5}\n'
+    await client.send_raw(padded * 2)
+    for _ in range(2):
+        assert await client.read_line() == SEED_BYTES[-1][1].replace(b":4,", b":5,") + b"\n"
     await client.close()
     # The sample cases in their Maelstrom envelopes, by name as well as by address.
     client = await tls_line_client(server.port, certs.client_context(), host="localhost")

@@ -26,6 +26,10 @@ def _env(name: str) -> str:
     return os.environ.get("JOBMON_" + name, "")
 
 
+def _env_on(name: str) -> bool:
+    return _env(name) not in ("", "0", "false")
+
+
 class _EncryptedKey(Exception):
     pass
 
@@ -92,7 +96,7 @@ def client_context(
     if isinstance(tls, ssl.SSLContext):
         return tls
     if tls is None and ca is None:
-        tls = _env("TLS") not in ("", "0", "false")
+        tls = _env_on("TLS")
         ca = _env("TLS_CA") or None
     if not tls and ca is None:
         return None
@@ -129,27 +133,25 @@ def _ca_file(text: str) -> str:
 
 
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tls-cert",
-        type=Path,
-        default=Path(_env("TLS_CERT")) if _env("TLS_CERT") else None,
-        metavar="FILE",
-        help="serve the TCP and HTTP ports over TLS only: this PEM certificate (chain)",
-    )
-    parser.add_argument(
-        "--tls-key",
-        type=Path,
-        default=Path(_env("TLS_KEY")) if _env("TLS_KEY") else None,
-        metavar="FILE",
-        help="the certificate's private key (PEM, unencrypted)",
-    )
+    for flag, env, text in (
+        (
+            "--tls-cert",
+            "TLS_CERT",
+            "serve TCP and HTTP over TLS only: this PEM certificate (chain)",
+        ),
+        ("--tls-key", "TLS_KEY", "the certificate's private key (PEM, unencrypted)"),
+    ):
+        path = _env(env)
+        parser.add_argument(
+            flag, type=Path, default=Path(path) if path else None, metavar="FILE", help=text
+        )
 
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tls",
         action="store_true",
-        default=_env("TLS") not in ("", "0", "false"),
+        default=_env_on("TLS"),
         help="connect over TLS, verifying the server's certificate and name (system CAs)",
     )
     parser.add_argument(
