@@ -30,7 +30,6 @@ from aiohttp import web
 log = logging.getLogger("jobmon.tls")
 
 HANDSHAKE_TIMEOUT_S = 10.0
-READ_BUFFER_BYTES = 256 << 10  # one per listener, shared by its connections (_NoHalfClose)
 ACCEPT_RETRY_S = 0.5  # out of file descriptors: accept again after this, not in a busy loop
 # OpenSSL's reasons for the usual mistakes, in words an operator can act on.
 HINTS = {
@@ -66,7 +65,6 @@ class TlsServer(asyncio.AbstractServer):
             for sock in sockets
         ]
         self._handshakes: set[asyncio.Task[None]] = set()
-        self._read_buffer = memoryview(bytearray(READ_BUFFER_BYTES))
 
     async def _accept(self, sock: socket.socket) -> None:
         while True:
@@ -101,7 +99,7 @@ class TlsServer(asyncio.AbstractServer):
         try:
             # From here the loop owns the socket, and closes it if this fails.
             await self._loop.connect_accepted_socket(
-                lambda: _NoHalfClose(self.factory(), self._read_buffer),
+                lambda: _NoHalfClose(self.factory()),
                 conn,
                 ssl=self.context,
                 ssl_handshake_timeout=self.timeout_s,
@@ -212,31 +210,23 @@ async def listen(
     return TlsServer(factory, context, port_name, sockets, timeout_s)
 
 
-class _NoHalfClose(asyncio.BufferedProtocol):
+class _NoHalfClose(asyncio.Protocol):
     """The application's protocol behind the TLS transport, every callback passed
     on, but ``eof_received`` answers False: asyncio ends a TLS connection at the
     peer's close_notify whatever it answers (it keeps no half-open TLS), and True
-    would only log a warning for every connection that closes.
+    would only log a warning for every connection that closes. (A BufferedProtocol
+    reading into one shared buffer, to spare asyncio's 256 KiB allocation per
+    read, measured no cheaper: bench/README.md.)"""
 
-    Buffered: decrypted bytes land in the listener's one read buffer and are
-    copied out at once (the loop runs one callback at a time, so its connections
-    can share it). For a plain Protocol asyncio's TLS allocates 256 KiB per read
-    instead, which cost about 3 us per request/reply round trip (bench/README.md).
-    """
-
-    def __init__(self, target: asyncio.BaseProtocol, read_buffer: memoryview) -> None:
+    def __init__(self, target: asyncio.BaseProtocol) -> None:
         assert isinstance(target, asyncio.Protocol)
         self.target = target
-        self.read_buffer = read_buffer
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.read_buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.target.data_received(self.read_buffer[:nbytes].tobytes())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.target.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.target.data_received(data)
 
     def eof_received(self) -> bool:
         self.target.eof_received()
