@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import random
+import ssl
 import sys
 import time
 from collections import deque
@@ -145,6 +147,18 @@ class LoadConn(asyncio.Protocol):
             self.closed.set_result(None)
 
 
+def server_cpu_s(pid: int | None) -> float:
+    """The server's user + system CPU seconds so far (0 without --server-pid)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -161,19 +175,25 @@ async def main(args: argparse.Namespace) -> dict[str, float | int | None]:
     lines = make_lines(args.lines, args.jobs, args.seed)
     run = Run()
     conns = []
+    context = ssl.create_default_context(cafile=args.tls_ca) if args.tls_ca else None
     for i in range(args.conns):
         _, proto = await loop.create_connection(
             lambda i=i: LoadConn(lines, (i * 7919) % len(lines), args.window, run),
             args.host,
             args.port,
+            ssl=context,
         )
         conns.append(proto)
     await asyncio.sleep(args.warmup)
+    server_cpu = server_cpu_s(args.server_pid)
+    own_cpu = time.process_time()
     run.measuring = True
     started = time.perf_counter()
     await asyncio.sleep(args.duration)
     run.measuring = False
     elapsed = time.perf_counter() - started
+    own_cpu = time.process_time() - own_cpu
+    server_cpu = server_cpu_s(args.server_pid) - server_cpu
     run.stopping = True
     for conn in conns:
         conn.transport.close()  # type: ignore[attr-defined]
@@ -185,6 +205,9 @@ async def main(args: argparse.Namespace) -> dict[str, float | int | None]:
         "p99_ms": round(run.hist.quantile(0.99) * 1000, 3),
         "errors": run.errors,
         "server_peak_rss_mb": peak_rss_mb(args.server_pid) if args.server_pid else None,
+        # CPU per reply, which a loaded machine disturbs less than the rate does.
+        "server_cpu_us_per_msg": round(server_cpu / max(run.received, 1) * 1e6, 3),
+        "load_cpu_us_per_msg": round(own_cpu / max(run.received, 1) * 1e6, 3),
     }
 
 
@@ -200,6 +223,7 @@ if __name__ == "__main__":
     parser.add_argument("--lines", type=int, default=200_000, help="distinct request lines")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--server-pid", type=int)
+    parser.add_argument("--tls-ca", help="connect over TLS, trusting this CA (PEM)")
     result = uvloop.run(main(parser.parse_args()))
     print(orjson.dumps(result).decode())
     sys.stdout.flush()

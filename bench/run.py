@@ -18,19 +18,24 @@ from pathlib import Path
 import servers
 
 TARGETS = ["ceiling", "jobmon --fsync no", "jobmon --fsync everysec", "jobmon --fsync always"]
+TLS_TARGET = "jobmon --fsync everysec --tls"
 
 
 def one_round(target: str, args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]:
     data_dir = work / "data"
     shutil.rmtree(data_dir, ignore_errors=True)
+    ca = None
     if target == "ceiling":
         server = servers.ceiling(work)
+    elif target == TLS_TARGET:
+        ca, tls_flags = servers.tls_certs(work)
+        server = servers.jobmon(data_dir, "--fsync", "everysec", *tls_flags, log_dir=work)
     else:
         fsync = target.rsplit(" ", 1)[1]
         server = servers.jobmon(data_dir, "--fsync", fsync, log_dir=work)
     try:
-        pipelined = servers.run_load(server.port, 64, args.duration, args.conns, server.pid)
-        reqrep = servers.run_load(server.port, 1, args.latency_duration, args.conns, server.pid)
+        pipelined = servers.run_load(server.port, 64, args.duration, args.conns, server.pid, ca)
+        reqrep = servers.run_load(server.port, 1, args.latency_duration, args.conns, server.pid, ca)
     finally:
         server.stop()
     return {"pipelined": pipelined, "reqrep": reqrep}
@@ -43,11 +48,15 @@ def main() -> None:
     parser.add_argument("--latency-duration", type=float, default=3.0)
     parser.add_argument("--conns", type=int, default=50)
     parser.add_argument("--out", type=Path, default=servers.BENCH / "results" / "load.json")
+    parser.add_argument(
+        "--tls", action="store_true", help=f"also {TLS_TARGET!r}: TLS 1.3, a certificate made here"
+    )
     args = parser.parse_args()
     work = servers.scratch()
-    runs: dict[str, list[dict[str, dict[str, float]]]] = {t: [] for t in TARGETS}
+    targets = TARGETS + [TLS_TARGET] if args.tls else TARGETS
+    runs: dict[str, list[dict[str, dict[str, float]]]] = {t: [] for t in targets}
     for round_no in range(args.rounds):
-        for target in TARGETS:
+        for target in targets:
             result = one_round(target, args, work)
             runs[target].append(result)
             p, r = result["pipelined"], result["reqrep"]
@@ -73,7 +82,7 @@ def main() -> None:
         "| req/rep p99 ms | p99 x ceiling | peak RSS MB |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for target in TARGETS:
+    for target in targets:
         row = {
             "msgs_per_s": med(target, "pipelined", "msgs_per_s"),
             "p50_ms": med(target, "pipelined", "p50_ms"),
@@ -82,6 +91,10 @@ def main() -> None:
             "reqrep_p99_ms": med(target, "reqrep", "p99_ms"),
             "peak_rss_mb": max(run["reqrep"]["server_peak_rss_mb"] or 0 for run in runs[target]),
         }
+        for mode, prefix in (("pipelined", ""), ("reqrep", "reqrep_")):
+            for side in ("server", "load"):
+                key = f"{side}_cpu_us_per_msg"
+                row[prefix + key] = med(target, mode, key)
         row["throughput_x_ceiling"] = row["msgs_per_s"] / ceiling_tput
         row["p99_x_ceiling"] = row["reqrep_p99_ms"] / ceiling_p99
         summary[target] = row
@@ -94,6 +107,23 @@ def main() -> None:
     always = summary["jobmon --fsync always"]["msgs_per_s"]
     everysec = summary["jobmon --fsync everysec"]["msgs_per_s"]
     print(f"\nfsync always / everysec throughput: {always / everysec:.2f}")
+    if args.tls:
+        tls, plain = summary[TLS_TARGET], summary["jobmon --fsync everysec"]
+        per_round = statistics.median(
+            t["pipelined"]["msgs_per_s"] / p["pipelined"]["msgs_per_s"]
+            for t, p in zip(runs[TLS_TARGET], runs["jobmon --fsync everysec"], strict=True)
+        )
+        print(
+            f"TLS / plain (everysec): throughput {tls['msgs_per_s'] / everysec:.2f} "
+            f"(median of the rounds' ratios {per_round:.2f}), req/rep p99 "
+            f"{tls['reqrep_p99_ms'] / plain['reqrep_p99_ms']:.2f}"
+        )
+        for prefix, mode in (("", "pipelined"), ("reqrep_", "req/rep")):
+            server, load = prefix + "server_cpu_us_per_msg", prefix + "load_cpu_us_per_msg"
+            print(
+                f"CPU per message, {mode}, plain -> TLS: server {plain[server]:.2f} -> "
+                f"{tls[server]:.2f} us, load generator {plain[load]:.2f} -> {tls[load]:.2f} us"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"summary": summary, "runs": runs}, indent=1))
     shutil.rmtree(work, ignore_errors=True)

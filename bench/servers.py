@@ -81,12 +81,29 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def tls_certs(directory: Path) -> tuple[Path, list[str]]:
+    """A CA made for the run and a server certificate for 127.0.0.1: (CA file, serve flags)."""
+    import trustme  # the test extra's; only a --tls bench needs it
+
+    ca = trustme.CA()
+    ca_path, both = directory / "ca.pem", directory / "server.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    # One PEM holding the key and the chain serves as both files.
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(both))
+    return ca_path, ["--tls-cert", str(both), "--tls-key", str(both)]
+
+
 def scratch() -> Path:
     return Path(tempfile.mkdtemp(prefix="jobmon-bench-"))
 
 
 def run_load(
-    port: int, window: int, duration: float, conns: int = 50, server_pid: int | None = None
+    port: int,
+    window: int,
+    duration: float,
+    conns: int = 50,
+    server_pid: int | None = None,
+    tls_ca: Path | None = None,
 ) -> dict[str, float]:
     """bench/load.py in its own process (the other core); its JSON result."""
     argv = [
@@ -103,6 +120,8 @@ def run_load(
     ]
     if server_pid is not None:
         argv += ["--server-pid", str(server_pid)]
+    if tls_ca is not None:
+        argv += ["--tls-ca", str(tls_ca)]
     out = subprocess.run(argv, capture_output=True, text=True, check=True)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result

@@ -15,6 +15,25 @@ from typing import Any
 
 import orjson
 
+# The seed's three events as bare lines, and the exact replies.
+SEED = [
+    (
+        b'{"type":"update_status","msg_id":1,"job_id":"job-123","status":"running","progress":25}',
+        b'{"type":"status_updated","in_reply_to":1,"job_id":"job-123","status":"running","progress":25}',
+    ),
+    (
+        b'{"type":"job_completed","msg_id":2,"job_id":"job-123","duration_ms":60000,'
+        b'"resource_usage":{"cpu_percent":75,"memory_mb":1024}}',
+        b'{"type":"job_completed","in_reply_to":2,"job_id":"job-123","duration_ms":60000,'
+        b'"resource_usage":{"cpu_percent":75,"memory_mb":1024}}',
+    ),
+    (
+        b'{"type":"job_failed","msg_id":3,"job_id":"job-123","error":"Connection timeout","retries":3}',
+        b'{"type":"alert_sent","in_reply_to":3,"job_id":"job-123",'
+        b'"alert":"Job failed after 3 retries: Connection timeout"}',
+    ),
+]
+
 # The original harness's sample cases (seed 000): an enveloped request and the
 # exact body expected back.
 SEED_SAMPLE_CASES: list[tuple[dict[str, Any], dict[str, Any]]] = [

@@ -5,26 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from helpers import SEED_SAMPLE_CASES, LineClient
+from helpers import SEED, SEED_SAMPLE_CASES, LineClient
 from jobmon.server import Server
-
-SEED = [
-    (
-        b'{"type":"update_status","msg_id":1,"job_id":"job-123","status":"running","progress":25}',
-        b'{"type":"status_updated","in_reply_to":1,"job_id":"job-123","status":"running","progress":25}',
-    ),
-    (
-        b'{"type":"job_completed","msg_id":2,"job_id":"job-123","duration_ms":60000,'
-        b'"resource_usage":{"cpu_percent":75,"memory_mb":1024}}',
-        b'{"type":"job_completed","in_reply_to":2,"job_id":"job-123","duration_ms":60000,'
-        b'"resource_usage":{"cpu_percent":75,"memory_mb":1024}}',
-    ),
-    (
-        b'{"type":"job_failed","msg_id":3,"job_id":"job-123","error":"Connection timeout","retries":3}',
-        b'{"type":"alert_sent","in_reply_to":3,"job_id":"job-123",'
-        b'"alert":"Job failed after 3 retries: Connection timeout"}',
-    ),
-]
 
 
 async def test_seed_messages_reply_exact_bytes(client: LineClient) -> None:

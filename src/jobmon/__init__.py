@@ -28,6 +28,9 @@ Layout, from the wire inwards:
 - ``journal``     the append-only journal (checksummed records, torn-tail
                   handling) and snapshots; ``persistence`` recovers and compacts.
 - ``server``      the TCP server lifecycle: start, signals, phased shutdown.
+- ``tls``         the SSL contexts (server and clients) and their flags;
+                  ``tls_listen`` a TLS port: handshakes under a timeout, one log line
+                  per failure.
 - ``http``        the HTTP API, the dashboard (``static/``) and ``/metrics``
                   (``metrics``: a prometheus-client collector); ``publish`` and
                   ``notify`` send alerts to subscribers, webhooks, Alertmanager;

@@ -6,12 +6,13 @@ import argparse
 import json
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import logs
+from . import logs, tls
 from .config import FSYNC_POLICIES, Config
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--fsync", choices=FSYNC_POLICIES, default=_env("FSYNC", defaults.fsync))
     _add_node_flags(serve, defaults)
+    tls.add_server_flags(serve)
     serve.add_argument(
         "--lost-grace-ms",
         type=_positive_int,
@@ -191,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     send = sub.add_parser("send", help="send messages (arguments, else stdin lines); print replies")
     _add_connect_flags(send)
+    tls.add_client_flags(send)
     send.add_argument("messages", nargs="*", help="JSON messages; read from stdin when none")
 
     _add_run_parser(sub)
@@ -221,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return stdio.main(args.node_id, args.max_retries, args.max_line_bytes)
     if args.command == "send":
-        return _send(args.host, args.port, args.messages, args.token)
+        context = tls.client_context(args.tls, args.tls_ca)
+        return _send(args.host, args.port, args.messages, args.token, context)
     if args.command == "compact":
         return _compact(args.data_dir)
     if args.command == "run":
@@ -258,6 +262,8 @@ def _serve(args: argparse.Namespace) -> int:
         ping_key=args.ping_key,
         public_url=args.public_url,
         notify=args.notify,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     try:
         uvloop.run(serve(config))
@@ -270,31 +276,55 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _send(host: str, port: int, messages: list[str], token: str | None) -> int:
+def _send(
+    host: str, port: int, messages: list[str], token: str | None, context: ssl.SSLContext | None
+) -> int:
     lines = messages or [line for line in sys.stdin.read().splitlines()]
     lines = [line for line in lines if line.strip()]
     if token is not None:
         lines.insert(0, json.dumps({"type": "auth", "token": token}))
     try:
-        sock = socket.create_connection((host, port), timeout=30)
+        sock = tls.connect(host, port, context, timeout=30)
     except OSError as exc:
         print(f"jobmon send: cannot connect to {host}:{port}: {exc}", file=sys.stderr)
         return 1
-    received = 0
+    received = answered = 0
     try:
         with sock:
             sock.sendall("".join(line + "\n" for line in lines).encode())
-            sock.shutdown(socket.SHUT_WR)
+            if context is None:
+                sock.shutdown(socket.SHUT_WR)  # the server closes once it has answered
             for reply in sock.makefile("rb"):
                 sys.stdout.write(reply.decode())
                 received += 1
+                answered += not _pushed(reply)
+                # TLS has no half-close (close_notify ends the connection): stop at the last answer.
+                if context is not None and answered == len(lines):
+                    break
     except OSError as exc:
         print(f"jobmon send: connection to {host}:{port} failed: {exc}", file=sys.stderr)
     sys.stdout.flush()
     if received < len(lines):  # more is fine: a subscription pushes lines of its own
-        print(f"jobmon send: {len(lines)} sent, {received} replies", file=sys.stderr)
+        # A TLS port closes a plaintext connection without a word.
+        unanswered = context is None and not received
+        hint = " (if the server serves TLS, add --tls or --tls-ca FILE)" if unanswered else ""
+        print(f"jobmon send: {len(lines)} sent, {received} replies{hint}", file=sys.stderr)
         return 1
     return 0
+
+
+def _pushed(line: bytes) -> bool:
+    """A line a subscription pushed (an alert, an event), not an answer."""
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        return False
+    body = reply.get("body", reply) if isinstance(reply, dict) else None
+    return (
+        isinstance(body, dict)
+        and body.get("type") in ("alert", "event")
+        and ("in_reply_to" not in body)
+    )
 
 
 def _positive_number(text: str) -> float:
@@ -315,6 +345,7 @@ def _add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     run.add_argument("--job-id", required=True)
     _add_connect_flags(run)
+    tls.add_client_flags(run)
     run.add_argument(
         "--retries",
         type=_positive_int,
@@ -384,17 +415,20 @@ def _run(args: argparse.Namespace) -> int:
         heartbeat_ms=args.heartbeat_ms or None,
         inherit_stdin=True,
     )
-    return asyncio.run(_run_reporting(spec, args.host, args.port, args.token))
+    context = tls.client_context(args.tls, args.tls_ca)
+    return asyncio.run(_run_reporting(spec, args.host, args.port, args.token, context))
 
 
-async def _run_reporting(spec: RunSpec, host: str, port: int, token: str | None) -> int:
+async def _run_reporting(
+    spec: RunSpec, host: str, port: int, token: str | None, context: ssl.SSLContext | None
+) -> int:
     import asyncio
     import signal
 
     from .client import Client
     from .runner import Runner
 
-    client = Client(host, port, token=token)
+    client = Client(host, port, token=token, tls=context or False)
     runner = Runner(spec, client.send_event)
     loop = asyncio.get_running_loop()
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

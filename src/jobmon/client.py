@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import resource
+import ssl
 import threading
 import time
 from collections import deque
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
+
+from .tls import client_context
 
 log = logging.getLogger("jobmon.client")
 
@@ -66,6 +69,8 @@ class Client:
         port: int = 7070,
         *,
         token: str | None = None,
+        tls: bool | ssl.SSLContext | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
         queue_limit: int = 10_000,
         backoff_s: float = 0.1,
         backoff_max_s: float = 5.0,
@@ -75,6 +80,8 @@ class Client:
         self.host = host
         self.port = port
         self.token = token if token is not None else os.environ.get("JOBMON_TOKEN") or None
+        # TLS: tls=True (system CAs) or tls_ca=FILE; None reads JOBMON_TLS / JOBMON_TLS_CA.
+        self.tls = client_context(tls, tls_ca)
         self.queue_limit = queue_limit
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
@@ -97,6 +104,7 @@ class Client:
         self._delivered = asyncio.Event()  # set while nothing is queued or in flight
         self._delivered.set()
         self._disconnected = asyncio.Event()
+        self._answered = False  # this connection has answered something
         self.last_failure: str | None = None  # why the last connection attempt failed
 
     # -- lifecycle ---------------------------------------------------------------
@@ -162,7 +170,7 @@ class Client:
         while not self._closing:
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port, limit=1 << 24),
+                    asyncio.open_connection(self.host, self.port, limit=1 << 24, ssl=self.tls),
                     self.connect_timeout_s,
                 )
             except (OSError, TimeoutError) as exc:
@@ -172,16 +180,19 @@ class Client:
                 delay = min(delay * 2, self.backoff_max_s)
                 continue
             self._writer = writer
+            self._answered = False
             try:
                 await self._serve(reader, writer)
             except (OSError, asyncio.IncompleteReadError, JobmonError) as exc:
                 if isinstance(exc, JobmonError):
                     self.last_failure = f"it refused the token: {exc.text}"
+                elif not self._answered:
+                    self.last_failure = str(exc)
                 self._warn_offline(f"lost the connection to jobmon: {exc}")
             finally:
-                if self._connected.is_set():
+                if self._answered and self._connected.is_set():
                     delay = self.backoff_s  # it worked: a fresh start
-                else:  # refused (a wrong token): wait before trying again
+                else:  # refused (a wrong token), or closed unanswered: wait before trying again
                     await asyncio.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, self.backoff_max_s)
                 self._connected.clear()
@@ -205,14 +216,14 @@ class Client:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.token is not None:
             writer.write(orjson.dumps({"type": "auth", "token": self.token}) + b"\n")
-            reply = orjson.loads(await reader.readline() or b"{}")
+            reply = orjson.loads(await self._read_line(reader))
             if reply.get("type") != "auth_ok":
                 raise JobmonError(reply.get("code", 0), reply.get("text", "authentication failed"))
         if self._topics:
             writer.write(
                 orjson.dumps({"type": "subscribe", "topics": sorted(self._topics)}) + b"\n"
             )
-            await reader.readline()
+            await self._read_line(reader)
         if self._offline_warned:
             log.warning("jobmon reachable again; sending %d queued events", len(self.queued))
             self._offline_warned = False
@@ -222,12 +233,22 @@ class Client:
         sending = asyncio.get_running_loop().create_task(self._send_queued(writer))
         try:
             while True:
-                line = await reader.readline()
-                if not line:
-                    raise ConnectionResetError("jobmon closed the connection")
-                self._receive(orjson.loads(line))
+                self._receive(orjson.loads(await self._read_line(reader)))
         finally:
             sending.cancel()
+
+    async def _read_line(self, reader: asyncio.StreamReader) -> bytes:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionResetError(self._closed())
+        self._answered = True
+        return line
+
+    def _closed(self) -> str:
+        if self._answered or self.tls is not None:
+            return "jobmon closed the connection"
+        # What a TLS port does to a plaintext client: closes it without a word.
+        return "jobmon closed the connection before answering (if it serves TLS, connect with TLS)"
 
     async def _send_queued(self, writer: asyncio.StreamWriter) -> None:
         while True:

@@ -40,3 +40,7 @@ class Config:
     ping_key: str | None = None  # --ping-key: slug ping URLs /ping/<key>/<slug>
     public_url: str | None = None  # --public-url: links in notifications and API replies
     notify: list[str] = field(default_factory=list)  # --notify [NAME=]URL (Apprise)
+    # --tls-cert / --tls-key: both ports speak TLS only (tls.py, tls_listen.py).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_handshake_timeout_s: float = 10.0

@@ -24,6 +24,7 @@ from .clock import iso
 from .errors import Code
 from .hc import routes as hc_routes
 from .node import Subscription
+from .tls_listen import HttpsSite
 
 log = logging.getLogger("jobmon.http")
 
@@ -150,7 +151,14 @@ class HttpApi:
     async def start(self, host: str, port: int) -> None:
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port, backlog=1024)
+        context = self.server.tls
+        site: web.BaseSite = (
+            web.TCPSite(self.runner, host, port, backlog=1024)
+            if context is None
+            else HttpsSite(
+                self.runner, host, port, context, self.server.config.tls_handshake_timeout_s, 1024
+            )
+        )
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.accepting = True
@@ -235,6 +243,7 @@ class HttpApi:
             self._session.decode(),
             httponly=True,
             samesite="Strict",
+            secure=request.secure,  # over https, never sent back over plain http
             path="/",
         )
         return response

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 
+from . import tls, tls_listen
 from .analytics import CostModel
 from .clock import Clock, SystemClock
 from .config import Config
@@ -34,6 +35,7 @@ log = logging.getLogger("jobmon.server")
 class Server:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
+        self.tls = tls.server_context(config.tls_cert, config.tls_key)  # both ports, or neither
         self.clock = clock or SystemClock()
         self.node = Node(Store(config.max_retries), config.node_id)
         self.node.token = config.token
@@ -120,8 +122,14 @@ class Server:
             self._tasks.append(
                 loop.create_task(self.engine.fsync_every_second(), name="jobmon-fsync")
             )
-        self._listener = await loop.create_server(
-            self._new_connection, self.config.host, self.config.port, backlog=1024
+        self._listener = await tls_listen.listen(
+            self._new_connection,
+            self.tls,
+            "tcp",
+            self.config.host,
+            self.config.port,
+            backlog=1024,
+            timeout_s=self.config.tls_handshake_timeout_s,
         )
         self.port = self._listener.sockets[0].getsockname()[1]
         if self.config.http_port:
@@ -202,13 +210,14 @@ async def running(config: Config, clock: Clock | None = None) -> AsyncIterator[S
 async def serve(config: Config) -> None:
     server = Server(config)
     await server.start()
+    over = " (TLS)" if server.tls is not None else ""
     if server.http is not None:
         print(
-            f"jobmon http listening on {config.host}:{server.http.port}",
+            f"jobmon http listening on {config.host}:{server.http.port}{over}",
             file=sys.stderr,
             flush=True,
         )
-    print(f"jobmon listening on {config.host}:{server.port}", file=sys.stderr, flush=True)
+    print(f"jobmon listening on {config.host}:{server.port}{over}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
