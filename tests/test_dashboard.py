@@ -207,8 +207,10 @@ async def test_every_job_id_error_and_label_is_shown_as_text_never_run(
                 "retries": 3,
             }
         )
+    # Every row with its error: a redraw may land between a job's two events.
     await page.wait_for_function(
-        f"document.querySelectorAll('#jobs tbody tr').length === {len(HOSTILE_IDS)}"
+        "[...document.querySelectorAll('#jobs td.error')].filter(td => td.textContent)"
+        f".length === {len(HOSTILE_IDS)}"
     )
     shown = await page.locator("#jobs td.job").all_text_contents()
     assert shown == HOSTILE_IDS
