@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .commands import HANDLERS
+from .commands import HANDLERS, ONCE, once
 from .errors import RequestError
 from .journal import (
     CorruptData,
@@ -248,7 +248,7 @@ def _replay(node: Node, ts: float, name: str, args: Any, path: Path) -> None:
     if name == WORKERS_GONE_RECORD:
         node.store.lose_workers(ts, args)
         return
-    handler = HANDLERS.get(name)
+    handler = HANDLERS.get(name) if name != once.RECORD else ONCE.get(args[1])
     if handler is None or not handler.mutates:
         raise CorruptData(path, 0, f"unknown record type {name!r} (written by a newer jobmon?)")
     try:

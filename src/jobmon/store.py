@@ -15,6 +15,7 @@ from .analytics import Analytics, CostModel
 from .deadlines import Deadlines
 from .errors import Code, RequestError
 from .history import History
+from .idempotency import SeenEvents
 from .model import SNAPSHOT_ROW, STATUS_BY_NAME, TERMINAL, Alert, Job, Monitor, Status
 from .monitoring import Monitoring
 
@@ -44,6 +45,7 @@ class Store(Monitoring):
         self.lost_grace_ms = 30_000
         self.history = History()
         self.analytics = Analytics()
+        self.seen_events = SeenEvents()  # event_id -> the reply it got (commands.once)
 
     # -- reading ---------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -399,6 +401,7 @@ class Store(Monitoring):
             "jobs": list(map(SNAPSHOT_ROW, self.jobs.values())),
             "history": self.history.to_snapshot(),
             "analytics": self.analytics.to_snapshot(),
+            "seen_events": self.seen_events.to_snapshot(),
         }
 
     def load_snapshot(self, snap: dict[str, Any]) -> None:
@@ -451,4 +454,5 @@ class Store(Monitoring):
         self.count_by_status = counts
         self.history.load_snapshot(snap.get("history"), jobs)
         self.analytics.load_snapshot(snap.get("analytics"))
+        self.seen_events.load_snapshot(snap.get("seen_events"))
         self.deadlines.rebuild(jobs)
