@@ -36,3 +36,14 @@ class Config:
     cost_model: dict[str, float] = field(default_factory=dict)
     # --allow-command NAME=PATH: what start_job may run (needs --token).
     allowed_commands: dict[str, str] = field(default_factory=dict)
+    # --redis / --redis-sentinel: several nodes over one Redis (see cluster/).
+    redis: str | None = None
+    redis_sentinels: list[tuple[str, int]] = field(default_factory=list)
+    redis_master: str | None = None
+    redis_min_replicas: int = 0
+    cluster_name: str = "jobmon"
+    lease_ms: int = 5000
+
+    @property
+    def clustered(self) -> bool:
+        return self.redis is not None or bool(self.redis_sentinels)

@@ -248,11 +248,8 @@ def _replay(node: Node, ts: float, name: str, args: Any, path: Path) -> None:
     if name == WORKERS_GONE_RECORD:
         node.store.lose_workers(ts, args)
         return
-    handler = HANDLERS.get(name) if name != once.RECORD else ONCE.get(args[1])
-    if handler is None or not handler.mutates:
-        raise CorruptData(path, 0, f"unknown record type {name!r} (written by a newer jobmon?)")
     try:
-        handler.apply(node, ts, args, None)
+        apply_command(node, ts, name, args, path)
     except RequestError as exc:
         # It was accepted once, so this means the journal and the code disagree.
         log.warning("replay of %s record in %s refused (%s); skipped", name, path, exc.text)
@@ -260,3 +257,11 @@ def _replay(node: Node, ts: float, name: str, args: Any, path: Path) -> None:
         # Live, this record hit a bug and was journaled for that reason: replay
         # ends in the same state as the process that wrote it.
         log.exception("replay of %s record in %s failed as it did live; continuing", name, path)
+
+
+def apply_command(node: Node, ts: float, name: str, args: Any, path: Path) -> dict[str, Any]:
+    """A command's record applied (replay, or a cluster's log); its reply body."""
+    handler = HANDLERS.get(name) if name != once.RECORD else ONCE.get(args[1])
+    if handler is None or not handler.mutates:
+        raise CorruptData(path, 0, f"unknown record type {name!r} (written by a newer jobmon?)")
+    return handler.apply(node, ts, args, None)

@@ -11,6 +11,7 @@ from . import (
     auth,
     get_alerts,
     get_analytics,
+    get_cluster,
     get_job,
     get_stats,
     heartbeat,
@@ -88,6 +89,7 @@ HANDLERS: dict[str, Handler] = {
             start_job,
             subscribe,
             get_alerts,
+            get_cluster,
         ),
     )
 }
