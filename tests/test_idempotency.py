@@ -10,17 +10,31 @@ from jobmon import idempotency
 from jobmon.clock import FakeClock
 
 
-async def test_a_retransmission_gets_the_original_reply_and_changes_nothing(client: LineClient) -> None:
-    first = {"type": "job_completed", "msg_id": 1, "job_id": "j", "duration_ms": 100, "event_id": "e-1"}
+async def test_a_retransmission_gets_the_original_reply_and_changes_nothing(
+    client: LineClient,
+) -> None:
+    first = {
+        "type": "job_completed",
+        "msg_id": 1,
+        "job_id": "j",
+        "duration_ms": 100,
+        "event_id": "e-1",
+    }
     await client.send(first)
     original = await client.read_line()
-    assert original == b'{"type":"job_completed","in_reply_to":1,"job_id":"j","duration_ms":100,"resource_usage":{}}\n'
+    assert (
+        original
+        == b'{"type":"job_completed","in_reply_to":1,"job_id":"j","duration_ms":100,"resource_usage":{}}\n'
+    )
     # The same event again (a retry after a lost reply), with another msg_id and a new duration.
     await client.send({**first, "msg_id": 2, "duration_ms": 999})
     assert await client.read_line() == original.replace(b'"in_reply_to":1', b'"in_reply_to":2')
     # Without msg_id: the bare original.
     await client.send_raw(orjson.dumps({k: v for k, v in first.items() if k != "msg_id"}) + b"\n")
-    assert await client.read_line() == b'{"type":"job_completed","job_id":"j","duration_ms":100,"resource_usage":{}}\n'
+    assert (
+        await client.read_line()
+        == b'{"type":"job_completed","job_id":"j","duration_ms":100,"resource_usage":{}}\n'
+    )
     job = (await client.request({"type": "get_job", "job_id": "j"}))["job"]
     assert job["runs"] == 1 and job["duration_ms"] == 100
     stats = await client.request({"type": "get_stats"})
@@ -28,13 +42,43 @@ async def test_a_retransmission_gets_the_original_reply_and_changes_nothing(clie
 
 
 async def test_enveloped_and_every_state_change_take_event_id(client: LineClient) -> None:
-    env = {"src": "w", "dest": "monitor", "body": {"type": "job_failed", "msg_id": 5, "job_id": "f", "retries": 3, "error": "x", "event_id": "f-1"}}
+    env = {
+        "src": "w",
+        "dest": "monitor",
+        "body": {
+            "type": "job_failed",
+            "msg_id": 5,
+            "job_id": "f",
+            "retries": 3,
+            "error": "x",
+            "event_id": "f-1",
+        },
+    }
     first = await client.request(env)
     again = await client.request(env)
-    assert first == again == {"src": "monitor", "dest": "w", "body": {"type": "alert_sent", "in_reply_to": 5, "job_id": "f", "alert": "Job failed after 3 retries: x"}}
+    assert (
+        first
+        == again
+        == {
+            "src": "monitor",
+            "dest": "w",
+            "body": {
+                "type": "alert_sent",
+                "in_reply_to": 5,
+                "job_id": "f",
+                "alert": "Job failed after 3 retries: x",
+            },
+        }
+    )
     alerts = (await client.request({"type": "get_alerts"}))["alerts"]
     assert len(alerts) == 1
-    register = {"type": "register_job", "msg_id": 1, "job_id": "r", "max_runtime_ms": 1000, "event_id": "r-1"}
+    register = {
+        "type": "register_job",
+        "msg_id": 1,
+        "job_id": "r",
+        "max_runtime_ms": 1000,
+        "event_id": "r-1",
+    }
     assert (await client.request(register))["type"] == "job_registered"
     changed = {**register, "max_runtime_ms": 5000}
     await client.request(changed)  # the same event_id: not applied again
@@ -44,11 +88,27 @@ async def test_enveloped_and_every_state_change_take_event_id(client: LineClient
 
 async def test_a_bad_event_id_is_refused_with_what_is_expected(client: LineClient) -> None:
     for bad in ("", "x" * 129, 7):
-        reply = await client.request({"type": "update_status", "msg_id": 1, "job_id": "j", "status": "running", "event_id": bad})
+        reply = await client.request(
+            {
+                "type": "update_status",
+                "msg_id": 1,
+                "job_id": "j",
+                "status": "running",
+                "event_id": bad,
+            }
+        )
         assert reply["code"] == 12
         assert "event_id must be a string of 1 to 128 characters" in reply["text"]
     assert (await client.request({"type": "get_stats"}))["total"] == 0
-    ok = await client.request({"type": "update_status", "msg_id": 1, "job_id": "j", "status": "running", "event_id": "x" * 128})
+    ok = await client.request(
+        {
+            "type": "update_status",
+            "msg_id": 1,
+            "job_id": "j",
+            "status": "running",
+            "event_id": "x" * 128,
+        }
+    )
     assert ok["type"] == "status_updated"
 
 
@@ -61,7 +121,9 @@ async def test_a_refused_event_is_not_remembered(client: LineClient) -> None:
     assert (await client.request(done))["type"] == "job_completed"
 
 
-async def test_ids_survive_a_restart_through_the_journal_and_the_snapshot(start_server, data_dir) -> None:  # type: ignore[no-untyped-def]
+async def test_ids_survive_a_restart_through_the_journal_and_the_snapshot(
+    start_server, data_dir
+) -> None:  # type: ignore[no-untyped-def]
     event = {"type": "heartbeat", "msg_id": 1, "job_id": "h", "ttl_ms": 60000, "event_id": "hb-1"}
     async with start_server(data_dir=data_dir) as server:
         conn = await LineClient.connect(server.port)
@@ -80,10 +142,25 @@ async def test_ids_survive_a_restart_through_the_journal_and_the_snapshot(start_
 
 
 async def test_ids_are_forgotten_after_a_day(client: LineClient, clock: FakeClock) -> None:
-    event = {"type": "update_status", "msg_id": 1, "job_id": "j", "status": "running", "progress": 10, "event_id": "old"}
+    event = {
+        "type": "update_status",
+        "msg_id": 1,
+        "job_id": "j",
+        "status": "running",
+        "progress": 10,
+        "event_id": "old",
+    }
     await client.request(event)
     clock.advance(idempotency.KEEP_S + 1)
-    await client.request({"type": "update_status", "msg_id": 2, "job_id": "k", "status": "running", "event_id": "new"})
+    await client.request(
+        {
+            "type": "update_status",
+            "msg_id": 2,
+            "job_id": "k",
+            "status": "running",
+            "event_id": "new",
+        }
+    )
     reply = await client.request({**event, "progress": 20})  # forgotten: applied anew
     assert reply["progress"] == 20
 

@@ -93,6 +93,8 @@ class Member:
         self.redis_up = True
         self.redis_error: str | None = None
         self.members: dict[str, dict[str, Any]] = {}  # incarnation -> what it said
+        self.redis_now_ms = 0
+        self.trim_goal: tuple[int, int] | None = None  # the last snapshot, until trimmed to
         self.address = ""
         self._caught_up = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -229,6 +231,7 @@ class Member:
                 await self._say_alive()
                 if self.lease.held():
                     await self._bury_the_dead()
+                    await self._trim()
             except UNAVAILABLE as exc:
                 self.redis_failed(str(exc) or type(exc).__name__)
 
@@ -306,10 +309,8 @@ class Member:
             if value is None or not await self.redis.put_snapshot(value, data):
                 return  # no longer leader: the next one snapshots
             self.snapshot_bytes = len(data)
-            # Never trim what a live node has not read yet.
-            positions = [parse_stream_id(m["position"]) for m in self.members.values()]
-            trim_to = min([position, *positions])
-            removed = await self.redis.trim(trim_to)
+            self.trim_goal = position
+            removed = await self._trim()
             self.snapshots += 1
             log.info(
                 "snapshot written",
@@ -329,6 +330,24 @@ class Member:
             if os.path.exists(path):
                 os.unlink(path)
 
+    async def _trim(self) -> int:
+        """Trim the log up to the last snapshot, but never past what a live node has
+        not applied yet (it would have to start again from the snapshot); what is
+        left is trimmed later, as the nodes say how far they are."""
+        if self.trim_goal is None:
+            return 0
+        positions = [parse_stream_id(m["position"]) for m in self.live_members().values()]
+        trim_to = min([self.trim_goal, *positions])
+        if trim_to >= self.trim_goal:
+            self.trim_goal = None
+        removed: int = await self.redis.trim(trim_to)
+        return removed
+
+    def live_members(self) -> dict[str, dict[str, Any]]:
+        """Members that said they were alive within the lease."""
+        horizon = self.redis_now_ms - self.config.lease_ms
+        return {inc: m for inc, m in self.members.items() if m["seen_ms"] >= horizon}
+
     # -- what get_cluster, /readyz and /metrics show --------------------------------
     def leader_name(self) -> str | None:
         holder = self.lease.holder_incarnation
@@ -344,7 +363,9 @@ class Member:
         return {
             "node_id": self.name,
             "leader": self.leader_name(),
-            "nodes": sorted({str(m.get("node_id")) for m in self.members.values()} | {self.name}),
+            "nodes": sorted(
+                {str(m["node_id"]) for m in self.live_members().values()} | {self.name}
+            ),
             "role": "leader" if leader else "follower",
             "position": format_stream_id(self.position),
             "lag_ms": round(self.last_lag_ms, 1),
