@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -369,10 +369,12 @@ async def test_writes_are_refused_while_redis_is_down_and_resume_when_it_is_back
         assert (await conn.request({"type": "get_job", "msg_id": 3, "job_id": "kept"}))["job"][
             "duration_ms"
         ] == 5
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"http://127.0.0.1:{http_port}/api/jobs/x/start") as response:
-                assert response.status == 503
-                assert (await response.json())["error"]["code"] == 11
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"http://127.0.0.1:{http_port}/api/jobs/x/start") as response,
+        ):
+            assert response.status == 503
+            assert (await response.json())["error"]["code"] == 11
         redis_server.start()  # the same port and append-only file
         deadline = time.monotonic() + 30
         while True:
@@ -393,21 +395,23 @@ async def test_writes_are_refused_while_redis_is_down_and_resume_when_it_is_back
 async def test_webhooks_are_sent_by_the_leader_once_with_the_alert_id(
     redis_server: RedisServer,
 ) -> None:
-    async with serving(Receiver(), "/hook") as receiver:
-        async with nodes(redis_server.url, 3, webhooks=[receiver.url]) as servers:
-            (fired,) = await ask(
-                servers[1], {"type": "job_failed", "job_id": "w", "retries": 5, "error": "boom"}
-            )
-            assert fired["type"] == "alert_sent"
-            payload = await asyncio.wait_for(receiver.received.get(), 30)
-            assert payload["job_id"] == "w" and payload["state"] == "firing"
-            await until(lambda: all(not s.cluster.outbox.pending for s in servers))  # type: ignore[union-attr]
-            (alerts,) = await ask(servers[2], {"type": "get_alerts"})
-            assert [a["id"] for a in alerts["alerts"]] == [payload["id"]]
-            # Confirmed through the log on every node: nothing more is sent.
-            (marker,) = await ask(
-                servers[0], {"type": "job_failed", "job_id": "m", "retries": 5, "error": "x"}
-            )
-            nxt = await asyncio.wait_for(receiver.received.get(), 30)
-            assert nxt["job_id"] == "m"
-            assert receiver.received.empty()
+    async with (
+        serving(Receiver(), "/hook") as receiver,
+        nodes(redis_server.url, 3, webhooks=[receiver.url]) as servers,
+    ):
+        (fired,) = await ask(
+            servers[1], {"type": "job_failed", "job_id": "w", "retries": 5, "error": "boom"}
+        )
+        assert fired["type"] == "alert_sent"
+        payload = await asyncio.wait_for(receiver.received.get(), 30)
+        assert payload["job_id"] == "w" and payload["state"] == "firing"
+        await until(lambda: all(not s.cluster.outbox.pending for s in servers))  # type: ignore[union-attr]
+        (alerts,) = await ask(servers[2], {"type": "get_alerts"})
+        assert [a["id"] for a in alerts["alerts"]] == [payload["id"]]
+        # Confirmed through the log on every node: nothing more is sent.
+        (marker,) = await ask(
+            servers[0], {"type": "job_failed", "job_id": "m", "retries": 5, "error": "x"}
+        )
+        nxt = await asyncio.wait_for(receiver.received.get(), 30)
+        assert nxt["job_id"] == "m"
+        assert receiver.received.empty()

@@ -55,17 +55,18 @@ UNAVAILABLE = (RedisError, OSError, TimeoutError, ReplicasShort)
 class Slot:
     """A connection's requests in a proposal, and their replies once applied."""
 
-    __slots__ = ("sink", "batch", "prefix", "out")
+    __slots__ = ("sink", "batch", "requests", "prefix", "out")
 
     def __init__(self, sink: Sink, batch: deque[Request], prefix: bytes) -> None:
         self.sink = sink
-        self.batch = batch
+        self.batch = batch  # consumed by the apply
+        self.requests = list(batch)  # what to refuse, should Redis not confirm them
         self.prefix = prefix  # replies to the requests before them, made at once
         self.out = b""
 
 
 class Proposal:
-    __slots__ = ("seq", "groups", "slots", "closed", "applied", "confirmed", "failed")
+    __slots__ = ("seq", "groups", "slots", "closed", "applied", "confirmed", "failed", "entry")
 
     def __init__(self) -> None:
         self.seq = 0
@@ -75,6 +76,7 @@ class Proposal:
         self.applied = False
         self.confirmed = False
         self.failed: str | None = None
+        self.entry: tuple[int, int] | None = None  # its stream ID, once Redis took it
 
 
 class ClusterEngine(Engine):
@@ -200,10 +202,11 @@ class ClusterEngine(Engine):
         valid_until_ms = int((self.clock.now() + PROPOSE_TIMEOUT_S) * 1000)
         member = self.member
         try:
-            await asyncio.wait_for(
+            entry_id = await asyncio.wait_for(
                 member.redis.propose(member.origin, proposal.seq, valid_until_ms, payload),
                 PROPOSE_TIMEOUT_S,
             )
+            proposal.entry = parse_stream_id(entry_id)
         except UNAVAILABLE as exc:
             proposal.failed = str(exc) or type(exc).__name__
             member.redis_failed(proposal.failed)
@@ -224,7 +227,9 @@ class ClusterEngine(Engine):
                 self._release(proposal)
 
     def _release(self, proposal: Proposal) -> None:
-        self.in_flight.pop(proposal.seq, None)
+        """Applied here and confirmed by Redis: the replies go out (once)."""
+        if self.in_flight.pop(proposal.seq, None) is None:
+            return
         for slot in proposal.slots:
             if slot is not None:
                 slot.sink.deliver(slot.prefix + slot.out)
@@ -241,13 +246,13 @@ class ClusterEngine(Engine):
             if slot is None:
                 continue
             lines = [slot.prefix]
-            for frame, msg_id, _, _ in slot.batch:
+            for frame, msg_id, _, _ in slot.requests:
                 body = error_body(msg_id, Code.TEMPORARILY_UNAVAILABLE, text)
                 lines.append(
                     _dumps(body, option=_NEWLINE) if frame is None else encode(frame, body, node_id)
                 )
-            self.errors_replied += len(slot.batch)
-            self.refused_unavailable += len(slot.batch)
+            self.errors_replied += len(slot.requests)
+            self.refused_unavailable += len(slot.requests)
             slot.sink.deliver(b"".join(lines))
         self.closed_connections.extend(proposal.closed)  # proposed again
 
@@ -276,9 +281,20 @@ class ClusterEngine(Engine):
             member.applied(position, len(fields[b"r"]))
             if self.tick_until is not None and position >= self.tick_until:
                 self.tick_until = None
+        self._lost_in_failover()
         self.member.caught_up_to_read()
         if member.snapshot_due():
             member.begin_snapshot()
+
+    def _lost_in_failover(self) -> None:
+        """A proposal Redis took, whose entry the log no longer has (this node read
+        past its ID without it: a Redis failover lost it): error 11, never a hang."""
+        position = self.member.position
+        for proposal in list(self.in_flight.values()):
+            if proposal.entry is not None and not proposal.applied and proposal.entry <= position:
+                proposal.failed = "the entry was lost in a Redis failover"
+                self.in_flight.pop(proposal.seq, None)
+                self._refuse(proposal)
 
     def _apply_own(self, proposal: Proposal, ts: float) -> None:
         proposal.applied = True
