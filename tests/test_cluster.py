@@ -415,3 +415,28 @@ async def test_webhooks_are_sent_by_the_leader_once_with_the_alert_id(
         nxt = await asyncio.wait_for(receiver.received.get(), 30)
         assert nxt["job_id"] == "m"
         assert receiver.received.empty()
+
+
+async def test_a_new_leader_sends_what_the_old_one_had_not_confirmed(
+    redis_server: RedisServer,
+) -> None:
+    async with serving(Receiver(fail_first=10**9), "/hook") as receiver:
+        config = {"webhooks": [receiver.url], "notify_backoff_s": 0.05}
+        first = running(node_config(redis_server.url, "old", **config))
+        old = await first.__aenter__()
+        try:
+            async with running(node_config(redis_server.url, "new", **config)) as new:
+                await until(lambda: old.cluster.lease.held())  # type: ignore[union-attr]
+                (fired,) = await ask(new, {"type": "job_failed", "job_id": "u", "retries": 9})
+                assert fired["type"] == "alert_sent"
+                await until(lambda: receiver.posts >= 2)  # the leader tries, and is refused
+                await first.__aexit__(None, None, None)  # it stops without having sent it
+                first = None
+                receiver.fail_first = 0
+                payload = await asyncio.wait_for(receiver.received.get(), 30)
+                assert payload["job_id"] == "u" and payload["state"] == "firing"
+                assert new.cluster.lease.held()  # type: ignore[union-attr]
+                await until(lambda: not new.cluster.outbox.pending)  # type: ignore[union-attr]
+        finally:
+            if first is not None:
+                await first.__aexit__(None, None, None)
