@@ -4,7 +4,6 @@ ports (never 6379), always stopped."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import socket
@@ -13,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from helpers import free_port, jobmon_cmd
+from helpers import ServerProcess, free_port
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout_s: float = 30) -> None:
@@ -117,60 +116,42 @@ class Sentinel:
             self.proc.wait(30)
 
 
-class NodeProcess:
-    """`jobmon serve --redis ...` as a child process; its stderr kept (drained in a thread)."""
+class NodeProcess(ServerProcess):
+    """`jobmon serve --redis ...` as a child process; its stderr kept (drained in a thread,
+    so that a node logging many alerts never blocks on a full pipe)."""
 
     def __init__(self, name: str, *cluster_args: str) -> None:
+        super().__init__(Path(os.devnull))
         self.name = name
         self.args = ["serve", "--port", "0", "--http-port", "0", "--node-id", name, *cluster_args]
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self.lines: list[str] = []
         self._drainer: threading.Thread | None = None
 
     def start(self) -> NodeProcess:
-        self.proc = subprocess.Popen(
-            jobmon_cmd(*self.args),
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            line = raw.decode()
-            self.lines.append(line)
-            match = re.match(r"jobmon listening on [\d.]+:(\d+)", line)
-            if match:
-                self.port = int(match.group(1))
-                break
-        else:
-            raise AssertionError(f"node {self.name} exited before listening:\n{self.stderr}")
-        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        super().start()
+        self._drainer = threading.Thread(target=self._read_rest, daemon=True)
         self._drainer.start()
         return self
 
-    def _drain(self) -> None:
+    def _read_rest(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
         for raw in self.proc.stderr:
-            self.lines.append(raw.decode())
+            self.stderr_lines.append(raw.decode())
+
+    def _drain(self) -> None:
+        if self._drainer is not None:
+            self._drainer.join(10)
 
     @property
-    def stderr(self) -> str:
-        return "".join(self.lines)
+    def lines(self) -> list[str]:
+        return self.stderr_lines
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
-
-    def kill9(self) -> None:
-        self.signal(signal.SIGKILL)
-        assert self.proc is not None
-        self.proc.wait(30)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)  # a frozen node must be able to die
             self.proc.kill()
             self.proc.wait(30)
-        if self._drainer is not None:
-            self._drainer.join(10)
+        self._drain()

@@ -86,6 +86,26 @@ async def test_enveloped_and_every_state_change_take_event_id(client: LineClient
     assert job["monitor"]["max_runtime_ms"] == 1000
 
 
+async def test_a_retransmission_is_no_event_for_subscribers(server) -> None:  # type: ignore[no-untyped-def]
+    watcher = await LineClient.connect(server.port)
+    await watcher.request({"type": "subscribe", "topics": ["events"]})
+    sender = await LineClient.connect(server.port)
+    event = {
+        "type": "update_status",
+        "msg_id": 1,
+        "job_id": "s",
+        "status": "running",
+        "event_id": "s-1",
+    }
+    await sender.request(event)
+    await sender.request(event)  # again: answered, not an event
+    await sender.request({**event, "event_id": "s-2", "status": "queued"})
+    pushed = [(await watcher.read())["event"]["status"] for _ in range(2)]
+    assert pushed == ["running", "queued"]
+    await watcher.close()
+    await sender.close()
+
+
 async def test_a_bad_event_id_is_refused_with_what_is_expected(client: LineClient) -> None:
     for bad in ("", "x" * 129, 7):
         reply = await client.request(

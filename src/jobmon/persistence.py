@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,20 +154,7 @@ class DataDir:
         snapshot from its copy-on-write view of the state (as Redis's BGSAVE).
         The store stalls only for the fork. Returns (generation, child pid)."""
         generation = self._rotate()
-        # Objects alive now move out of the collector's sight: the parent's
-        # collections stay cheap and do not dirty pages the child still reads.
-        gc.freeze()
-        pid = os.fork()
-        if pid == 0:  # the child: write, then leave without running any cleanup
-            code = 1
-            try:
-                gc.disable()
-                self._write_snapshot(node, generation)
-                code = 0
-            except BaseException as exc:  # noqa: BLE001 - report, never return into the loop
-                os.write(2, f"jobmon compaction child failed: {exc!r}\n".encode())
-            finally:
-                os._exit(code)
+        pid = fork_writer(lambda: self._write_snapshot(node, generation), "compaction")
         self.compacting = True
         return generation, pid
 
@@ -239,6 +227,26 @@ class DataDir:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def fork_writer(write: Callable[[], None], what: str) -> int:
+    """Fork a child that runs ``write`` on its copy-on-write view of the state
+    (as Redis's BGSAVE) and exits; the caller stalls only for the fork. The pid."""
+    # Objects alive now move out of the collector's sight: the parent's
+    # collections stay cheap and do not dirty pages the child still reads.
+    gc.freeze()
+    pid = os.fork()
+    if pid == 0:  # the child: write, then leave without running any cleanup
+        code = 1
+        try:
+            gc.disable()
+            write()
+            code = 0
+        except BaseException as exc:  # noqa: BLE001 - report, never return into the loop
+            os.write(2, f"jobmon {what} child failed: {exc!r}\n".encode())
+        finally:
+            os._exit(code)
+    return pid
 
 
 def _replay(node: Node, ts: float, name: str, args: Any, path: Path) -> None:

@@ -15,7 +15,7 @@ in proportion to the number of jobs, not to the number of events ever sent.
 from __future__ import annotations
 
 import asyncio
-import gc
+import contextlib
 import logging
 import os
 import secrets
@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from ..clock import Clock, iso
 from ..model import snapshot_default
 from ..node import Node
-from ..persistence import CONFIG_RECORD
+from ..persistence import CONFIG_RECORD, fork_writer
 from . import records
 from .lease import Lease
 from .redislog import READ_COUNT, RedisLog, RedisSettings, format_stream_id, parse_stream_id
@@ -139,6 +139,11 @@ class Member:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        value = self.lease.value
+        if value is not None:
+            self.lease.value = None
+            with contextlib.suppress(*UNAVAILABLE):
+                await asyncio.wait_for(self.redis.release(value), 2.0)
         await self.redis.close()
 
     async def _load_snapshot(self) -> None:
@@ -276,24 +281,17 @@ class Member:
         fd, path = tempfile.mkstemp(prefix="jobmon-snapshot-", suffix=".json")
         os.close(fd)
         position = self.position
-        gc.freeze()
-        pid = os.fork()
-        if pid == 0:  # the child: write, then leave without running any cleanup
-            code = 1
-            try:
-                gc.disable()
-                state = {
-                    "position": format_stream_id(position),
-                    "state": self.node.store.to_snapshot(),
-                    "cluster": records.extras_to_snapshot(self.node, self.outbox),
-                }
-                with open(path, "wb") as out:
-                    out.write(orjson.dumps(state, default=snapshot_default))
-                code = 0
-            except BaseException as exc:  # noqa: BLE001 - report, never return into the loop
-                os.write(2, f"jobmon snapshot child failed: {exc!r}\n".encode())
-            finally:
-                os._exit(code)
+
+        def write() -> None:
+            state = {
+                "position": format_stream_id(position),
+                "state": self.node.store.to_snapshot(),
+                "cluster": records.extras_to_snapshot(self.node, self.outbox),
+            }
+            with open(path, "wb") as out:
+                out.write(orjson.dumps(state, default=snapshot_default))
+
+        pid = fork_writer(write, "snapshot")
         self.engine.track(asyncio.ensure_future(self._finish_snapshot(pid, path, position)))
 
     async def _finish_snapshot(self, pid: int, path: str, position: tuple[int, int]) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,7 @@ _NEWLINE = orjson.OPT_APPEND_NEWLINE
 MAX_BATCH = 4096  # state-changing requests of one connection in one proposal
 PROPOSE_TIMEOUT_S = COMMAND_TIMEOUT_S + 0.3
 UNAVAILABLE = (RedisError, OSError, TimeoutError, ReplicasShort)
+RETRY_AFTER_S = 0.1  # a leader-only append that failed is tried again after this
 
 
 class Slot:
@@ -91,6 +93,7 @@ class ClusterEngine(Engine):
         self.next_seq = 1
         self.tick_until: tuple[int, int] | None = None  # a tick appended, not yet applied
         self.ticking = False
+        self.tick_retry_at = 0.0  # after a failed append, wait a little (Redis is down)
         self.confirmations: list[str] = []  # delivered alerts, to record
         self.confirming = False
         self.refused_unavailable = 0
@@ -105,7 +108,12 @@ class ClusterEngine(Engine):
             or self.closed_connections
             or (self.building.groups and not self.sending)
             or (self.confirmations and not self.confirming)
-            or (self.due(self.clock.now()) and not self.ticking and self.tick_until is None)
+            or (
+                self.due(self.clock.now())
+                and not self.ticking
+                and self.tick_until is None
+                and time.monotonic() >= self.tick_retry_at
+            )
         )
 
     async def run(self) -> None:
@@ -368,6 +376,7 @@ class ClusterEngine(Engine):
                         self.tick_until = parse_stream_id(entry_id)
             except UNAVAILABLE as exc:
                 self.member.redis_failed(str(exc) or type(exc).__name__)
+                self.tick_retry_at = time.monotonic() + RETRY_AFTER_S
             finally:
                 setattr(self, flag, False)
                 self.wake()

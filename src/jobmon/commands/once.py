@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     from . import Handler
 
 RECORD = "_once"
+
+
+class Repeated(dict[str, Any]):
+    """The reply to a retransmission: the original one. Nothing happened, so it
+    is no event for subscribers (``publish`` skips it)."""
+
 # The commands it wraps, by type (filled by commands/__init__.py).
 TARGETS: dict[str, Handler] = {}
 
@@ -26,10 +32,13 @@ TARGETS: dict[str, Handler] = {}
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     event_id, name, inner = args
     seen = node.store.seen_events
-    reply = seen.reply_of(event_id)
-    if reply is None:
-        reply = TARGETS[name].apply(node, now, inner, None)
-        seen.remember(event_id, now, reply)
+    kept = seen.reply_of(event_id)
+    if kept is not None:
+        if msg_id is None:
+            return Repeated(kept)
+        return Repeated({"type": kept["type"], "in_reply_to": msg_id, **kept})
+    reply = TARGETS[name].apply(node, now, inner, None)
+    seen.remember(event_id, now, reply)
     if msg_id is None:
         return reply
     return {"type": reply["type"], "in_reply_to": msg_id, **reply}
