@@ -192,3 +192,17 @@ def test_memory_is_bounded() -> None:
     assert len(seen) == idempotency.MAX_KEPT
     assert seen.reply_of("e0") is None and seen.reply_of(f"e{idempotency.MAX_KEPT + 9}") is not None
     assert seen.forgotten_early == 10
+
+
+async def test_the_bound_is_a_recorded_setting(start_server, data_dir) -> None:  # type: ignore[no-untyped-def]
+    async with start_server(data_dir=data_dir, event_ids_kept=2) as server:
+        conn = await LineClient.connect(server.port)
+        for i in range(3):
+            await conn.request(
+                {"type": "heartbeat", "job_id": "b", "ttl_ms": 1000, "event_id": f"b{i}"}
+            )
+        assert list(server.node.store.seen_events.replies) == ["b1", "b2"]
+        await conn.close()
+    async with start_server(data_dir=data_dir, event_ids_kept=2) as server:  # replayed alike
+        assert list(server.node.store.seen_events.replies) == ["b1", "b2"]
+        assert server.node.store.seen_events.max_kept == 2

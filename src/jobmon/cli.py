@@ -212,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="analytics cost model, e.g. free_memory_mb=2048,price_per_second=0.02",
     )
 
+    serve.add_argument(
+        "--event-ids-kept",
+        type=_positive_int,
+        default=int(_env("EVENT_IDS_KEPT", str(defaults.event_ids_kept))),
+        metavar="N",
+        help="remember the event_id of this many applied events (24 h at most; ~300 B each)",
+    )
     _add_cluster_flags(serve, defaults)
 
     stdio = sub.add_parser("stdio", help="serve one client on stdin/stdout, in memory")
@@ -289,6 +296,7 @@ def _serve(args: argparse.Namespace) -> int:
         redis_min_replicas=args.redis_min_replicas,
         cluster_name=args.cluster_name,
         lease_ms=args.lease_ms,
+        event_ids_kept=args.event_ids_kept,
     )
     if config.redis_sentinels and not config.redis_master:
         print("jobmon: cannot start: --redis-sentinel needs --redis-master NAME", file=sys.stderr)

@@ -36,6 +36,7 @@ class Config:
     cost_model: dict[str, float] = field(default_factory=dict)
     # --allow-command NAME=PATH: what start_job may run (needs --token).
     allowed_commands: dict[str, str] = field(default_factory=dict)
+    event_ids_kept: int = 200_000  # --event-ids-kept: event_id memory (idempotency)
     # --redis / --redis-sentinel: several nodes over one Redis (see cluster/).
     redis: str | None = None
     redis_sentinels: list[tuple[str, int]] = field(default_factory=list)

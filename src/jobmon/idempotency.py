@@ -5,9 +5,12 @@ another node after a failover carries the same ``event_id``. What was applied
 is remembered with the reply it got: the retransmission gets that reply back and
 changes nothing (``commands.once`` decides, at apply time, from the record).
 
-Bounded: ids are kept at least ``KEEP_S`` (24 h) and at most ``MAX_KEPT`` of
-them; past that the oldest is forgotten first (and counted). Eviction depends
-only on the records applied (their times and order), so every replica and every
+Bounded: ids are kept ``KEEP_S`` (24 h), but at most ``max_kept`` of them
+(``--event-ids-kept``, about 300 bytes each); past that the oldest is forgotten
+first, and counted. At high rates the bound wins over the 24 h: memory must stay
+bounded, and a retry comes within seconds. Eviction depends only on the records
+applied (their times and order) and on ``max_kept``, which is one of the
+settings the journal and the cluster's log record, so every replica and every
 replay forgets alike. The memory is part of the snapshot.
 """
 
@@ -23,7 +26,8 @@ MAX_KEPT = 200_000
 
 
 class SeenEvents:
-    def __init__(self) -> None:
+    def __init__(self, max_kept: int = MAX_KEPT) -> None:
+        self.max_kept = max_kept
         # event_id -> the reply without in_reply_to, as JSON: bytes are compact and
         # not scanned by the garbage collector, which matters at 200,000 of them.
         self.replies: dict[str, bytes] = {}
@@ -45,7 +49,7 @@ class SeenEvents:
         order = self.order
         order.append((now, event_id))
         horizon = now - KEEP_S
-        while len(order) > MAX_KEPT or order[0][0] < horizon:
+        while len(order) > self.max_kept or order[0][0] < horizon:
             applied_at, oldest = order.popleft()
             del self.replies[oldest]
             if applied_at >= horizon:

@@ -41,6 +41,7 @@ class Server:
         analytics.slow_run_factor = config.slow_run_factor
         analytics.cost_model = CostModel(**config.cost_model)
         self.node.store.lost_grace_ms = config.lost_grace_ms
+        self.node.store.seen_events.max_kept = config.event_ids_kept
         self.data_dir = (
             None
             if config.in_memory or config.clustered

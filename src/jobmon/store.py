@@ -66,6 +66,7 @@ class Store(Monitoring):
             "default_max_retries": self.default_max_retries,
             "slow_run_factor": analytics.slow_run_factor,
             "cost_model": vars(analytics.cost_model),
+            "event_ids_kept": self.seen_events.max_kept,
         }
 
     def apply_settings(self, settings: dict[str, Any]) -> None:
@@ -75,6 +76,8 @@ class Store(Monitoring):
             self.analytics.slow_run_factor = settings["slow_run_factor"]
         if "cost_model" in settings:
             self.analytics.cost_model = CostModel(**settings["cost_model"])
+        if "event_ids_kept" in settings:
+            self.seen_events.max_kept = settings["event_ids_kept"]
 
     def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)

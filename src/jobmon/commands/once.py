@@ -25,6 +25,7 @@ class Repeated(dict[str, Any]):
     """The reply to a retransmission: the original one. Nothing happened, so it
     is no event for subscribers (``publish`` skips it)."""
 
+
 # The commands it wraps, by type (filled by commands/__init__.py).
 TARGETS: dict[str, Handler] = {}
 
