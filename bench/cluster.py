@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -247,6 +248,31 @@ async def failover_round(redis: Redis, work: Path, round_no: int) -> dict[str, f
                 n.stop()
 
 
+async def unavailable(redis: Redis, work: Path) -> dict[str, float]:
+    """How long a write waits for its error 11: Redis frozen (SIGSTOP: the
+    connection hangs), then Redis gone (connection refused)."""
+    solo = node(redis, "unavailable", work, "--cluster-name", "unavailable")
+    out = {}
+    try:
+        body = {"type": "update_status", "job_id": "u", "status": "running"}
+        assert (await request(solo.port, body))["type"] == "status_updated"
+        for case, signum in (("frozen", signal.SIGSTOP), ("stopped", signal.SIGTERM)):
+            redis.proc.send_signal(signum)
+            if signum == signal.SIGTERM:
+                redis.proc.wait(30)  # gone: connections are refused
+            started = time.perf_counter()
+            reply = await request(solo.port, body)
+            out[f"redis_{case}_s"] = round(time.perf_counter() - started, 2)
+            assert reply.get("code") == 11, (case, reply)
+            if signum == signal.SIGSTOP:
+                redis.proc.send_signal(signal.SIGCONT)
+                while (await request(solo.port, body))["type"] == "error":
+                    await asyncio.sleep(0.05)
+    finally:
+        solo.stop()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
@@ -287,7 +313,10 @@ def main() -> None:
         print(f"{key}: p50 {summary[key]['p50']} ms, p99 {summary[key]['p99']} ms")
     redis = Redis(work / "failover")
     failovers = [asyncio.run(failover_round(redis, work, i)) for i in range(args.failovers)]
-    redis.stop()
+    refused = asyncio.run(unavailable(redis, work))
+    summary["error_11_after_s"] = refused
+    print(f"a write's error 11: Redis frozen {refused['redis_frozen_s']} s, "
+          f"Redis stopped {refused['redis_stopped_s']} s")  # fmt: skip
     summary["failovers"] = failovers
     kill = statistics.median(f["kill_to_alert_s"] for f in failovers)
     late = statistics.median(f["deadline_to_alert_s"] for f in failovers)

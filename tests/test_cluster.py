@@ -440,3 +440,20 @@ async def test_a_new_leader_sends_what_the_old_one_had_not_confirmed(
         finally:
             if first is not None:
                 await first.__aexit__(None, None, None)
+
+
+async def test_under_a_token_nothing_is_proposed_before_auth(redis_server: RedisServer) -> None:
+    async with nodes(redis_server.url, 2, token="s3cret") as (a, b):
+        conn = await LineClient.connect(a.port)
+        refused, ok, applied = await conn.pipeline(
+            [
+                {"type": "update_status", "msg_id": 1, "job_id": "t", "status": "running"},
+                {"type": "auth", "msg_id": 2, "token": "s3cret"},
+                {"type": "update_status", "msg_id": 3, "job_id": "t2", "status": "running"},
+            ]
+        )
+        assert refused["code"] == 14 and ok["type"] == "auth_ok"
+        assert applied["type"] == "status_updated"
+        await conn.close()
+        await converged([a, b])
+        assert sorted(b.node.store.jobs) == ["t2"]

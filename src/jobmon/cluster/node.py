@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jobmon.cluster")
 JOIN_TIMEOUT_S = 60.0
-MAX_UNAPPLIED = 20_000  # entries read ahead of the store task before reading pauses
+MAX_UNAPPLIED_BYTES = 8 << 20  # records read ahead of the store task before reading pauses
 
 
 class ClusterClock:
@@ -167,8 +167,8 @@ class Member:
     async def _read(self) -> None:
         engine = self.engine
         while True:
-            if len(engine.entries) > MAX_UNAPPLIED:
-                await asyncio.sleep(0.005)
+            if engine.unapplied_bytes > MAX_UNAPPLIED_BYTES:
+                await asyncio.sleep(0.002)
                 continue
             try:
                 entries = await self.redis.read(self.read_position)
@@ -180,6 +180,7 @@ class Member:
             if entries:
                 self.read_position = parse_stream_id(entries[-1][0])
                 engine.entries.extend(entries)
+                engine.unapplied_bytes += sum(len(fields[b"r"]) for _, fields in entries)
             self.read_tail = len(entries) < READ_COUNT
             if entries:
                 engine.wake()

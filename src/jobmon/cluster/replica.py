@@ -52,6 +52,7 @@ MAX_BATCH = 4096  # state-changing requests of one connection in one proposal
 PROPOSE_TIMEOUT_S = COMMAND_TIMEOUT_S + 0.3
 UNAVAILABLE = (RedisError, OSError, TimeoutError, ReplicasShort)
 RETRY_AFTER_S = 0.1  # a leader-only append that failed is tried again after this
+TICK_LOST_S = 5.0  # a tick appended but never seen in the log: append another
 
 
 class Slot:
@@ -86,6 +87,7 @@ class ClusterEngine(Engine):
         super().__init__(node, clock, None, "no")
         self.member = member
         self.entries: deque[tuple[bytes, dict[bytes, bytes]]] = deque()  # read, to apply
+        self.unapplied_bytes = 0
         self.building = Proposal()
         self.in_flight: dict[int, Proposal] = {}
         self.sending = False
@@ -94,6 +96,8 @@ class ClusterEngine(Engine):
         self.tick_until: tuple[int, int] | None = None  # a tick appended, not yet applied
         self.ticking = False
         self.tick_retry_at = 0.0  # after a failed append, wait a little (Redis is down)
+        self.tick_sent_at = 0.0
+        self.closed_retry_at = 0.0
         self.confirmations: list[str] = []  # delivered alerts, to record
         self.confirming = False
         self.refused_unavailable = 0
@@ -105,13 +109,13 @@ class ClusterEngine(Engine):
             self.queue
             or self.entries
             or self.finished
-            or self.closed_connections
+            or (self.closed_connections and time.monotonic() >= self.closed_retry_at)
             or (self.building.groups and not self.sending)
             or (self.confirmations and not self.confirming)
             or (
                 self.due(self.clock.now())
                 and not self.ticking
-                and self.tick_until is None
+                and self._tick_settled()
                 and time.monotonic() >= self.tick_retry_at
             )
         )
@@ -138,10 +142,10 @@ class ClusterEngine(Engine):
             now = self.clock.now()
             for sink in sinks:
                 self._take(sink, now)
-            if self.closed_connections:
+            if self.closed_connections and time.monotonic() >= self.closed_retry_at:
                 self._propose_closed()
             if self.due(now) and not self.ticking:
-                if self.member.lease.held() and self.tick_until is None:
+                if self.member.lease.held() and self._tick_settled():
                     self._tick()
                 self.remind(now)
             if self.confirmations and not self.confirming:
@@ -262,11 +266,15 @@ class ClusterEngine(Engine):
             self.errors_replied += len(slot.requests)
             self.refused_unavailable += len(slot.requests)
             slot.sink.deliver(b"".join(lines))
-        self.closed_connections.extend(proposal.closed)  # proposed again
+        if proposal.closed:  # proposed again, after a pause (Redis is down)
+            self.closed_connections.extend(proposal.closed)
+            self.closed_retry_at = time.monotonic() + RETRY_AFTER_S
+            asyncio.get_running_loop().call_later(RETRY_AFTER_S, self.wake)
 
     # -- the log's entries, in order ---------------------------------------------------
     def _apply_entries(self) -> None:
         entries, self.entries = self.entries, deque()
+        self.unapplied_bytes = 0
         member = self.member
         node = self.node
         origin = member.origin.encode()
@@ -345,11 +353,19 @@ class ClusterEngine(Engine):
             self.timer_target = target
             self._timer_changed.set()
 
+    def _tick_settled(self) -> bool:
+        """No tick of ours is waiting to be applied (one lost in a Redis failover
+        is given up after a while, or deadlines would stop)."""
+        if self.tick_until is not None and time.monotonic() - self.tick_sent_at > TICK_LOST_S:
+            self.tick_until = None
+        return self.tick_until is None
+
     def _tick(self) -> None:
         store_due = self.node.store.next_deadline()
         if store_due is None or store_due > self.clock.now():
             return
         self.ticking = True
+        self.tick_sent_at = time.monotonic()
         self._leader_append([[None, [[TICK_RECORD, [self.restarted_at]]]]], "ticking")
 
     def _confirm(self) -> None:
