@@ -31,10 +31,34 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout_s: f
     raise AssertionError(f"{what} did not answer on port {port}")
 
 
+def _wait_tls(port: int, proc: subprocess.Popen[bytes], ca: Path, timeout_s: float = 30) -> None:
+    import redis
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"redis-server exited with status {proc.returncode}"
+        try:
+            client = redis.Redis(port=port, ssl=True, ssl_ca_certs=str(ca), socket_timeout=1)
+            if client.ping():
+                client.close()
+                return
+        except (redis.RedisError, OSError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"redis-server did not answer over TLS on port {port}")
+
+
 class RedisServer:
     """A redis-server with an append-only file (fsync always: as durable as Redis gets)."""
 
-    def __init__(self, workdir: Path, port: int | None = None, *extra: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *extra: str,
+        tls: dict[str, Path] | None = None,
+    ) -> None:
+        self.tls = tls
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -43,14 +67,22 @@ class RedisServer:
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls['ca']}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         assert shutil.which("redis-server"), "redis-server is not installed (.ci/run installs it)"
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:  # TLS only: the plain port is off
+            listen = ["--port", "0", "--tls-port", str(self.port),
+                      "--tls-cert-file", str(self.tls["cert"]), "--tls-key-file",
+                      str(self.tls["key"]), "--tls-ca-cert-file", str(self.tls["ca"]),
+                      "--tls-auth-clients", "no"]  # fmt: skip
         self.proc = subprocess.Popen(
             [
                 "redis-server",
-                "--port", str(self.port),
+                *listen,
                 "--bind", "127.0.0.1",
                 "--dir", str(self.workdir),
                 "--save", "",
@@ -63,7 +95,10 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        _wait_port(self.port, self.proc, "redis-server")
+        if self.tls is None:
+            _wait_port(self.port, self.proc, "redis-server")
+        else:
+            _wait_tls(self.port, self.proc, self.tls["ca"])
         return self
 
     def stop(self) -> None:
@@ -155,3 +190,47 @@ class NodeProcess(ServerProcess):
             self.proc.kill()
             self.proc.wait(30)
         self._drain()
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {name: directory / f"{name}.pem" for name in ("ca", "ca_key", "cert", "key")}
+    csr = directory / "server.csr"
+    ext = directory / "san.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=jobmon test CA",
+        "-keyout",
+        str(paths["ca_key"]),
+        "-out",
+        str(paths["ca"]),
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        str(paths["key"]),
+        "-out",
+        str(csr),
+    )
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(paths["ca"]), "-CAkey",
+            str(paths["ca_key"]), "-CAcreateserial", "-days", "1", "-extfile", str(ext),
+            "-out", str(paths["cert"]))  # fmt: skip
+    return paths

@@ -21,7 +21,7 @@ from helpers import SEED_SAMPLE_CASES, LineClient, free_port
 from jobmon.config import Config
 from jobmon.model import snapshot_default
 from jobmon.server import Server, running
-from redis_helpers import RedisServer
+from redis_helpers import RedisServer, make_certificates
 from test_notify import Receiver, serving
 
 LEASE_MS = 1000
@@ -457,3 +457,21 @@ async def test_under_a_token_nothing_is_proposed_before_auth(redis_server: Redis
         await conn.close()
         await converged([a, b])
         assert sorted(b.node.store.jobs) == ["t2"]
+
+
+async def test_nodes_reach_redis_over_tls(tmp_path: Path) -> None:
+    tls = make_certificates(tmp_path / "tls")
+    with RedisServer(tmp_path / "redis-tls", tls=tls) as secure:
+        assert secure.url.startswith("rediss://")
+        async with nodes(secure.url, 2) as (a, b):
+            (wrote,) = await ask(a, {"type": "job_completed", "job_id": "tls", "duration_ms": 3})
+            assert wrote["type"] == "job_completed"
+            await converged([a, b])
+            (seen,) = await ask(b, {"type": "get_job", "job_id": "tls"})
+            assert seen["job"]["duration_ms"] == 3
+        # A node that does not trust the server's certificate does not start.
+        other_ca = make_certificates(tmp_path / "other")["ca"]
+        wrong = secure.url.replace(str(tls["ca"]), str(other_ca))
+        with pytest.raises(OSError, match="unreachable"):
+            async with running(node_config(wrong, "untrusting")):
+                pass

@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis
 
-from helpers import LineClient
+from helpers import LineClient, free_port
 from redis_helpers import NodeProcess, RedisServer, Sentinel
 from test_notify import Receiver, serving
 
@@ -273,3 +274,47 @@ async def test_a_sentinel_failover_loses_no_acknowledged_event(tmp_path: Path) -
             sentinel.stop()
         for server in (*replicas, primary):
             server.stop()
+
+
+async def test_redis_stopped_and_restarted_under_node_processes(redis_server: RedisServer) -> None:
+    http_port = free_port()
+    with cluster(2, "--redis", redis_server.url) as (a, b):
+        b.stop()  # b's HTTP port is taken below by a fresh node
+        c = NodeProcess("n3", "--lease-ms", LEASE_MS, "--redis", redis_server.url,
+                        "--http-port", str(http_port)).start()  # fmt: skip
+        try:
+            kept = await request(a, {"type": "job_completed", "job_id": "kept", "duration_ms": 5})
+            assert kept["type"] == "job_completed"
+            redis_server.stop()
+            for node in (a, c):
+                refused = await request(
+                    node, {"type": "update_status", "job_id": "x", "status": "running"}
+                )
+                assert refused["code"] == 11, refused
+                job = await request(node, {"type": "get_job", "job_id": "kept"})
+                assert job["job"]["duration_ms"] == 5  # reads answer from the node's state
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(f"http://127.0.0.1:{http_port}/api/jobs/x/start") as response,
+            ):
+                assert response.status == 503
+            redis_server.start()  # same port, same append-only file: no node restarts
+            for node in (a, c):
+                deadline = time.monotonic() + 30
+                while (
+                    await request(
+                        node, {"type": "update_status", "job_id": node.name, "status": "running"}
+                    )
+                )["type"] == "error":
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+            for node in (a, c):
+                deadline = time.monotonic() + 30
+                while True:
+                    jobs = (await request(node, {"type": "list_jobs"}))["jobs"]
+                    if sorted(j["job_id"] for j in jobs) == ["kept", "n1", "n3"]:
+                        break
+                    assert time.monotonic() < deadline, jobs
+                    await asyncio.sleep(0.05)
+        finally:
+            c.stop()
