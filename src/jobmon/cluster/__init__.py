@@ -7,6 +7,8 @@ A replicated state machine over one Redis Stream (see docs/cluster.md):
                 membership), proposals, reads, snapshots and trimming.
 - ``lease``     who is leader: a lease with a fencing token, renewed in time,
                 judged on this process's monotonic clock.
+- ``proposal``  a turn's state changes on their way to the log: the stream's
+                side of the journal seam (``journal.TurnLog``).
 - ``replica``   the engine of a cluster node: proposes each turn's state
                 changes as one stream entry and applies every entry, its own
                 too, in stream order with the entry ID's time as the clock.

@@ -120,7 +120,7 @@ class Member:
         ]
         await asyncio.wait_for(self._caught_up.wait(), JOIN_TIMEOUT_S)
         if self.node.store.settings() != wanted:  # this node's flags win from here on
-            self.engine._propose_own([[CONFIG_RECORD, wanted]])
+            self.engine.propose_own(CONFIG_RECORD, wanted)
         log.info(
             "joined",
             extra={

@@ -40,6 +40,7 @@ from ..node import Node
 from ..persistence import TICK_RECORD
 from ..protocol import Request, encode, error_body
 from . import records
+from .proposal import Proposal, Slot, StreamJournal
 from .redislog import COMMAND_TIMEOUT_S, ReplicasShort, parse_stream_id
 
 if TYPE_CHECKING:
@@ -55,40 +56,13 @@ RETRY_AFTER_S = 0.1  # a leader-only append that failed is tried again after thi
 TICK_LOST_S = 5.0  # a tick appended but never seen in the log: append another
 
 
-class Slot:
-    """A connection's requests in a proposal, and their replies once applied."""
-
-    __slots__ = ("sink", "batch", "requests", "prefix", "out")
-
-    def __init__(self, sink: Sink, batch: deque[Request], prefix: bytes) -> None:
-        self.sink = sink
-        self.batch = batch  # consumed by the apply
-        self.requests = list(batch)  # what to refuse, should Redis not confirm them
-        self.prefix = prefix  # replies to the requests before them, made at once
-        self.out = b""
-
-
-class Proposal:
-    __slots__ = ("seq", "groups", "slots", "closed", "applied", "confirmed", "failed", "entry")
-
-    def __init__(self) -> None:
-        self.seq = 0
-        self.groups: list[list[Any]] = []
-        self.slots: list[Slot | None] = []  # per group; None for a node's own records
-        self.closed: list[int] = []  # connections whose _conn_closed it carries
-        self.applied = False
-        self.confirmed = False
-        self.failed: str | None = None
-        self.entry: tuple[int, int] | None = None  # its stream ID, once Redis took it
-
-
 class ClusterEngine(Engine):
     def __init__(self, node: Node, clock: Clock, member: Member) -> None:
         super().__init__(node, clock, None, "no")
         self.member = member
         self.entries: deque[tuple[bytes, dict[bytes, bytes]]] = deque()  # read, to apply
         self.unapplied_bytes = 0
-        self.building = Proposal()
+        self.journal = StreamJournal(self._send)  # this turn's proposal
         self.in_flight: dict[int, Proposal] = {}
         self.sending = False
         self.finished: list[Proposal] = []
@@ -110,7 +84,7 @@ class ClusterEngine(Engine):
             or self.entries
             or self.finished
             or (self.closed_connections and time.monotonic() >= self.closed_retry_at)
-            or (self.building.groups and not self.sending)
+            or (self.journal.pending and not self.sending)
             or (self.confirmations and not self.confirming)
             or (
                 self.due(self.clock.now())
@@ -150,8 +124,8 @@ class ClusterEngine(Engine):
                 self.remind(now)
             if self.confirmations and not self.confirming:
                 self._confirm()
-            if self.building.groups and not self.sending:
-                self._send()
+            if self.journal.pending and not self.sending:
+                self.journal.write(now)
             self.retarget()
 
     def ready(self, sink: Sink) -> None:
@@ -180,9 +154,7 @@ class ClusterEngine(Engine):
                 batch: deque[Request] = deque()
                 while inbox and len(batch) < MAX_BATCH and not _changes_nothing(inbox[0]):
                     batch.append(inbox.popleft())
-                proposal = self.building
-                proposal.groups.append([sink.conn_id, [(r[2].record, r[3]) for r in batch]])  # type: ignore[union-attr]
-                proposal.slots.append(Slot(sink, batch, b"".join(out)))
+                self.journal.append_batch(Slot(sink, batch, b"".join(out)))
                 return  # the rest once these are applied
             out.append(part)
             size += len(part)
@@ -191,18 +163,17 @@ class ClusterEngine(Engine):
     def _propose_closed(self) -> None:
         grace_ms = self.node.store.lost_grace_ms
         for conn in self.closed_connections:
-            self._propose_own([[records.CONN_CLOSED_RECORD, [conn, grace_ms]]])
-            self.building.closed.append(conn)
+            self.journal.append(records.CONN_CLOSED_RECORD, [conn, grace_ms])
+            self.journal.proposal.closed.append(conn)
         self.closed_connections = []
 
-    def _propose_own(self, own: list[list[Any]]) -> None:
-        """Records of this node's own (no connection's), in the next proposal."""
-        self.building.groups.append([None, own])
-        self.building.slots.append(None)
+    def propose_own(self, name: str, args: Any) -> None:
+        """A record of this node's own (no connection's), in the next proposal."""
+        self.journal.append(name, args)
         self.wake()
 
-    def _send(self) -> None:
-        proposal, self.building = self.building, Proposal()
+    def _send(self, proposal: Proposal) -> None:
+        """StreamJournal.write: the turn's proposal goes to Redis (one in flight)."""
         proposal.seq = self.next_seq
         self.next_seq += 1
         self.in_flight[proposal.seq] = proposal
