@@ -206,3 +206,20 @@ async def test_the_bound_is_a_recorded_setting(start_server, data_dir) -> None: 
     async with start_server(data_dir=data_dir, event_ids_kept=2) as server:  # replayed alike
         assert list(server.node.store.seen_events.replies) == ["b1", "b2"]
         assert server.node.store.seen_events.max_kept == 2
+
+
+async def test_the_client_stamps_every_event_and_a_resend_counts_once(server) -> None:  # type: ignore[no-untyped-def]
+    from jobmon.client import Client
+
+    async with Client(port=server.port) as client:
+        await client.update_status("c", "running")
+        await client.completed("c", duration_ms=10)
+        assert await client.delivered(10)
+        assert len(server.node.store.seen_events) == 2
+        # What the client resends after a lost reply: the same body, the same event_id.
+        (event_id,) = [e for e in list(server.node.store.seen_events.replies)[1:]]
+        again = await client.send_event(
+            {"type": "job_completed", "job_id": "c", "duration_ms": 99, "event_id": event_id}
+        )
+        assert again is not None and again["duration_ms"] == 10
+    assert server.node.store.jobs["c"].runs == 1
