@@ -145,6 +145,22 @@ class Member:
             with contextlib.suppress(*UNAVAILABLE):
                 await asyncio.wait_for(self.redis.release(value), 2.0)
         await self.redis.close()
+        engine = self.engine
+        log.info(
+            "left the cluster",
+            extra={
+                "fields": {
+                    "node_id": self.name,
+                    "position": format_stream_id(self.position),
+                    "entries_applied": self.entries_applied,
+                    "proposals": engine.next_seq - 1,
+                    "refused_unavailable": engine.refused_unavailable,
+                    "entries_skipped_late": engine.entries_skipped_late,
+                    "times_leader": self.lease.gained_count,
+                    "snapshots_written": self.snapshots,
+                }
+            },
+        )
 
     async def _load_snapshot(self) -> None:
         while True:
