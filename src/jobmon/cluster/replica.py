@@ -53,6 +53,8 @@ MAX_BATCH = 4096  # state-changing requests of one connection in one proposal
 PROPOSE_TIMEOUT_S = COMMAND_TIMEOUT_S + 0.3
 UNAVAILABLE = (RedisError, OSError, TimeoutError, ReplicasShort)
 RETRY_AFTER_S = 0.1  # a leader-only append that failed is tried again after this
+MAX_IN_FLIGHT = 8  # proposals at once, only while Redis is slow to answer
+SLOW_S = 0.1  # a proposal out this long: Redis is slow, the next one goes too
 TICK_LOST_S = 5.0  # a tick appended but never seen in the log: append another
 
 
@@ -64,7 +66,8 @@ class ClusterEngine(Engine):
         self.unapplied_bytes = 0
         self.journal = StreamJournal(self._send)  # this turn's proposal
         self.in_flight: dict[int, Proposal] = {}
-        self.sending = False
+        self.sending = 0  # proposals Redis has not answered yet
+        self.last_sent_at = 0.0
         self.finished: list[Proposal] = []
         self.next_seq = 1
         self.tick_until: tuple[int, int] | None = None  # a tick appended, not yet applied
@@ -84,7 +87,7 @@ class ClusterEngine(Engine):
             or self.entries
             or self.finished
             or (self.closed_connections and time.monotonic() >= self.closed_retry_at)
-            or (self.journal.pending and not self.sending)
+            or (self.journal.pending and self._may_send())
             or (self.confirmations and not self.confirming)
             or (
                 self.due(self.clock.now())
@@ -124,7 +127,7 @@ class ClusterEngine(Engine):
                 self.remind(now)
             if self.confirmations and not self.confirming:
                 self._confirm()
-            if self.journal.pending and not self.sending:
+            if self.journal.pending and self._may_send():
                 self.journal.write(now)
             self.retarget()
 
@@ -172,12 +175,24 @@ class ClusterEngine(Engine):
         self.journal.append(name, args)
         self.wake()
 
+    def _may_send(self) -> bool:
+        """One proposal in flight at a time, so that turns batch up behind it (group
+        commit); but when Redis is slow to answer (unreachable: each call waits for
+        its timeout), more go, so that none waits for another's timeout before its
+        own: a write is refused within about the timeout, not a multiple of it."""
+        if not self.sending:
+            return True
+        return self.sending < MAX_IN_FLIGHT and time.monotonic() - self.last_sent_at > SLOW_S
+
     def _send(self, proposal: Proposal) -> None:
         """StreamJournal.write: the turn's proposal goes to Redis (one in flight)."""
         proposal.seq = self.next_seq
         self.next_seq += 1
         self.in_flight[proposal.seq] = proposal
-        self.sending = True
+        self.sending += 1
+        self.last_sent_at = time.monotonic()
+        # Should Redis be slow to answer, the next may go anyway: look again then.
+        asyncio.get_running_loop().call_later(SLOW_S + 0.01, self.wake)
         self.track(asyncio.ensure_future(self._propose(proposal)))
 
     async def _propose(self, proposal: Proposal) -> None:
@@ -196,7 +211,7 @@ class ClusterEngine(Engine):
         else:
             proposal.confirmed = True
             member.redis_ok()
-        self.sending = False
+        self.sending -= 1
         self.finished.append(proposal)
         self.wake()
 
