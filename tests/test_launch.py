@@ -108,6 +108,8 @@ async def test_an_allowed_command_runs_with_its_arguments_as_a_list(
     run = job["recent_runs"][0]
     assert run["status"] == "completed" and run["exit_code"] == 0
     assert run["arguments"] == [str(out), *hostile]
+    # Its reports were stamped with event_ids (running, completed): each applied once.
+    assert len(server.node.store.seen_events) >= 2
     await tcp.close()
     await watcher.close()
 

@@ -27,6 +27,10 @@ Layout, from the wire inwards:
                   inbox, journals the turn, one fsync per group, releases replies.
 - ``journal``     the append-only journal (checksummed records, torn-tail
                   handling) and snapshots; ``persistence`` recovers and compacts.
+                  ``journal.TurnLog`` is the seam: the file, or a cluster's stream.
+- ``idempotency`` the memory of applied ``event_id``s (``commands.once``).
+- ``cluster/``    ``serve --redis``: several nodes as one monitor over a Redis
+                  Stream (propose, order, apply; lease; snapshots in Redis).
 - ``server``      the TCP server lifecycle: start, signals, phased shutdown.
 - ``tls``         the SSL contexts (server and clients) and their flags;
                   ``tls_listen`` a TLS port: handshakes under a timeout, one log line

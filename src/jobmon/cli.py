@@ -82,6 +82,53 @@ def _add_node_flags(p: argparse.ArgumentParser, defaults: Config) -> None:
     p.add_argument("--node-id", default=_env("NODE_ID", defaults.node_id))
 
 
+def _addresses(text: str) -> list[tuple[str, int]]:
+    out = []
+    for item in filter(None, text.split(",")):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise argparse.ArgumentTypeError(f"expected HOST:PORT[,HOST:PORT...], got {item!r}")
+        out.append((host, int(port)))
+    return out
+
+
+def _add_cluster_flags(p: argparse.ArgumentParser, defaults: Config) -> None:
+    """Several nodes over one Redis (README: "Running several nodes")."""
+    p.add_argument(
+        "--redis",
+        default=_env("REDIS", "") or None,
+        metavar="URL",
+        help="join the cluster whose log is in this Redis: redis://HOST:PORT/DB, rediss:// "
+        "for TLS, redis://:PASSWORD@HOST:PORT (no local journal then)",
+    )
+    p.add_argument(
+        "--redis-sentinel",
+        type=_addresses,
+        default=_addresses(_env("REDIS_SENTINEL", "")),
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="find the Redis primary through these Sentinels (with --redis-master)",
+    )
+    p.add_argument("--redis-master", default=_env("REDIS_MASTER", "") or None, metavar="NAME")
+    p.add_argument(
+        "--redis-min-replicas",
+        type=_positive_int,
+        default=int(_env("REDIS_MIN_REPLICAS", "0")),
+        metavar="N",
+        help="acknowledge a state change only once Redis has it on N replicas (WAIT)",
+    )
+    p.add_argument(
+        "--cluster-name",
+        default=_env("CLUSTER_NAME", defaults.cluster_name),
+        help="the prefix of the cluster's keys, so several clusters can share a Redis",
+    )
+    p.add_argument(
+        "--lease-ms",
+        type=_positive_int,
+        default=int(_env("LEASE_MS", str(defaults.lease_ms))),
+        help="the leader's lease: a dead leader is replaced within about this long",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = Config()
     parser = argparse.ArgumentParser(prog="jobmon", description="A durable job-monitoring server.")
@@ -187,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="send alerts through Apprise (mailto://, slack://, json://...); NAME=URL is a "
         "channel that jobs choose with their channels; repeatable",
     )
+    serve.add_argument(
+        "--event-ids-kept",
+        type=_positive_int,
+        default=int(_env("EVENT_IDS_KEPT", str(defaults.event_ids_kept))),
+        metavar="N",
+        help="remember the event_id of this many applied events (24 h at most; ~300 B each)",
+    )
+    _add_cluster_flags(serve, defaults)
 
     stdio = sub.add_parser("stdio", help="serve one client on stdin/stdout, in memory")
     _add_node_flags(stdio, defaults)
@@ -264,7 +319,20 @@ def _serve(args: argparse.Namespace) -> int:
         notify=args.notify,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        redis=args.redis,
+        redis_sentinels=args.redis_sentinel,
+        redis_master=args.redis_master,
+        redis_min_replicas=args.redis_min_replicas,
+        cluster_name=args.cluster_name,
+        lease_ms=args.lease_ms,
+        event_ids_kept=args.event_ids_kept,
     )
+    if config.redis_sentinels and not config.redis_master:
+        print("jobmon: cannot start: --redis-sentinel needs --redis-master NAME", file=sys.stderr)
+        return 1
+    if config.clustered and config.lease_ms < 300:
+        print("jobmon: cannot start: --lease-ms must be at least 300", file=sys.stderr)
+        return 1
     try:
         uvloop.run(serve(config))
     except CorruptData as exc:

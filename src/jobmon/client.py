@@ -5,7 +5,9 @@ by ``msg_id``; ``SyncClient`` wraps it for scripts. Events (status, completion,
 failure, heartbeats) never fail because jobmon is unreachable: they wait in a
 bounded queue, stamped with the time they happened (``at``), and go out in order
 when the connection returns. An event in flight when the connection dropped is
-sent again (at least once: a lost failure is worse than a repeated one).
+sent again; every event carries an ``event_id``, so a resend that jobmon had
+already applied is answered again and counted once. ``addresses``: the nodes
+of a cluster (``--redis``); after a lost connection the client tries the next.
 
     async with Client(port=7070) as jobmon:
         async with jobmon.track("nightly-backup", max_retries=3) as run:
@@ -25,6 +27,7 @@ import resource
 import ssl
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -76,9 +79,13 @@ class Client:
         backoff_max_s: float = 5.0,
         connect_timeout_s: float = 5.0,
         reply_timeout_s: float = 5.0,
+        addresses: list[tuple[str, int]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        # Where to connect, in turn: after a failure the next (a cluster's nodes).
+        self.addresses = addresses or [(host, port)]
+        self._address = 0
         self.token = token if token is not None else os.environ.get("JOBMON_TOKEN") or None
         # TLS: tls=True (system CAs) or tls_ca=FILE; None reads JOBMON_TLS / JOBMON_TLS_CA.
         self.tls = client_context(tls, tls_ca)
@@ -168,6 +175,7 @@ class Client:
     async def _run(self) -> None:
         delay = self.backoff_s
         while not self._closing:
+            self.host, self.port = self.addresses[self._address % len(self.addresses)]
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(self.host, self.port, limit=1 << 24, ssl=self.tls),
@@ -176,6 +184,7 @@ class Client:
             except (OSError, TimeoutError) as exc:
                 self.last_failure = str(exc) or type(exc).__name__
                 self._warn_offline(f"cannot connect to jobmon at {self.host}:{self.port}: {exc}")
+                self._address += 1
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.backoff_max_s)
                 continue
@@ -189,6 +198,7 @@ class Client:
                 elif not self._answered:
                     self.last_failure = str(exc)
                 self._warn_offline(f"lost the connection to jobmon: {exc}")
+                self._address += 1
             finally:
                 if self._answered and self._connected.is_set():
                     delay = self.backoff_s  # it worked: a fresh start
@@ -309,6 +319,8 @@ class Client:
         queued events return None at once."""
         loop = asyncio.get_running_loop()
         reply = loop.create_future() if wait and self.connected else None
+        if "event_id" not in body:
+            body = {**body, "event_id": new_event_id()}
         self._enqueue(_Outgoing(body, time.time(), reply))
         if reply is None:
             return None
@@ -535,6 +547,11 @@ def _rss_mb() -> float:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:  # not Linux: the peak, as the OS keeps it (KiB on Linux and BSD)
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def new_event_id() -> str:
+    """A fresh id for one event (see ``event_id`` in the README)."""
+    return uuid.uuid4().hex
 
 
 def _put(body: dict[str, Any], **fields: Any) -> None:

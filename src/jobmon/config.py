@@ -44,3 +44,15 @@ class Config:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_handshake_timeout_s: float = 10.0
+    event_ids_kept: int = 200_000  # --event-ids-kept: event_id memory (idempotency)
+    # --redis / --redis-sentinel: several nodes over one Redis (see cluster/).
+    redis: str | None = None
+    redis_sentinels: list[tuple[str, int]] = field(default_factory=list)
+    redis_master: str | None = None
+    redis_min_replicas: int = 0
+    cluster_name: str = "jobmon"
+    lease_ms: int = 5000
+
+    @property
+    def clustered(self) -> bool:
+        return self.redis is not None or bool(self.redis_sentinels)

@@ -189,7 +189,7 @@ class Engine:
                     if handler.mutates:
                         changed = True
                         if journal is not None:
-                            journal((handler.name, args))
+                            journal((handler.record, args))
                         if events is not None:
                             events.append(body)
                 except RequestError as exc:
@@ -202,7 +202,7 @@ class Engine:
                     # The command may have changed state before failing; journal it
                     # anyway so a replay ends in the same state as this process.
                     if journal is not None and handler.mutates:
-                        journal((handler.name, args))
+                        journal((handler.record, args))
                     body = error_body(
                         msg_id, Code.CRASH, f"internal error while handling {handler.name}; logged"
                     )

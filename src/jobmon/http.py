@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 STATUS_OF_CODE = {
     Code.UNAUTHORIZED: 401,
     Code.NOT_SUPPORTED: 400,
+    Code.TEMPORARILY_UNAVAILABLE: 503,
     Code.MALFORMED: 400,
     Code.NOT_FOUND: 404,
     Code.PRECONDITION_FAILED: 409,
@@ -444,6 +445,6 @@ class HttpApi:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        if self.accepting:
+        if self.accepting and self.server.ready():
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "not ready"}, status=503)

@@ -20,7 +20,7 @@ import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -108,6 +108,25 @@ class FsyncTimes:
     def observe(self, seconds: float) -> None:
         self.buckets[bisect_left(FSYNC_BUCKETS_S, seconds)] += 1
         self.seconds_total += seconds
+
+
+class TurnLog(Protocol):
+    """The journal seam: where a store turn's state changes go, each record in
+    order, then the whole turn as one unit before any of its replies is released.
+
+    Two implementations, beside each other: ``JournalWriter`` (below: the data
+    directory's file, one checksummed frame per turn, fsync per ``--fsync``;
+    the turn was applied first) and ``cluster.proposal.StreamJournal`` (a
+    cluster's Redis Stream: one entry per turn, applied by every node, the
+    proposer too, once the stream has ordered it)."""
+
+    def append(self, name: str, args: Any) -> None:
+        """One record of this turn."""
+        ...
+
+    def write(self, ts: float) -> bool:
+        """Hand the turn's records over as one unit; True when there were any."""
+        ...
 
 
 class JournalWriter:

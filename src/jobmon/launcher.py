@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from . import runner
@@ -49,7 +50,8 @@ class Launcher:
         return result
 
     async def _report(self, body: dict[str, Any]) -> object:
-        (reply,) = await self.engine.ask([body])
+        # Stamped like jobmon.client's events: a report sent again applies once.
+        (reply,) = await self.engine.ask([{**body, "event_id": uuid.uuid4().hex}])
         return reply
 
     def _finished(self, task: asyncio.Task[runner.RunResult]) -> None:

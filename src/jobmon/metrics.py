@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import (
@@ -58,6 +58,7 @@ class Reading:
     jobs: list[tuple[str, str, float | None]] = field(default_factory=list)
     # Apprise deliveries: (channel, outcome, count).
     notifications: list[tuple[str, str, int]] = field(default_factory=list)
+    cluster: dict[str, Any] | None = None  # --redis: get_cluster's view
 
 
 async def read(server: Server) -> Reading:
@@ -83,6 +84,7 @@ async def read(server: Server) -> Reading:
         job_series_limit=limit,
         jobs_total=len(store.jobs),
         notifications=server.apprise.counts() if server.apprise is not None else [],
+        cluster=server.cluster.info() if server.cluster is not None else None,
     )
     job_ids = list(islice(store.jobs, limit))  # jobs are never removed: a stable set
     rows = reading.jobs
@@ -120,12 +122,50 @@ def _histogram(
     return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=total)
 
 
+def _cluster(info: dict[str, Any]) -> Iterator[Metric]:
+    """--redis: this node's role, how far behind the log it is, and failovers."""
+    role = GaugeMetricFamily(
+        "jobmon_cluster_leader", "1 on the node holding the lease, else 0.", labels=["node_id"]
+    )
+    role.add_metric([info["node_id"]], 1 if info["role"] == "leader" else 0)
+    yield role
+    yield GaugeMetricFamily(
+        "jobmon_cluster_caught_up", "1 once this node has read the log to its end.",
+        1 if info["caught_up"] else 0,
+    )  # fmt: skip
+    yield GaugeMetricFamily(
+        "jobmon_cluster_redis_up", "1 while Redis answers this node.",
+        1 if info["redis"] == "ok" else 0,
+    )  # fmt: skip
+    yield GaugeMetricFamily(
+        "jobmon_cluster_lag_seconds",
+        "From the last applied entry's time (Redis's clock) to its apply on this node.",
+        info["lag_ms"] / 1000,
+    )
+    yield GaugeMetricFamily(
+        "jobmon_cluster_unapplied_entries", "Entries read, not yet applied.",
+        info["unapplied_entries"],
+    )  # fmt: skip
+    yield CounterMetricFamily(
+        "jobmon_cluster_leader_changes",
+        "Changes of leader this node has seen (failovers), since start.",
+        info["leader_changes_seen"],
+    )
+    yield GaugeMetricFamily(
+        "jobmon_cluster_outbox_alerts",
+        "Alerts fired or resolved that the leader has not yet confirmed as sent.",
+        info["outbox"],
+    )
+
+
 class ReadingCollector(Collector):
     def __init__(self, reading: Reading) -> None:
         self.reading = reading
 
     def collect(self) -> Iterator[Metric]:
         r = self.reading
+        if r.cluster is not None:
+            yield from _cluster(r.cluster)
         yield _by_label(
             GaugeMetricFamily, "jobmon_jobs", "Jobs tracked, by status.", "status", r.by_status
         )

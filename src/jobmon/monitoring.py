@@ -252,20 +252,23 @@ class Monitoring:
             if job.monitor is not None and job.status is RUNNING
         )
 
-    def workers_gone(self, now: float, job_ids: list[str]) -> list[list[Any]]:
+    def workers_gone(
+        self, now: float, job_ids: list[str], default_grace_ms: int | None = None
+    ) -> list[list[Any]]:
         """The connections that reported these jobs running are gone: unless
         something reports on a job within its grace, alert worker_lost.
         Returns ``[job_id, grace_s]`` pairs, which the journal records: the grace
-        comes from a flag that may differ in the process that replays them."""
+        comes from a flag that may differ in the process that replays them
+        (a cluster's record carries ``default_grace_ms`` instead)."""
+        if default_grace_ms is None:
+            default_grace_ms = self.lost_grace_ms
         armed: list[list[Any]] = []
         for job_id in job_ids:
             job = self.jobs.get(job_id)
             monitor = job.monitor if job is not None else None
             if job is None or monitor is None or job.status is not RUNNING:
                 continue
-            grace = (
-                monitor.lost_grace_ms if monitor.lost_grace_ms is not None else self.lost_grace_ms
-            )
+            grace = monitor.lost_grace_ms if monitor.lost_grace_ms is not None else default_grace_ms
             if grace > 0:
                 armed.append([job_id, grace / 1000])
         self.lose_workers(now, armed)

@@ -36,6 +36,8 @@ class Node:
         self.token: str | None = None
         # Starts --allow-command jobs (start_job); None when none are allowed.
         self.launcher: Launcher | None = None
+        # --redis: this node's membership of a cluster (cluster.node.Member).
+        self.cluster: Any = None
 
     def subscribers(self, topic: str) -> list[Subscription]:
         return [s for s in self.subscriptions.values() if topic in s.topics]

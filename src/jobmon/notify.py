@@ -5,6 +5,12 @@ only queues it (a bounded queue per target; when full, the oldest is dropped
 and counted). One task per target posts with retries and exponential backoff;
 failures are logged and counted, never waited for by the store.
 
+In a cluster (``--redis``) only the leader sends: ``gate`` is asked before every
+attempt (a node that lost its lease, or froze past it, drops what it holds),
+and ``on_done`` hears which alerts every target has finished with (delivered,
+or given up on after its retries), so the leader can record them as sent.
+Every payload carries the alert id, so a receiver can drop a repeat.
+
 Alertmanager (v2 API, ``POST /api/v2/alerts``) expects its clients to resend
 firing alerts periodically and resolved ones (with ``endsAt``) for a while
 after, so that a restarted Alertmanager learns them again: every
@@ -21,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import iso
 from .model import Alert, AlertState
+from .notifiers import Countdown, Gate, OnDone
 
 if TYPE_CHECKING:
     import aiohttp
@@ -53,15 +60,18 @@ class Target:
         self.failed = 0
         self.dropped = 0
 
-    def put(self, payload: Any) -> None:
+    def put(self, payload: Any, keys: list[str] | None = None) -> list[str] | None:
+        """Queue it; the keys of the payload dropped to make room, if any."""
+        lost = None
         if len(self.queue) >= QUEUE_LIMIT:
-            self.queue.popleft()
+            _, lost = self.queue.popleft()
             self.dropped += 1
             log.warning(
                 "notification queue full; oldest dropped", extra={"fields": {"url": self.url}}
             )
-        self.queue.append(payload)
+        self.queue.append((payload, keys))
         self.ready.set()
+        return lost
 
 
 class Notifier:
@@ -82,6 +92,10 @@ class Notifier:
         self.active: dict[int, tuple[dict[str, Any], float | None]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # A cluster's leader-only delivery (see the module's doc): may we send
+        # now, and who hears of alerts finished (key -> targets still to finish).
+        self.gate: Gate | None = None
+        self._countdown = Countdown()
 
     @property
     def enabled(self) -> bool:
@@ -99,27 +113,55 @@ class Notifier:
         for target in self.targets():
             self._tasks.append(asyncio.create_task(self._deliver(target)))
         if self.alertmanager is not None:
-            for alert in firing:  # after a restart Alertmanager hears them again
-                self.active[alert.alert_id] = (alertmanager_payload(alert), None)
+            self.remember_firing(firing)  # after a restart Alertmanager hears them again
             self._tasks.append(asyncio.create_task(self._resend()))
             self._post_active()
 
-    def submit(self, alerts: list[Alert], alertmanager: bool = True) -> None:
-        """Called by the engine after a turn: queue, never wait."""
-        if not self.enabled or not alerts:
+    def remember_firing(self, firing: list[Alert]) -> None:
+        if self.alertmanager is not None:
+            for alert in firing:
+                self.active[alert.alert_id] = (alertmanager_payload(alert), None)
+
+    def submit(
+        self, alerts: list[Alert], alertmanager: bool = True, keys: list[str] | None = None
+    ) -> None:
+        """Called by the engine after a turn: queue, never wait. ``keys`` (one per
+        alert): report them to ``on_done`` once every target is done with them."""
+        if not alerts:
             return
+        if keys is not None:
+            targets = len(self.webhooks) + (1 if self.alertmanager and alertmanager else 0)
+            self._countdown.expect(keys, targets)
+            if not targets:
+                return
         for target in self.webhooks:
-            for alert in alerts:
-                target.put(alert.to_wire())
+            for index, alert in enumerate(alerts):
+                self._finished(target.put(alert.to_wire(), None if keys is None else [keys[index]]))
         if self.alertmanager is not None and alertmanager:
             now = time.time()
             for alert in alerts:
                 until = None if alert.state is AlertState.FIRING else now + RESOLVED_RESEND_SECONDS
                 self.active[alert.alert_id] = (alertmanager_payload(alert), until)
-            self.alertmanager.put([alertmanager_payload(alert) for alert in alerts])
+            self._finished(
+                self.alertmanager.put([alertmanager_payload(alert) for alert in alerts], keys)
+            )
+
+    @property
+    def on_done(self) -> OnDone | None:
+        return self._countdown.on_done
+
+    @on_done.setter
+    def on_done(self, callback: OnDone | None) -> None:
+        self._countdown.on_done = callback
+
+    def _finished(self, keys: list[str] | None) -> None:
+        """One target is done with these (sent, given up, dropped or not ours to send)."""
+        self._countdown.finished(keys)
 
     def _post_active(self) -> None:
         assert self.alertmanager is not None
+        if self.gate is not None and not self.gate():
+            return
         now = time.time()
         for alert_id, (_, until) in list(self.active.items()):
             if until is not None and until < now:
@@ -137,20 +179,26 @@ class Notifier:
             while not target.queue:
                 target.ready.clear()
                 await target.ready.wait()
-            payload = target.queue.popleft()
-            await self._post(target, payload)
+            payload, keys = target.queue.popleft()
+            if await self._post(target, payload):
+                self._finished(keys)
+            else:  # not ours to send any more (the lease is gone): the next leader sends it
+                self._countdown.abandon(keys)
 
-    async def _post(self, target: Target, payload: Any) -> None:
+    async def _post(self, target: Target, payload: Any) -> bool:
+        """Deliver with retries; False when this node may no longer send."""
         import aiohttp
 
         assert self._session is not None
         delay = self.backoff
         for attempt in range(1, ATTEMPTS + 1):
+            if self.gate is not None and not self.gate():
+                return False
             try:
                 async with self._session.post(target.url, json=payload) as response:
                     if response.status < 300:
                         target.delivered += 1
-                        return
+                        return True
                     reason = f"HTTP {response.status}"
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
@@ -165,6 +213,7 @@ class Notifier:
         log.error(
             "notification given up", extra={"fields": {"url": target.url, "attempts": ATTEMPTS}}
         )
+        return True
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -187,6 +236,7 @@ def alertmanager_payload(alert: Alert) -> dict[str, Any]:
         "annotations": {
             "summary": f"{labels['alertname']}: {alert.job_id}",
             "description": alert.text,
+            "alert_id": str(alert.alert_id),  # one incident, one id: receivers drop repeats
         },
         "startsAt": iso(alert.fired_at),
     }

@@ -27,6 +27,7 @@ from . import schedule
 from .channels import Channel
 from .clock import iso
 from .model import Alert, Monitor
+from .notifiers import Countdown, Gate, OnDone
 from .notify import ATTEMPTS, QUEUE_LIMIT
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class Message:
     title: str
     body: str
     firing: bool
+    keys: list[str] | None = None  # the alert's key in a cluster (notifiers.Countdown)
 
 
 class Outbox:
@@ -89,23 +91,43 @@ class AppriseNotifier:
             max_workers=min(8, max(1, len(channels))), thread_name_prefix="jobmon-apprise"
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self.gate: Gate | None = None  # a cluster's leader-only delivery (notifiers)
+        self._countdown = Countdown()
+
+    @property
+    def on_done(self) -> OnDone | None:
+        return self._countdown.on_done
+
+    @on_done.setter
+    def on_done(self, callback: OnDone | None) -> None:
+        self._countdown.on_done = callback
+
+    def remember_firing(self, firing: list[Alert]) -> None:
+        pass  # Apprise's services keep no list of open alerts to refresh
 
     async def start(self, firing: list[Alert]) -> None:
         for outbox in self.outboxes:
             outbox.queue = asyncio.Queue()
             self._tasks.append(asyncio.create_task(self._deliver(outbox)))
 
-    def submit(self, alerts: list[Alert], alertmanager: bool = True) -> None:
-        for alert in alerts:
+    def submit(
+        self, alerts: list[Alert], alertmanager: bool = True, keys: list[str] | None = None
+    ) -> None:
+        for index, alert in enumerate(alerts):
             wanted = self._channels_of(alert.job_id)
-            message: Message | None = None
-            for outbox in self.outboxes:
-                name = outbox.channel.name
-                if name is not None and name not in wanted:
-                    continue
-                if message is None:
-                    message = self.message(alert)
-                self._put(outbox, message)
+            chosen = [
+                outbox
+                for outbox in self.outboxes
+                if outbox.channel.name is None or outbox.channel.name in wanted
+            ]
+            key = None if keys is None else [keys[index]]
+            if key is not None:
+                self._countdown.expect(key, len(chosen))
+            if chosen:
+                message = self.message(alert)
+                message.keys = key
+                for outbox in chosen:
+                    self._put(outbox, message)
 
     def _channels_of(self, job_id: str) -> list[str]:
         job = self.store.jobs.get(job_id)
@@ -117,7 +139,7 @@ class AppriseNotifier:
         if queue is None:
             return
         if queue.qsize() >= QUEUE_LIMIT:
-            queue.get_nowait()
+            self._countdown.finished(queue.get_nowait().keys)
             outbox.counts["dropped"] += 1
             log.warning(
                 "notification queue full; oldest dropped",
@@ -160,6 +182,9 @@ class AppriseNotifier:
             message = await outbox.queue.get()
             delay = self.backoff
             for attempt in range(1, ATTEMPTS + 1):
+                if self.gate is not None and not self.gate():
+                    self._countdown.abandon(message.keys)  # the next leader sends it
+                    break
                 try:
                     ok = await loop.run_in_executor(self._pool, self._notify, outbox, message)
                     reason = "Apprise reported the delivery failed"
@@ -167,6 +192,7 @@ class AppriseNotifier:
                     ok, reason = False, f"{type(exc).__name__}: {exc}"
                 if ok:
                     outbox.counts["delivered"] += 1
+                    self._countdown.finished(message.keys)
                     break
                 log.warning(
                     "notification not delivered",
@@ -179,6 +205,7 @@ class AppriseNotifier:
                     delay *= 2
             else:
                 outbox.counts["failed"] += 1
+                self._countdown.finished(message.keys)
                 log.error(
                     "notification given up",
                     extra={"fields": {"channel": outbox.label, "attempts": ATTEMPTS}},

@@ -30,6 +30,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "unknown job or path",
         409: "precondition failed",
         413: "body too large",
+        503: "with --redis: the cluster's log is unreachable; nothing was recorded (error 11)",
     }
     return {str(s): _json(_ERROR, text[s]) for s in statuses}
 
@@ -90,7 +91,7 @@ def spec(allowed_commands: list[str] | None = None) -> dict[str, Any]:
                     ),
                     "responses": {
                         "200": _json(_OBJECT, "the reply, or the replies in order"),
-                        **_errors(400, 404, 409, 413),
+                        **_errors(400, 404, 409, 413, 503),
                     },
                 }
             },
@@ -110,7 +111,10 @@ def spec(allowed_commands: list[str] | None = None) -> dict[str, Any]:
                         },
                     ],
                     "requestBody": _body(_OBJECT, required=False),
-                    "responses": {"200": _json(_OBJECT, "the reply"), **_errors(400, 404, 413)},
+                    "responses": {
+                        "200": _json(_OBJECT, "the reply"),
+                        **_errors(400, 404, 413, 503),
+                    },
                 }
             },
             "/api/jobs": {

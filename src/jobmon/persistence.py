@@ -16,11 +16,12 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .commands import HANDLERS
+from .commands import HANDLERS, ONCE, once
 from .errors import RequestError
 from .journal import (
     CorruptData,
@@ -153,20 +154,7 @@ class DataDir:
         snapshot from its copy-on-write view of the state (as Redis's BGSAVE).
         The store stalls only for the fork. Returns (generation, child pid)."""
         generation = self._rotate()
-        # Objects alive now move out of the collector's sight: the parent's
-        # collections stay cheap and do not dirty pages the child still reads.
-        gc.freeze()
-        pid = os.fork()
-        if pid == 0:  # the child: write, then leave without running any cleanup
-            code = 1
-            try:
-                gc.disable()
-                self._write_snapshot(node, generation)
-                code = 0
-            except BaseException as exc:  # noqa: BLE001 - report, never return into the loop
-                os.write(2, f"jobmon compaction child failed: {exc!r}\n".encode())
-            finally:
-                os._exit(code)
+        pid = fork_writer(lambda: self._write_snapshot(node, generation), "compaction")
         self.compacting = True
         return generation, pid
 
@@ -241,6 +229,26 @@ class DataDir:
             self.writer = None
 
 
+def fork_writer(write: Callable[[], None], what: str) -> int:
+    """Fork a child that runs ``write`` on its copy-on-write view of the state
+    (as Redis's BGSAVE) and exits; the caller stalls only for the fork. The pid."""
+    # Objects alive now move out of the collector's sight: the parent's
+    # collections stay cheap and do not dirty pages the child still reads.
+    gc.freeze()
+    pid = os.fork()
+    if pid == 0:  # the child: write, then leave without running any cleanup
+        code = 1
+        try:
+            gc.disable()
+            write()
+            code = 0
+        except BaseException as exc:  # noqa: BLE001 - report, never return into the loop
+            os.write(2, f"jobmon {what} child failed: {exc!r}\n".encode())
+        finally:
+            os._exit(code)
+    return pid
+
+
 def _replay(node: Node, ts: float, name: str, args: Any, path: Path) -> None:
     if name == TICK_RECORD:
         node.store.expire(ts, args[0])
@@ -248,11 +256,8 @@ def _replay(node: Node, ts: float, name: str, args: Any, path: Path) -> None:
     if name == WORKERS_GONE_RECORD:
         node.store.lose_workers(ts, args)
         return
-    handler = HANDLERS.get(name)
-    if handler is None or not handler.mutates:
-        raise CorruptData(path, 0, f"unknown record type {name!r} (written by a newer jobmon?)")
     try:
-        handler.apply(node, ts, args, None)
+        apply_command(node, ts, name, args, path)
     except RequestError as exc:
         # It was accepted once, so this means the journal and the code disagree.
         log.warning("replay of %s record in %s refused (%s); skipped", name, path, exc.text)
@@ -260,3 +265,11 @@ def _replay(node: Node, ts: float, name: str, args: Any, path: Path) -> None:
         # Live, this record hit a bug and was journaled for that reason: replay
         # ends in the same state as the process that wrote it.
         log.exception("replay of %s record in %s failed as it did live; continuing", name, path)
+
+
+def apply_command(node: Node, ts: float, name: str, args: Any, path: Path) -> dict[str, Any]:
+    """A command's record applied (replay, or a cluster's log); its reply body."""
+    handler = HANDLERS.get(name) if name != once.RECORD else ONCE.get(args[1])
+    if handler is None or not handler.mutates:
+        raise CorruptData(path, 0, f"unknown record type {name!r} (written by a newer jobmon?)")
+    return handler.apply(node, ts, args, None)

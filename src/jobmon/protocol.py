@@ -15,8 +15,8 @@ from typing import Any, Union
 import msgspec
 import orjson
 
-from .commands import HANDLERS, Handler
-from .commands.fields import _show
+from .commands import HANDLERS, ONCE, Handler
+from .commands.fields import _show, event_id
 from .errors import Code, RequestError, malformed
 
 Frame = tuple[Any, Any] | None
@@ -31,8 +31,8 @@ log = logging.getLogger("jobmon.protocol")
 
 
 # The fast path: one C call decodes and validates a well-formed hot message.
-_WIRE_ROUTES: dict[type, tuple[Handler, Callable[[Any], tuple[Any, ...]]]] = {
-    h.wire: (h, h.from_wire)
+_WIRE_ROUTES: dict[type, tuple[Handler, Callable[[Any], tuple[Any, ...]], Handler | None]] = {
+    h.wire: (h, h.from_wire, ONCE.get(h.name))
     for h in HANDLERS.values()
     if h.wire is not None and h.from_wire is not None
 }
@@ -54,8 +54,10 @@ def decode(line: bytes) -> Request | None:
         wire = _wire_decode(line)
     except _WIRE_ERRORS:
         return decode_checked(line)
-    handler, from_wire = _WIRE_ROUTES[type(wire)]
-    return (None, wire.msg_id, handler, from_wire(wire))
+    handler, from_wire, once = _WIRE_ROUTES[type(wire)]
+    if once is None or wire.event_id is None:
+        return (None, wire.msg_id, handler, from_wire(wire))
+    return (None, wire.msg_id, once, (wire.event_id, handler.name, from_wire(wire)))
 
 
 def decode_checked(line: bytes) -> Request | None:
@@ -132,6 +134,10 @@ def _decode_checked(line: bytes) -> Request | None:
         )
     try:
         args = handler.parse(body)
+        if handler.mutates and "event_id" in body:
+            given = event_id(body)
+            if given is not None:
+                return (frame, msg_id, ONCE[handler.name], (given, handler.name, args))
     except RequestError as exc:
         return (frame, msg_id, None, exc)
     if handler.wants_frame:

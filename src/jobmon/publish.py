@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from .clock import iso
+from .commands.once import Repeated
 from .model import Alert
 from .node import Node, Subscription
 
@@ -38,10 +39,13 @@ class Publisher:
             at = iso(now)
             bodies = []
             for reply in events:
+                if type(reply) is Repeated:  # a retransmission changed nothing
+                    continue
                 event = {k: v for k, v in reply.items() if k != "in_reply_to"}
                 event["at"] = at
                 bodies.append({"type": "event", "event": event})
-            self._push("events", bodies)
+            if bodies:
+                self._push("events", bodies)
         if alerts and self.node.subscriptions:
             self._push("alerts", [{"type": "alert", "alert": alert.to_wire()} for alert in alerts])
 

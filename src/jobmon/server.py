@@ -22,6 +22,7 @@ from .engine import Engine
 from .launcher import Launcher
 
 if TYPE_CHECKING:
+    from .cluster.node import Member
     from .http import HttpApi
 from .node import Node
 from .notifiers import Fanout
@@ -43,10 +44,12 @@ class Server:
         analytics.slow_run_factor = config.slow_run_factor
         analytics.cost_model = CostModel(**config.cost_model)
         self.node.store.lost_grace_ms = config.lost_grace_ms
+        self.node.store.seen_events.max_kept = config.event_ids_kept
         self.data_dir = (
-            None if config.in_memory else DataDir(config.data_dir, config.compact_min_bytes)
+            None
+            if config.in_memory or config.clustered
+            else DataDir(config.data_dir, config.compact_min_bytes)
         )
-        self.engine = Engine(self.node, self.clock, self.data_dir, config.fsync)
         self.notifier = Notifier(
             config.webhooks,
             config.alertmanager,
@@ -62,6 +65,15 @@ class Server:
                 parse_all(config.notify), self.node.store, self.public_url, config.notify_backoff_s
             )
         self.notifiers = Fanout([self.notifier, *([self.apprise] if self.apprise else [])])
+        self.cluster: Member | None = None
+        if config.clustered:  # the log is a Redis Stream shared with other nodes
+            from .cluster.node import Member
+
+            self.cluster = Member(config, self.node, self.clock, self.notifiers)
+            self.node.cluster = self.cluster
+            self.engine: Engine = self.cluster.engine
+        else:
+            self.engine = Engine(self.node, self.clock, self.data_dir, config.fsync)
         self.engine.notifier = self.notifiers
         if config.allowed_commands:
             if not config.token:
@@ -132,6 +144,8 @@ class Server:
             timeout_s=self.config.tls_handshake_timeout_s,
         )
         self.port = self._listener.sockets[0].getsockname()[1]
+        if self.cluster is not None:  # join: the snapshot, then the log after it
+            await self.cluster.start(self.config.host, self.port, self.config.http_port)
         if self.config.http_port:
             from .http import HttpApi
 
@@ -143,11 +157,16 @@ class Server:
         port = self.http.port if self.http is not None else self.config.http_port
         return self.config.public_url or f"http://{self.config.host}:{port}"
 
+    def ready(self) -> bool:
+        """/readyz: accepting, and (in a cluster) caught up with the log."""
+        return self.cluster is None or self.cluster.caught_up
+
     def _new_connection(self) -> Connection:
         self.connections_total += 1
-        return Connection(
-            self.engine, self.config.max_line_bytes, self.connections, self.connections_total
-        )
+        conn_id = self.connections_total
+        if self.cluster is not None:  # unique across the cluster's nodes
+            conn_id = (self.cluster.incarnation << 32) | conn_id
+        return Connection(self.engine, self.config.max_line_bytes, self.connections, conn_id)
 
     async def stop(self) -> None:
         """Stop accepting, answer what was received, flush and fsync the journal."""
@@ -174,6 +193,8 @@ class Server:
             if conn.transport is not None:
                 conn.transport.close()
         await self.notifiers.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self._listener is not None:
             with suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._listener.wait_closed(), 1.0)

@@ -16,6 +16,7 @@ from .deadlines import Deadlines
 from .errors import Code, RequestError
 from .hc.registry import Checks
 from .history import History
+from .idempotency import SeenEvents
 from .model import SNAPSHOT_ROW, STATUS_BY_NAME, TERMINAL, Alert, Job, Monitor, Status
 from .monitoring import Monitoring
 from .runs import RunIds
@@ -48,6 +49,7 @@ class Store(Monitoring, RunIds):
         self.analytics = Analytics()
         self.live_runs = {}  # runs with a run_id (see runs.py)
         self.checks = Checks(self)  # Healthchecks' checks (see hc/)
+        self.seen_events = SeenEvents()  # event_id -> the reply it got (commands.once)
 
     # -- reading ---------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -68,6 +70,7 @@ class Store(Monitoring, RunIds):
             "default_max_retries": self.default_max_retries,
             "slow_run_factor": analytics.slow_run_factor,
             "cost_model": vars(analytics.cost_model),
+            "event_ids_kept": self.seen_events.max_kept,
         }
 
     def apply_settings(self, settings: dict[str, Any]) -> None:
@@ -77,6 +80,8 @@ class Store(Monitoring, RunIds):
             self.analytics.slow_run_factor = settings["slow_run_factor"]
         if "cost_model" in settings:
             self.analytics.cost_model = CostModel(**settings["cost_model"])
+        if "event_ids_kept" in settings:
+            self.seen_events.max_kept = settings["event_ids_kept"]
 
     def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
@@ -409,6 +414,7 @@ class Store(Monitoring, RunIds):
             "analytics": self.analytics.to_snapshot(),
             "live_runs": self.live_runs_snapshot(),
             "checks": self.checks.to_snapshot(),
+            "seen_events": self.seen_events.to_snapshot(),
         }
 
     def load_snapshot(self, snap: dict[str, Any]) -> None:
@@ -463,4 +469,5 @@ class Store(Monitoring, RunIds):
         self.analytics.load_snapshot(snap.get("analytics"))
         self.load_live_runs(snap.get("live_runs"))
         self.checks.load_snapshot(snap.get("checks"))
+        self.seen_events.load_snapshot(snap.get("seen_events"))
         self.deadlines.rebuild(jobs)

@@ -11,6 +11,7 @@ from . import (
     auth,
     get_alerts,
     get_analytics,
+    get_cluster,
     get_job,
     get_stats,
     heartbeat,
@@ -18,6 +19,7 @@ from . import (
     job_completed,
     job_failed,
     list_jobs,
+    once,
     pause_job,
     register_job,
     resume_job,
@@ -49,6 +51,8 @@ class Handler(NamedTuple):
     # Connection-scoped commands (subscribe) get the request's framing as their
     # last argument, to frame what they push later the same way.
     wants_frame: bool
+    # The journal record's name: the type, except for an event with an event_id (once).
+    record: str
 
 
 def _handler(module: ModuleType) -> Handler:
@@ -60,6 +64,7 @@ def _handler(module: ModuleType) -> Handler:
         getattr(module, "Wire", None),
         getattr(module, "from_wire", None),
         getattr(module, "WANTS_FRAME", False),
+        module.NAME,
     )
 
 
@@ -86,6 +91,16 @@ HANDLERS: dict[str, Handler] = {
             subscribe,
             get_alerts,
             *CHECK_MODULES,
+            get_cluster,
         ),
     )
 }
+
+# A state-changing message that carries event_id: counted under its own type,
+# applied (and journaled) as commands.once.
+ONCE: dict[str, Handler] = {
+    h.name: h._replace(apply=once.apply, record=once.RECORD, wire=None, from_wire=None)
+    for h in HANDLERS.values()
+    if h.mutates
+}
+once.TARGETS.update((name, HANDLERS[name]) for name in ONCE)

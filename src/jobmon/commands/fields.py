@@ -26,6 +26,9 @@ WireNumber = (
 )
 # msg_id is only echoed back: any integer orjson can read back as one is fine.
 WireMsgId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+# event_id (see commands.once): the sender's id for one event, so a retry applies once.
+MAX_EVENT_ID_CHARS = 128
+WireEventId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID_CHARS)]
 WirePercent = (
     Annotated[int, msgspec.Meta(ge=0, le=100)] | Annotated[float, msgspec.Meta(ge=0, le=100)]
 )
@@ -64,6 +67,18 @@ def reply(type_: str, msg_id: int | None) -> dict[str, Any]:
 def is_number(value: Any) -> bool:
     # bool is an int subclass; true/false is not a number on the wire.
     return type(value) in NUMBER
+
+
+def event_id(body: dict[str, Any]) -> str | None:
+    value = body.get("event_id")
+    if value is None:
+        return None
+    if type(value) is not str or not 0 < len(value) <= MAX_EVENT_ID_CHARS:
+        raise malformed(
+            f"event_id must be a string of 1 to {MAX_EVENT_ID_CHARS} characters that names "
+            f"this one event (a retry sends the same), got {_show(value)}"
+        )
+    return value
 
 
 def job_id(body: dict[str, Any]) -> str:

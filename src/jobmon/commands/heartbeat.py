@@ -22,6 +22,7 @@ class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=Tru
     at: fields.WireNumber | None = None
     for_run: bool = False
     msg_id: fields.WireMsgId | None = None
+    event_id: fields.WireEventId | None = None
 
 
 from_wire = attrgetter("job_id", "ttl_ms", "at", "for_run")

@@ -21,6 +21,7 @@ class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=Tru
     resource_usage: dict[str, fields.WireNumber] = msgspec.field(default_factory=dict)
     at: fields.WireNumber | None = None
     msg_id: fields.WireMsgId | None = None
+    event_id: fields.WireEventId | None = None
 
 
 from_wire = attrgetter("job_id", "duration_ms", "resource_usage", "at")
