@@ -8,7 +8,15 @@ In a cluster only the leader delivers (see ``cluster/``): every notifier asks
 alerts submitted with ``keys`` are reported to ``on_done`` once the notifier
 has finished with them everywhere (delivered, given up after its retries, or
 dropped), so the leader can record them as sent and a new leader resend the
-rest.
+rest. A key dropped because the gate closed is reported to ``on_abandon``
+instead (``Fanout`` then stops waiting for it: the next leader sends it).
+
+A key may be submitted again while an earlier delivery of it is still in
+flight (a leader that lost its lease and won it back resends what was not
+confirmed). Each submission gets a ticket (``Countdown.expect``) that its
+deliveries report with, so a delivery of the earlier submission finishing late
+never counts for the new one: the key is done only when every delivery of its
+latest submission is.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ OnDone = Callable[[list[str]], None]
 class AlertNotifier(Protocol):
     gate: Gate | None
     on_done: OnDone | None
+    on_abandon: OnDone | None
 
     async def start(self, firing: list[Alert]) -> None:
         """Before the first turn; ``firing``: the alerts open at start."""
@@ -51,55 +60,96 @@ class Countdown:
 
     def __init__(self) -> None:
         self.on_done: OnDone | None = None
-        self.left: dict[str, int] = {}
+        self.on_abandon: OnDone | None = None
+        self.left: dict[str, tuple[int, int]] = {}  # key -> (ticket, deliveries left)
+        self._last_ticket = 0
 
-    def expect(self, keys: list[str], deliveries: int) -> None:
-        """Each key now waits for this many deliveries (0: done at once). Set,
-        not added: a key submitted again (a new leader's resend) starts afresh."""
+    def expect(self, keys: list[str], deliveries: int) -> int:
+        """Each key now waits for this many deliveries (0: done at once); the
+        ticket they report with. Set, not added: a key submitted again starts
+        afresh, and the earlier submission's deliveries no longer count."""
+        self._last_ticket += 1
+        ticket = self._last_ticket
         if deliveries <= 0:
-            self.finished(keys)
-            return
-        for key in keys:
-            self.left[key] = deliveries
-
-    def finished(self, keys: list[str] | None) -> None:
-        """One delivery of each of these keys is over."""
-        if not keys:
-            return
-        done = []
-        for key in keys:
-            left = self.left.get(key, 1) - 1
-            if left > 0:
-                self.left[key] = left
-            else:
+            for key in keys:
                 self.left.pop(key, None)
-                done.append(key)
-        if done and self.on_done is not None:
-            self.on_done(done)
+            self._report(self.on_done, list(keys))
+        else:
+            for key in keys:
+                self.left[key] = (ticket, deliveries)
+        return ticket
 
-    def abandon(self, keys: list[str] | None) -> None:
-        """Not ours to send any more (the lease is gone): the next leader sends them."""
+    def finished(self, keys: list[str] | None, ticket: int | None = None) -> None:
+        """One delivery of each of these keys is over (``ticket`` None: of the
+        latest submission, for a notifier whose own countdown checked tickets)."""
+        done = []
         for key in keys or ():
-            self.left.pop(key, None)
+            entry = self.left.get(key)
+            if entry is None or (ticket is not None and entry[0] != ticket):
+                continue  # an earlier submission's delivery, finishing late
+            if entry[1] > 1:
+                self.left[key] = (entry[0], entry[1] - 1)
+            else:
+                del self.left[key]
+                done.append(key)
+        self._report(self.on_done, done)
+
+    def abandon(self, keys: list[str] | None, ticket: int | None = None) -> None:
+        """Not ours to send any more (the lease is gone): the next leader sends them."""
+        dropped = []
+        for key in keys or ():
+            entry = self.left.get(key)
+            if entry is not None and (ticket is None or entry[0] == ticket):
+                del self.left[key]
+                dropped.append(key)
+        self._report(self.on_abandon, dropped)
+
+    @staticmethod
+    def _report(callback: OnDone | None, keys: list[str]) -> None:
+        if keys and callback is not None:
+            callback(keys)
 
 
-class Fanout:
-    """Every notifier gets every alert; a key is done when all of them are."""
+class Confirming:
+    """A notifier's side of the cluster's seam: the gate, and the countdown
+    that tells ``on_done`` (and ``on_abandon``) about submitted keys."""
 
-    def __init__(self, notifiers: list[AlertNotifier]) -> None:
-        self.notifiers = notifiers
-        self._countdown = Countdown()
-        self._gate: Gate | None = None
-        for notifier in notifiers:
-            notifier.on_done = self._countdown.finished
+    def __init__(self) -> None:
+        self.gate: Gate | None = None
+        self.countdown = Countdown()
 
     @property
     def on_done(self) -> OnDone | None:
-        return self._countdown.on_done
+        return self.countdown.on_done
 
     @on_done.setter
     def on_done(self, callback: OnDone | None) -> None:
-        self._countdown.on_done = callback
+        self.countdown.on_done = callback
+
+    @property
+    def on_abandon(self) -> OnDone | None:
+        return self.countdown.on_abandon
+
+    @on_abandon.setter
+    def on_abandon(self, callback: OnDone | None) -> None:
+        self.countdown.on_abandon = callback
+
+    def may_send(self) -> bool:
+        """Asked before every attempt: in a cluster, only while this node leads."""
+        return self.gate is None or self.gate()
+
+
+class Fanout(Confirming):
+    """Every notifier gets every alert; a key is done when all of them are
+    (each notifier reports only its latest submission's deliveries, and every
+    submission goes to all of them at once, so the latest is Fanout's too)."""
+
+    def __init__(self, notifiers: list[AlertNotifier]) -> None:
+        self.notifiers = notifiers
+        super().__init__()
+        for notifier in notifiers:
+            notifier.on_done = self.countdown.finished
+            notifier.on_abandon = self.countdown.abandon
 
     @property
     def gate(self) -> Gate | None:
@@ -119,7 +169,7 @@ class Fanout:
         self, alerts: list[Alert], alertmanager: bool = True, keys: list[str] | None = None
     ) -> None:
         if keys is not None:
-            self._countdown.expect(keys, len(self.notifiers))
+            self.countdown.expect(keys, len(self.notifiers))
         for notifier in self.notifiers:
             notifier.submit(alerts, alertmanager, keys)
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import iso
 from .model import Alert, AlertState
-from .notifiers import Countdown, Gate, OnDone
+from .notifiers import Confirming
 
 if TYPE_CHECKING:
     import aiohttp
@@ -60,21 +60,24 @@ class Target:
         self.failed = 0
         self.dropped = 0
 
-    def put(self, payload: Any, keys: list[str] | None = None) -> list[str] | None:
-        """Queue it; the keys of the payload dropped to make room, if any."""
-        lost = None
+    def put(
+        self, payload: Any, keys: list[str] | None = None, ticket: int = 0
+    ) -> tuple[list[str] | None, int]:
+        """Queue it; the keys (and ticket) of the payload dropped to make room, if any."""
+        lost: tuple[list[str] | None, int] = (None, 0)
         if len(self.queue) >= QUEUE_LIMIT:
-            _, lost = self.queue.popleft()
+            _, lost_keys, lost_ticket = self.queue.popleft()
+            lost = (lost_keys, lost_ticket)
             self.dropped += 1
             log.warning(
                 "notification queue full; oldest dropped", extra={"fields": {"url": self.url}}
             )
-        self.queue.append((payload, keys))
+        self.queue.append((payload, keys, ticket))
         self.ready.set()
         return lost
 
 
-class Notifier:
+class Notifier(Confirming):
     def __init__(
         self,
         webhooks: list[str],
@@ -92,10 +95,7 @@ class Notifier:
         self.active: dict[int, tuple[dict[str, Any], float | None]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        # A cluster's leader-only delivery (see the module's doc): may we send
-        # now, and who hears of alerts finished (key -> targets still to finish).
-        self.gate: Gate | None = None
-        self._countdown = Countdown()
+        super().__init__()  # a cluster's leader-only delivery (see the module's doc)
 
     @property
     def enabled(self) -> bool:
@@ -129,38 +129,27 @@ class Notifier:
         alert): report them to ``on_done`` once every target is done with them."""
         if not alerts:
             return
+        ticket = 0
         if keys is not None:
             targets = len(self.webhooks) + (1 if self.alertmanager and alertmanager else 0)
-            self._countdown.expect(keys, targets)
+            ticket = self.countdown.expect(keys, targets)
             if not targets:
                 return
         for target in self.webhooks:
             for index, alert in enumerate(alerts):
-                self._finished(target.put(alert.to_wire(), None if keys is None else [keys[index]]))
+                key = None if keys is None else [keys[index]]
+                self.countdown.finished(*target.put(alert.to_wire(), key, ticket))
         if self.alertmanager is not None and alertmanager:
             now = time.time()
             for alert in alerts:
                 until = None if alert.state is AlertState.FIRING else now + RESOLVED_RESEND_SECONDS
                 self.active[alert.alert_id] = (alertmanager_payload(alert), until)
-            self._finished(
-                self.alertmanager.put([alertmanager_payload(alert) for alert in alerts], keys)
-            )
-
-    @property
-    def on_done(self) -> OnDone | None:
-        return self._countdown.on_done
-
-    @on_done.setter
-    def on_done(self, callback: OnDone | None) -> None:
-        self._countdown.on_done = callback
-
-    def _finished(self, keys: list[str] | None) -> None:
-        """One target is done with these (sent, given up, dropped or not ours to send)."""
-        self._countdown.finished(keys)
+            payloads = [alertmanager_payload(alert) for alert in alerts]
+            self.countdown.finished(*self.alertmanager.put(payloads, keys, ticket))
 
     def _post_active(self) -> None:
         assert self.alertmanager is not None
-        if self.gate is not None and not self.gate():
+        if not self.may_send():
             return
         now = time.time()
         for alert_id, (_, until) in list(self.active.items()):
@@ -179,11 +168,11 @@ class Notifier:
             while not target.queue:
                 target.ready.clear()
                 await target.ready.wait()
-            payload, keys = target.queue.popleft()
+            payload, keys, ticket = target.queue.popleft()
             if await self._post(target, payload):
-                self._finished(keys)
+                self.countdown.finished(keys, ticket)
             else:  # not ours to send any more (the lease is gone): the next leader sends it
-                self._countdown.abandon(keys)
+                self.countdown.abandon(keys, ticket)
 
     async def _post(self, target: Target, payload: Any) -> bool:
         """Deliver with retries; False when this node may no longer send."""
@@ -192,7 +181,7 @@ class Notifier:
         assert self._session is not None
         delay = self.backoff
         for attempt in range(1, ATTEMPTS + 1):
-            if self.gate is not None and not self.gate():
+            if not self.may_send():
                 return False
             try:
                 async with self._session.post(target.url, json=payload) as response:

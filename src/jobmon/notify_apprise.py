@@ -6,7 +6,8 @@ An unnamed URL gets every alert; a named channel gets the alerts of the jobs
 whose ``channels`` (register_job, or a check's) name it. Each message is
 written when the alert is submitted, in the store task, from the job's state
 then: the title names the job, the kind and firing or resolved; the body what
-was expected, what happened, and a link to the job on the dashboard
+was expected, what happened, the alert id (the same in every resend, so a
+receiver can drop a repeat) and a link to the job on the dashboard
 (``--public-url``). Each channel has a bounded queue and one delivery task;
 Apprise's ``notify`` blocks, so it runs in threads of its own (never the
 store's, nor the pool the journal's fsyncs use). Failed deliveries are tried
@@ -27,7 +28,7 @@ from . import schedule
 from .channels import Channel
 from .clock import iso
 from .model import Alert, Monitor
-from .notifiers import Countdown, Gate, OnDone
+from .notifiers import Confirming
 from .notify import ATTEMPTS, QUEUE_LIMIT
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class Message:
     body: str
     firing: bool
     keys: list[str] | None = None  # the alert's key in a cluster (notifiers.Countdown)
+    ticket: int = 0  # its submission's (notifiers.Countdown.expect)
 
 
 class Outbox:
@@ -73,7 +75,7 @@ def check_urls(channels: list[Channel]) -> list[Any]:
     return objects
 
 
-class AppriseNotifier:
+class AppriseNotifier(Confirming):
     def __init__(
         self,
         channels: list[Channel],
@@ -91,16 +93,7 @@ class AppriseNotifier:
             max_workers=min(8, max(1, len(channels))), thread_name_prefix="jobmon-apprise"
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self.gate: Gate | None = None  # a cluster's leader-only delivery (notifiers)
-        self._countdown = Countdown()
-
-    @property
-    def on_done(self) -> OnDone | None:
-        return self._countdown.on_done
-
-    @on_done.setter
-    def on_done(self, callback: OnDone | None) -> None:
-        self._countdown.on_done = callback
+        super().__init__()  # a cluster's leader-only delivery (notifiers)
 
     def remember_firing(self, firing: list[Alert]) -> None:
         pass  # Apprise's services keep no list of open alerts to refresh
@@ -121,11 +114,10 @@ class AppriseNotifier:
                 if outbox.channel.name is None or outbox.channel.name in wanted
             ]
             key = None if keys is None else [keys[index]]
-            if key is not None:
-                self._countdown.expect(key, len(chosen))
+            ticket = 0 if key is None else self.countdown.expect(key, len(chosen))
             if chosen:
                 message = self.message(alert)
-                message.keys = key
+                message.keys, message.ticket = key, ticket
                 for outbox in chosen:
                     self._put(outbox, message)
 
@@ -136,10 +128,12 @@ class AppriseNotifier:
 
     def _put(self, outbox: Outbox, message: Message) -> None:
         queue = outbox.queue
-        if queue is None:
+        if queue is None:  # not started: nothing will send it here
+            self.countdown.abandon(message.keys, message.ticket)
             return
         if queue.qsize() >= QUEUE_LIMIT:
-            self._countdown.finished(queue.get_nowait().keys)
+            dropped = queue.get_nowait()
+            self.countdown.finished(dropped.keys, dropped.ticket)
             outbox.counts["dropped"] += 1
             log.warning(
                 "notification queue full; oldest dropped",
@@ -169,6 +163,8 @@ class AppriseNotifier:
             lines.append(
                 "Labels: " + ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
             )
+        # One incident, one id, in every resend (a new leader's too): receivers drop repeats.
+        lines.append(f"Alert id: {alert.alert_id}")
         lines.append(
             f"Dashboard: {self.base_url().rstrip('/')}/#job={quote(alert.job_id, safe='')}"
         )
@@ -182,8 +178,8 @@ class AppriseNotifier:
             message = await outbox.queue.get()
             delay = self.backoff
             for attempt in range(1, ATTEMPTS + 1):
-                if self.gate is not None and not self.gate():
-                    self._countdown.abandon(message.keys)  # the next leader sends it
+                if not self.may_send():
+                    self.countdown.abandon(message.keys, message.ticket)  # the next leader's
                     break
                 try:
                     ok = await loop.run_in_executor(self._pool, self._notify, outbox, message)
@@ -192,7 +188,7 @@ class AppriseNotifier:
                     ok, reason = False, f"{type(exc).__name__}: {exc}"
                 if ok:
                     outbox.counts["delivered"] += 1
-                    self._countdown.finished(message.keys)
+                    self.countdown.finished(message.keys, message.ticket)
                     break
                 log.warning(
                     "notification not delivered",
@@ -205,7 +201,7 @@ class AppriseNotifier:
                     delay *= 2
             else:
                 outbox.counts["failed"] += 1
-                self._countdown.finished(message.keys)
+                self.countdown.finished(message.keys, message.ticket)
                 log.error(
                     "notification given up",
                     extra={"fields": {"channel": outbox.label, "attempts": ATTEMPTS}},
