@@ -1,8 +1,9 @@
 """Real redis-server and redis-sentinel processes for the cluster tests, on free
-ports (never 6379), always stopped."""
+ports (never 6379), and jobmon node processes over them; all always stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,9 +11,14 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from helpers import ServerProcess, free_port
+import pytest
+
+from cluster_helpers import Where, cluster_name, eventually
+from helpers import LineClient, ServerProcess, free_port
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout_s: float = 30) -> None:
@@ -180,6 +186,17 @@ class NodeProcess(ServerProcess):
     def lines(self) -> list[str]:
         return self.stderr_lines
 
+    async def logged(self, text: str, timeout_s: float = 30) -> str:
+        """The first stderr line with this text, once the node has written it."""
+        found = await eventually(
+            lambda: [line for line in self.stderr_lines if text in line],
+            bool,
+            f"node {self.name} to log {text!r}",
+            timeout_s,
+            every_s=0.02,
+        )
+        return found[0]
+
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
@@ -190,6 +207,60 @@ class NodeProcess(ServerProcess):
             self.proc.kill()
             self.proc.wait(30)
         self._drain()
+
+
+@pytest.fixture(scope="module", name="shared_redis")
+def shared_redis_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for a module's tests (those that do not stop it)."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(name="where")
+def where_fixture(shared_redis: RedisServer, request: pytest.FixtureRequest) -> Where:
+    """The shared Redis, and a cluster name of this test's own."""
+    return Where(shared_redis.url, cluster_name(request.node.name))
+
+
+LEASE_MS = "1000"  # node processes' --lease-ms: failover within about a second
+
+
+@contextlib.contextmanager
+def cluster(
+    count: int, *args: str, per_node: list[list[str]] | None = None
+) -> Iterator[list[NodeProcess]]:
+    """``count`` node processes (n1 first, so n1 leads), always stopped;
+    ``per_node``: flags of each node's own."""
+    started: list[NodeProcess] = []
+    try:
+        for i in range(count):
+            own = per_node[i] if per_node else []
+            started.append(NodeProcess(f"n{i + 1}", "--lease-ms", LEASE_MS, *args, *own).start())
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+
+
+async def request(node: NodeProcess, body: dict[str, Any]) -> dict[str, Any]:
+    conn = await LineClient.connect(node.port)
+    try:
+        return await conn.request(body)
+    finally:
+        await conn.close()
+
+
+async def leader_among(nodes: list[NodeProcess], timeout_s: float = 30) -> NodeProcess:
+    """The node every live node names as leader (polled until they agree)."""
+
+    async def names() -> set[str | None]:
+        return {(await request(n, {"type": "get_cluster"}))["leader"] for n in nodes}
+
+    agreed = await eventually(
+        names, lambda seen: len(seen) == 1 and None not in seen, "an agreed leader", timeout_s
+    )
+    (name,) = agreed
+    return next(n for n in nodes if n.name == name)
 
 
 def make_certificates(directory: Path) -> dict[str, Path]:

@@ -1,6 +1,11 @@
 """Cluster nodes as real processes, over a real Redis (and Sentinel): kill -9 and
-SIGSTOP of the leader with deadlines pending, a node killed under load, a Redis
-primary failed over. Every acknowledged event is counted and looked for."""
+SIGSTOP of the leader with deadlines pending, a follower frozen past its lease
+(judged gone: its workers keep their jobs, the log keeps what it has not read)
+or for good (forgotten: it stops rather than diverge), a node killed under load,
+a Redis primary failed over, Redis stopped and started. Every acknowledged
+event is counted and looked for.
+
+Tests that do not stop Redis share one (a cluster name each)."""
 
 from __future__ import annotations
 
@@ -8,76 +13,46 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
+import orjson
 import redis
 
+from cluster_helpers import Where, eventually, posts, stream_id
 from helpers import LineClient, free_port
-from redis_helpers import NodeProcess, RedisServer, Sentinel
-from test_notify import Receiver, serving
-
-LEASE_MS = "1000"
-
-
-@contextlib.contextmanager
-def cluster(count: int, *args: str) -> Iterator[list[NodeProcess]]:
-    started: list[NodeProcess] = []
-    try:
-        for i in range(count):
-            started.append(NodeProcess(f"n{i + 1}", "--lease-ms", LEASE_MS, *args).start())
-        yield started
-    finally:
-        for node in started:
-            node.stop()
-
-
-async def request(node: NodeProcess, body: dict[str, Any]) -> dict[str, Any]:
-    conn = await LineClient.connect(node.port)
-    try:
-        return await conn.request(body)
-    finally:
-        await conn.close()
-
-
-async def leader_among(nodes: list[NodeProcess], timeout_s: float = 30) -> NodeProcess:
-    """The node every live node names as leader (polled until they agree)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        names = {(await request(n, {"type": "get_cluster"}))["leader"] for n in nodes}
-        if len(names) == 1 and None not in names:
-            (name,) = names
-            return next(n for n in nodes if n.name == name)
-        assert time.monotonic() < deadline, f"no agreed leader: {names}"
-        await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path / "redis") as server:
-        yield server
-
-
-@contextlib.asynccontextmanager
-async def webhook() -> AsyncIterator[Receiver]:
-    async with serving(Receiver(), "/hook") as receiver:
-        yield receiver
+from redis_helpers import (  # noqa: F401 (the fixtures)
+    LEASE_MS,
+    NodeProcess,
+    RedisServer,
+    Sentinel,
+    cluster,
+    leader_among,
+    request,
+    shared_redis_fixture,
+    where_fixture,
+)
 
 
 async def alerts_pushed(conn: LineClient, count: int) -> list[dict[str, Any]]:
     return [(await conn.read(timeout=30))["alert"] for _ in range(count)]
 
 
-async def test_leader_killed_with_deadlines_pending_a_new_leader_fires_them(
-    redis_server: RedisServer,
-) -> None:
-    async with webhook() as receiver:
-        with cluster(
-            3, "--redis", redis_server.url, "--webhook", receiver.url, "--lost-grace-ms", "500"
-        ) as nodes:
+async def listed_alerts(node: NodeProcess, count: int) -> list[dict[str, Any]]:
+    """The node's open alerts, once it lists ``count`` of them."""
+    reply = await eventually(
+        lambda: request(node, {"type": "get_alerts"}),
+        lambda r: len(r["alerts"]) == count,
+        f"node {node.name} to list {count} alerts",
+    )
+    return list(reply["alerts"])
+
+
+async def test_leader_killed_with_deadlines_pending_a_new_leader_fires_them(where: Where) -> None:
+    async with posts() as box:
+        hooks = [["--webhook", box.target(f"n{i + 1}")] for i in range(3)]
+        with cluster(3, *where.flags(), "--lost-grace-ms", "500", per_node=hooks) as nodes:
             leader = await leader_among(nodes)
             survivors = [n for n in nodes if n is not leader]
             watcher = await LineClient.connect(survivors[0].port)
@@ -90,7 +65,7 @@ async def test_leader_killed_with_deadlines_pending_a_new_leader_fires_them(
             )["type"] == "status_updated"
             for i in range(5):
                 beat = await request(
-                    survivors[1], {"type": "heartbeat", "job_id": f"d{i}", "ttl_ms": 2000}
+                    survivors[1], {"type": "heartbeat", "job_id": f"d{i}", "ttl_ms": 1000}
                 )
                 assert beat["type"] == "heartbeat_ok"
             leader.kill9()  # before any deadline: only a new leader can fire them
@@ -107,7 +82,8 @@ async def test_leader_killed_with_deadlines_pending_a_new_leader_fires_them(
                 assert sorted(a["id"] for a in listed) == ids
             delivered: set[int] = set()
             while delivered != set(ids):  # at least once each, from the new leader
-                payload = await asyncio.wait_for(receiver.received.get(), 30)
+                path, payload = await box.next(f"webhooks for {sorted(set(ids) - delivered)}")
+                assert path != f"/{leader.name}"
                 delivered.add(payload["id"])
             info = await request(survivors[0], {"type": "get_cluster"})
             assert info["leader"] in {n.name for n in survivors}
@@ -118,50 +94,167 @@ async def test_leader_killed_with_deadlines_pending_a_new_leader_fires_them(
 
 
 async def test_a_leader_frozen_past_its_lease_fires_and_sends_nothing_when_it_wakes(
-    redis_server: RedisServer,
+    where: Where,
 ) -> None:
-    async with webhook() as receiver:
-        with cluster(2, "--redis", redis_server.url, "--webhook", receiver.url) as nodes:
+    async with posts() as box:
+        hooks = [["--webhook", box.target(f"n{i + 1}")] for i in range(2)]
+        with cluster(2, *where.flags(), per_node=hooks) as nodes:
             leader = await leader_among(nodes)
             (other,) = [n for n in nodes if n is not leader]
-            beat = await request(other, {"type": "heartbeat", "job_id": "frozen", "ttl_ms": 2500})
+            beat = await request(other, {"type": "heartbeat", "job_id": "frozen", "ttl_ms": 1500})
             assert beat["type"] == "heartbeat_ok"
             leader.signal(signal.SIGSTOP)  # frozen with the deadline pending
             try:
-                first = await asyncio.wait_for(receiver.received.get(), 30)
+                path, first = await box.next("the new leader's webhook")
+                assert path == f"/{other.name}"
                 assert first["job_id"] == "frozen" and first["kind"] == "missed_heartbeat"
                 assert (await request(other, {"type": "get_cluster"}))["role"] == "leader"
             finally:
                 leader.signal(signal.SIGCONT)
             # It wakes knowing its lease is gone: it steps down, fires and sends nothing.
-            deadline = time.monotonic() + 30
-            while (await request(leader, {"type": "get_cluster"}))["role"] != "follower":
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+            await eventually(
+                lambda: request(leader, {"type": "get_cluster"}),
+                lambda info: info["role"] == "follower",
+                "the woken node to step down",
+            )
             marker = await request(
                 other, {"type": "job_failed", "job_id": "marker", "retries": 9, "error": "m"}
             )
             assert marker["type"] == "alert_sent"
-            nxt = await asyncio.wait_for(receiver.received.get(), 30)
+            _, nxt = await box.next("the marker's webhook")
             assert nxt["job_id"] == "marker"  # nothing came in between: no second send
-            for node in nodes:
-                conn = await LineClient.connect(node.port)
-                for _ in range(300):  # its view: the same two alerts, once each
-                    listed = (await conn.request({"type": "get_alerts"}))["alerts"]
-                    if len(listed) == 2:
-                        break
-                    await asyncio.sleep(0.05)
+            for node in nodes:  # its view: the same two alerts, once each
+                listed = await listed_alerts(node, 2)
                 assert sorted(a["job_id"] for a in listed) == ["frozen", "marker"]
-                await conn.close()
             assert "no longer leader" in leader.stderr
+            assert set(box.attempts) == {f"/{other.name}"}
 
 
-async def test_a_node_killed_under_load_loses_no_acknowledged_event(
-    redis_server: RedisServer,
+async def trimmed_as_far_as_it_goes(
+    where: Where, leader: NodeProcess, snapshot: tuple[int, int]
 ) -> None:
-    with cluster(2, "--redis", redis_server.url) as (survivor, victim):
-        acked: list[str] = []
+    """Once the leader has stamped a position past the snapshot (its look then
+    trims the log, as far as the other nodes allow), and stamped once more."""
 
+    def stamp() -> tuple[int, tuple[int, int]]:
+        with redis.Redis.from_url(where.url) as client:
+            entries = client.hgetall("{" + where.cluster + "}:nodes").values()
+        for value in entries:
+            seen_ms, _, about = value.partition(b" ")
+            said = orjson.loads(about)
+            if said["node_id"] == leader.name:
+                return int(seen_ms), stream_id(said["position"])
+        raise AssertionError(f"{leader.name} is not in the nodes hash")
+
+    seen_ms, _ = await eventually(
+        stamp, lambda s: s[1] >= snapshot, f"the leader to stamp a position past {snapshot}"
+    )
+    await eventually(stamp, lambda s: s[0] > seen_ms, "the leader's next stamp")
+
+
+async def test_a_follower_judged_gone_while_frozen_keeps_its_workers_and_misses_nothing(
+    where: Where,
+) -> None:
+    grace = "2000"
+    with cluster(
+        2, *where.flags(), "--lost-grace-ms", grace, "--compact-min-bytes", "2000"
+    ) as nodes:
+        leader = await leader_among(nodes)
+        (follower,) = [n for n in nodes if n is not leader]
+        worker = await LineClient.connect(follower.port)
+        await worker.request({"type": "register_job", "job_id": "w", "max_runtime_ms": 600_000})
+        ran = await worker.request({"type": "update_status", "job_id": "w", "status": "running"})
+        assert ran["type"] == "status_updated"
+        follower.signal(signal.SIGSTOP)
+        try:
+            await leader.logged("node gone")
+            # Meanwhile: enough events for a snapshot, which may not trim what it has not read.
+            conn = await LineClient.connect(leader.port)
+            for round_ in range(3):
+                events = [
+                    {"type": "job_completed", "job_id": f"j{round_}-{i}", "duration_ms": 1}
+                    for i in range(100)
+                ]
+                assert all(r["type"] == "job_completed" for r in await conn.pipeline(events))
+            written = orjson.loads(await leader.logged("snapshot written"))
+            await trimmed_as_far_as_it_goes(where, leader, stream_id(written["position"]))
+            gone_at = stream_id((await request(leader, {"type": "get_cluster"}))["position"])
+        finally:
+            follower.signal(signal.SIGCONT)
+        # Awake, it reads on from where it was, its own _node_gone among the rest.
+        await eventually(
+            lambda: request(follower, {"type": "get_cluster"}),
+            lambda info: stream_id(info["position"]) >= gone_at,
+            f"the woken follower to apply the log up to {gone_at}",
+        )
+        # A heartbeat due after the worker_lost would have been: once it fires, that would have.
+        watcher = await LineClient.connect(leader.port)
+        await watcher.request({"type": "subscribe", "topics": ["alerts"]})
+        await conn.request({"type": "heartbeat", "job_id": "after-grace", "ttl_ms": int(grace)})
+        (alert,) = await alerts_pushed(watcher, 1)
+        assert alert["job_id"] == "after-grace"
+        listed = (await request(leader, {"type": "get_alerts"}))["alerts"]
+        assert [a["job_id"] for a in listed] == ["after-grace"]  # no worker_lost for w
+        assert "claim their jobs again" in follower.stderr
+        for node in nodes:
+            listed = await listed_alerts(node, 1)
+            assert [a["job_id"] for a in listed] == ["after-grace"]
+            stats = await eventually(
+                lambda n=node: request(n, {"type": "get_stats"}),
+                lambda s: s["total"] == 302,
+                f"node {node.name} to have every job",
+            )
+            assert stats["total"] == 302
+        job = await worker.request({"type": "get_job", "job_id": "w"})
+        assert job["job"]["status"] == "running"
+        for c in (worker, watcher, conn):
+            await c.close()
+
+
+async def test_a_node_forgotten_after_the_log_was_trimmed_past_it_stops_and_a_restart_rejoins(
+    where: Where,
+) -> None:
+    lease = ["--lease-ms", "300"]  # forgotten after 10 leases: 3 s
+    with cluster(2, *where.flags(), "--compact-min-bytes", "2000", per_node=[lease, lease]) as (
+        a,
+        b,
+    ):
+        leader = await leader_among([a, b])
+        follower = b if leader is a else a
+        follower.signal(signal.SIGSTOP)
+        try:
+            await leader.logged("node gone")
+            conn = await LineClient.connect(leader.port)
+            events = [
+                {"type": "job_completed", "job_id": f"j{i}", "duration_ms": 1} for i in range(300)
+            ]
+            assert all(r["type"] == "job_completed" for r in await conn.pipeline(events))
+            await leader.logged("snapshot written")
+            await leader.logged("node forgotten")
+            # Trimmed once it no longer holds the log back (the next look after forgetting).
+            await eventually(
+                lambda: redis.Redis.from_url(where.url).xlen(where.log_key),
+                lambda n: n < 10,
+                "the log trimmed to the snapshot",
+            )
+            await conn.close()
+        finally:
+            follower.signal(signal.SIGCONT)
+        assert follower.proc is not None
+        code = await asyncio.to_thread(follower.proc.wait, 30)
+        assert code == 1, follower.stderr
+        assert "trimmed past what it had read" in follower.stderr
+        again = NodeProcess("again", "--lease-ms", LEASE_MS, *where.flags()).start()
+        try:
+            stats = await request(again, {"type": "get_stats"})
+            assert stats["total"] == 300  # from the snapshot and the log after it
+        finally:
+            again.stop()
+
+
+async def test_a_node_killed_under_load_loses_no_acknowledged_event(where: Where) -> None:
+    with cluster(2, *where.flags()) as (survivor, victim):
+        acked: list[str] = []
         sent = [0]
 
         async def load(conn_no: int) -> None:
@@ -197,21 +290,20 @@ async def test_a_node_killed_under_load_loses_no_acknowledged_event(
                 await conn.close()
 
         loaders = [asyncio.ensure_future(load(c)) for c in range(4)]
-        while len(acked) < 2000:
-            await asyncio.sleep(0.005)
+        await eventually(lambda: len(acked), lambda n: n >= 2000, "2000 acknowledged events")
         victim.kill9()
-        await asyncio.gather(*loaders)
+        await asyncio.wait_for(asyncio.gather(*loaders), 60)
         assert len(acked) >= 2000 and sent[0] > len(acked), (sent[0], len(acked))
         assert len(set(acked)) == len(acked)  # each reply once
         # The survivor applies everything in the log, then has every acknowledged job.
-        client = redis.Redis.from_url(redis_server.url)
-        ((last_id, _),) = client.xrevrange("{jobmon}:log", count=1)
-        client.close()
+        with redis.Redis.from_url(where.url) as client:
+            ((last_id, _),) = client.xrevrange(where.log_key, count=1)
+        await eventually(
+            lambda: request(survivor, {"type": "get_cluster"}),
+            lambda info: stream_id(info["position"]) >= stream_id(last_id.decode()),
+            f"the survivor to apply the log up to {last_id.decode()}",
+        )
         conn = await LineClient.connect(survivor.port)
-        deadline = time.monotonic() + 30
-        while (await conn.request({"type": "get_cluster"}))["position"] < last_id.decode():
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
         replies = await conn.pipeline([{"type": "get_job", "job_id": job_id} for job_id in acked])
         assert [r["job"]["status"] for r in replies] == ["completed"] * len(acked)
         await conn.close()
@@ -227,14 +319,12 @@ async def test_a_sentinel_failover_loses_no_acknowledged_event(tmp_path: Path) -
     ]
     sentinels: list[Sentinel] = []
     try:
-        check = redis.Redis(port=primary.port)
-        deadline = time.monotonic() + 30
-        while [check.info("replication").get(f"slave{i}", {}).get("state") for i in (0, 1)] != [
-            "online"
-        ] * 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        check.close()
+        with redis.Redis(port=primary.port) as check:
+            await eventually(
+                lambda: [check.info("replication").get(f"slave{i}", {}) for i in (0, 1)],
+                lambda links: [link.get("state") for link in links] == ["online"] * 2,
+                "both replicas online",
+            )
         sentinels = [Sentinel(tmp_path / f"sentinel{i}", primary.port).start() for i in range(3)]
         where = ",".join(f"127.0.0.1:{s.port}" for s in sentinels)
         with cluster(
@@ -252,12 +342,14 @@ async def test_a_sentinel_failover_loses_no_acknowledged_event(tmp_path: Path) -
                         "duration_ms": i,
                         "event_id": f"ev-{i}",
                     }
+                    deadline = time.monotonic() + 60
                     while True:  # a client's retry: the same event_id until acknowledged
                         reply = await conn.request(event)
                         if reply["type"] == "job_completed":
                             acked[event["job_id"]] = reply
                             break
                         assert reply["code"] == 11, reply
+                        assert time.monotonic() < deadline, f"still refused after 60 s: {reply}"
                         await asyncio.sleep(0.05)
                 await conn.close()
 
@@ -267,20 +359,18 @@ async def test_a_sentinel_failover_loses_no_acknowledged_event(tmp_path: Path) -
             assert len(acked) == 100
             for node in nodes:
                 conn = await LineClient.connect(node.port)
-                deadline = time.monotonic() + 30
-                while True:
-                    replies = await conn.pipeline([{"type": "get_job", "job_id": j} for j in acked])
-                    if all(r["type"] == "job" for r in replies):
-                        break
-                    assert time.monotonic() < deadline
-                    await asyncio.sleep(0.05)
+                replies = await eventually(
+                    lambda c=conn: c.pipeline([{"type": "get_job", "job_id": j} for j in acked]),
+                    lambda rs: all(r["type"] == "job" for r in rs),
+                    f"node {node.name} to have every acknowledged job",
+                    every_s=0.05,
+                )
                 assert [r["job"]["runs"] for r in replies] == [1] * 100  # each once
                 await conn.close()
             changed = await request(nodes[0], {"type": "get_cluster"})
             assert changed["redis"] == "ok"
-            ask = redis.Redis(port=sentinels[0].port)
-            _, now_primary = ask.sentinel_get_master_addr_by_name("jm")
-            ask.close()
+            with redis.Redis(port=sentinels[0].port) as ask:
+                _, now_primary = ask.sentinel_get_master_addr_by_name("jm")
             assert now_primary in {r.port for r in replicas}  # the nodes followed the failover
     finally:
         for sentinel in sentinels:
@@ -289,16 +379,16 @@ async def test_a_sentinel_failover_loses_no_acknowledged_event(tmp_path: Path) -
             server.stop()
 
 
-async def test_redis_stopped_and_restarted_under_node_processes(redis_server: RedisServer) -> None:
+async def test_redis_stopped_and_restarted_under_node_processes(tmp_path: Path) -> None:
     http_port = free_port()
-    with cluster(2, "--redis", redis_server.url) as (a, b):
+    with RedisServer(tmp_path / "redis") as own, cluster(2, "--redis", own.url) as (a, b):
         b.stop()  # b's HTTP port is taken below by a fresh node
-        c = NodeProcess("n3", "--lease-ms", LEASE_MS, "--redis", redis_server.url,
+        c = NodeProcess("n3", "--lease-ms", LEASE_MS, "--redis", own.url,
                         "--http-port", str(http_port)).start()  # fmt: skip
         try:
             kept = await request(a, {"type": "job_completed", "job_id": "kept", "duration_ms": 5})
             assert kept["type"] == "job_completed"
-            redis_server.stop()
+            own.stop()
             for node in (a, c):
                 refused = await request(
                     node, {"type": "update_status", "job_id": "x", "status": "running"}
@@ -311,23 +401,20 @@ async def test_redis_stopped_and_restarted_under_node_processes(redis_server: Re
                 session.post(f"http://127.0.0.1:{http_port}/api/jobs/x/start") as response,
             ):
                 assert response.status == 503
-            redis_server.start()  # same port, same append-only file: no node restarts
+            own.start()  # same port, same append-only file: no node restarts
             for node in (a, c):
-                deadline = time.monotonic() + 30
-                while (
-                    await request(
-                        node, {"type": "update_status", "job_id": node.name, "status": "running"}
-                    )
-                )["type"] == "error":
-                    assert time.monotonic() < deadline
-                    await asyncio.sleep(0.1)
+                write = {"type": "update_status", "job_id": node.name, "status": "running"}
+                await eventually(
+                    lambda n=node, w=write: request(n, w),
+                    lambda reply: reply["type"] != "error",
+                    f"node {node.name} to take writes again",
+                    every_s=0.1,
+                )
             for node in (a, c):
-                deadline = time.monotonic() + 30
-                while True:
-                    jobs = (await request(node, {"type": "list_jobs"}))["jobs"]
-                    if sorted(j["job_id"] for j in jobs) == ["kept", "n1", "n3"]:
-                        break
-                    assert time.monotonic() < deadline, jobs
-                    await asyncio.sleep(0.05)
+                await eventually(
+                    lambda n=node: request(n, {"type": "list_jobs"}),
+                    lambda r: sorted(j["job_id"] for j in r["jobs"]) == ["kept", "n1", "n3"],
+                    f"node {node.name} to list every job",
+                )
         finally:
             c.stop()

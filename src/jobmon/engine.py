@@ -307,23 +307,36 @@ class Engine:
                 await asyncio.wait_for(self._timer_changed.wait(), 0.01)
 
     # -- the task --------------------------------------------------------------
+    def _has_work(self) -> bool:
+        return bool(
+            self.queue
+            or self.due(self.clock.now())
+            or self.closed_connections
+            or self.orphaned_jobs
+        )
+
+    def _may_idle(self) -> bool:
+        """Nothing of this engine's is still in flight (``wait_idle`` may return)."""
+        return True
+
+    async def _wait_for_work(self) -> bool:
+        """Idle until there is work; False once stopping with none left. (The
+        caller asks ``_has_work`` first: a busy engine never awaits here.)"""
+        while not self._has_work():
+            if self._may_idle():
+                self._idle.set()
+                if self._stopping:
+                    return False
+            self._wakeup = asyncio.get_running_loop().create_future()
+            await self._wakeup
+            self._wakeup = None
+        return True
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         data_dir = self.data_dir
         self.retarget()
-        while True:
-            while (
-                not self.queue
-                and not self.due(self.clock.now())
-                and not self.closed_connections
-                and not self.orphaned_jobs
-            ):
-                self._idle.set()
-                if self._stopping:
-                    return
-                self._wakeup = loop.create_future()
-                await self._wakeup
-                self._wakeup = None
+        while self._has_work() or await self._wait_for_work():
             sinks, self.queue = self.queue, deque()
             self.turns += 1
             self.connection_turns += len(sinks)

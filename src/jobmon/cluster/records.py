@@ -9,6 +9,10 @@ An entry of the log is a list of groups ``[reporter, [[name, args], ...]]``:
   the time the record is applied.
 - ``_node_gone [incarnation, default_grace_ms]``: the leader saw a node stop
   renewing its membership: the same, for all of that node's connections.
+- ``_reattached [[conn, [job_id, ...]], ...]``: a node judged gone while it was
+  alive (see membership.py) says these connections of its own are still open:
+  each job still waiting for its worker_lost (nothing reported on it since) is
+  theirs again, and the alert is not armed any more.
 - ``_notified [key, ...]``: the leader delivered these alerts (or gave up on
   them after its retries): they leave the outbox.
 - ``_config settings``: what replay depends on (``Store.settings``).
@@ -27,14 +31,16 @@ from typing import Any
 
 from ..errors import RequestError
 from ..journal import CorruptData
-from ..model import Alert
+from ..model import Alert, Status
 from ..node import Node
 from ..persistence import CONFIG_RECORD, TICK_RECORD, WORKERS_GONE_RECORD, _replay, apply_command
+from ..store import Store
 
 log = logging.getLogger("jobmon.cluster")
 
 CONN_CLOSED_RECORD = "_conn_closed"
 NODE_GONE_RECORD = "_node_gone"
+REATTACHED_RECORD = "_reattached"
 NOTIFIED_RECORD = "_notified"
 OUTBOX_LIMIT = 10_000
 SOURCE = Path("<the cluster's log>")  # named in errors about records
@@ -99,6 +105,9 @@ def apply_group(
             incarnation, grace_ms = args
             for conn in [c for c in store.reported_by if incarnation_of(c) == incarnation]:
                 store.workers_gone(ts, store.jobs_lost_with(conn), grace_ms)
+        elif name == REATTACHED_RECORD:
+            for conn, job_ids in args:
+                reattach(store, conn, job_ids)
         elif name == NOTIFIED_RECORD:
             outbox.confirm(args)
         elif name == CONFIG_RECORD:
@@ -117,6 +126,25 @@ def apply_group(
                 log.exception("applying a %s record failed; continuing", name)
     store.reporter = None
     return bodies
+
+
+def reattach(store: Store, conn: int, job_ids: list[str]) -> None:
+    """These jobs' connection is open after all: theirs again, unless something
+    reported on them since they were called lost (the worker moved, or ended)."""
+    for job_id in job_ids:
+        job = store.jobs.get(job_id)
+        monitor = job.monitor if job is not None else None
+        if (
+            job is None
+            or monitor is None
+            or job.status is not Status.RUNNING
+            or monitor.reporter is not None
+            or monitor.lost_at is None
+        ):
+            continue
+        store._set_reporter(job, monitor, conn)
+        monitor.lost_at = None
+        store.deadlines.clear(monitor, "worker_lost")
 
 
 def extras_to_snapshot(node: Node, outbox: Outbox) -> dict[str, Any]:

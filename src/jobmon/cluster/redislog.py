@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 COMMAND_TIMEOUT_S = 1.5  # a call to Redis that takes longer has failed
 READ_BLOCK_MS = 1000  # XREAD waits this long for new entries
@@ -47,11 +48,12 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
 return redis.call('XADD', KEYS[2], '*', 'o', ARGV[1], 's', '0', 'r', ARGV[2])
 """
 # A node says it is alive; stamped with Redis's clock (one clock for the cluster).
+# Also says whether its entry was new (1): after its first stamp, it had been forgotten.
 SEEN = """
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], ARGV[1], ms .. ' ' .. ARGV[2])
-return ms
+local new = redis.call('HSET', KEYS[1], ARGV[1], ms .. ' ' .. ARGV[2])
+return {ms, new}
 """
 # The leader's snapshot, written only while it still holds the lease.
 PUT_SNAPSHOT = """
@@ -157,9 +159,15 @@ class RedisLog:
             )
         return entry_id
 
-    async def read(self, after: tuple[int, int]) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    async def read(
+        self, after: tuple[int, int], block: bool = True
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Entries after ``after``; ``block``: wait up to READ_BLOCK_MS for one
+        (a joining node does not, to learn at once where the log ends)."""
         reply = await self.reader.xread(
-            {self.log_key: format_stream_id(after)}, count=READ_COUNT, block=READ_BLOCK_MS
+            {self.log_key: format_stream_id(after)},
+            count=READ_COUNT,
+            block=READ_BLOCK_MS if block else None,
         )
         if not reply:
             return []
@@ -199,9 +207,10 @@ class RedisLog:
         return None if value is None else value.decode()
 
     # -- membership ------------------------------------------------------------
-    async def seen(self, incarnation: str, about: bytes) -> int:
-        """Say this node is alive; returns Redis's clock (ms)."""
-        return int(await self._seen(keys=[self.nodes_key], args=[incarnation, about]))
+    async def seen(self, incarnation: str, about: bytes) -> tuple[int, bool]:
+        """Say this node is alive: Redis's clock (ms), and whether the entry was new."""
+        ms, new = await self._seen(keys=[self.nodes_key], args=[incarnation, about])
+        return int(ms), bool(new)
 
     async def members(self) -> dict[str, tuple[int, bytes]]:
         """incarnation -> (last seen, Redis ms; what the node said of itself)."""
@@ -233,3 +242,7 @@ class RedisLog:
 class ReplicasShort(Exception):
     def __init__(self, acked: int, wanted: int) -> None:
         super().__init__(f"Redis confirmed the write on {acked} replicas of the {wanted} required")
+
+
+# What a call to Redis raises when Redis cannot be reached in time.
+UNAVAILABLE = (RedisError, OSError, TimeoutError, ReplicasShort)

@@ -17,7 +17,9 @@ its entry carries a "valid until" (Redis time), and an entry that reached
 Redis after it is skipped by every node, so a refused write never applies.
 
 Only the lease holder appends ``_tick`` (deadlines due) and ``_notified``
-(deliveries confirmed), through the fenced script.
+(deliveries confirmed), through the fenced script (leading.py). A node that
+applies the leader's ``_node_gone`` naming itself (judged gone, yet alive)
+proposes ``_reattached`` for its open connections' jobs (membership.py).
 """
 
 from __future__ import annotations
@@ -29,19 +31,17 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.exceptions import RedisError
 
 from ..clock import Clock
 from ..connection import TURN_OUTPUT_BUDGET
 from ..engine import Engine, Sink
 from ..errors import Code
-from ..model import Alert
 from ..node import Node
-from ..persistence import TICK_RECORD
 from ..protocol import Request, encode, error_body
 from . import records
+from .leading import Leading
 from .proposal import Proposal, Slot, StreamJournal
-from .redislog import COMMAND_TIMEOUT_S, ReplicasShort, parse_stream_id
+from .redislog import COMMAND_TIMEOUT_S, UNAVAILABLE, parse_stream_id
 
 if TYPE_CHECKING:
     from .node import Member
@@ -51,11 +51,9 @@ _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 MAX_BATCH = 4096  # state-changing requests of one connection in one proposal
 PROPOSE_TIMEOUT_S = COMMAND_TIMEOUT_S + 0.3
-UNAVAILABLE = (RedisError, OSError, TimeoutError, ReplicasShort)
-RETRY_AFTER_S = 0.1  # a leader-only append that failed is tried again after this
+RETRY_AFTER_S = 0.1  # a closed connection Redis did not take is proposed again after this
 MAX_IN_FLIGHT = 8  # proposals at once, only while Redis is slow to answer
 SLOW_S = 0.1  # a proposal out this long: Redis is slow, the next one goes too
-TICK_LOST_S = 5.0  # a tick appended but never seen in the log: append another
 
 
 class ClusterEngine(Engine):
@@ -70,13 +68,9 @@ class ClusterEngine(Engine):
         self.last_sent_at = 0.0
         self.finished: list[Proposal] = []
         self.next_seq = 1
-        self.tick_until: tuple[int, int] | None = None  # a tick appended, not yet applied
-        self.ticking = False
-        self.tick_retry_at = 0.0  # after a failed append, wait a little (Redis is down)
-        self.tick_sent_at = 0.0
         self.closed_retry_at = 0.0
-        self.confirmations: list[str] = []  # delivered alerts, to record
-        self.confirming = False
+        self.leading = Leading(self)  # the leader-only appends: ticks, confirmations
+        self.failure: Exception | None = None  # set: this node must stop (see fail)
         self.refused_unavailable = 0
         self.entries_skipped_late = 0
 
@@ -86,29 +80,21 @@ class ClusterEngine(Engine):
             self.queue
             or self.entries
             or self.finished
+            or self.failure is not None
             or (self.closed_connections and time.monotonic() >= self.closed_retry_at)
             or (self.journal.pending and self._may_send())
-            or (self.confirmations and not self.confirming)
-            or (
-                self.due(self.clock.now())
-                and not self.ticking
-                and self._tick_settled()
-                and time.monotonic() >= self.tick_retry_at
-            )
+            or self.leading.may_confirm()
+            or (self.due(self.clock.now()) and self.leading.may_tick())
         )
 
+    def _may_idle(self) -> bool:
+        return not self.in_flight  # a reply still waits for Redis, or for its apply
+
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
         self.retarget()
-        while True:
-            while not self._has_work():
-                if not self.in_flight:
-                    self._idle.set()
-                    if self._stopping:
-                        return
-                self._wakeup = loop.create_future()
-                await self._wakeup
-                self._wakeup = None
+        while self._has_work() or await self._wait_for_work():
+            if self.failure is not None:
+                raise self.failure  # the store task ends: the node stops (server.serve)
             self.turns += 1
             if self.entries:
                 self._apply_entries()
@@ -121,12 +107,13 @@ class ClusterEngine(Engine):
                 self._take(sink, now)
             if self.closed_connections and time.monotonic() >= self.closed_retry_at:
                 self._propose_closed()
-            if self.due(now) and not self.ticking:
-                if self.member.lease.held() and self._tick_settled():
-                    self._tick()
+            leading = self.leading
+            if self.due(now) and not leading.ticking:
+                if self.member.lease.held() and leading.tick_settled():
+                    leading.tick()
                 self.remind(now)
-            if self.confirmations and not self.confirming:
-                self._confirm()
+            if leading.may_confirm():
+                leading.confirm()
             if self.journal.pending and self._may_send():
                 self.journal.write(now)
             self.retarget()
@@ -134,6 +121,13 @@ class ClusterEngine(Engine):
     def ready(self, sink: Sink) -> None:
         super().ready(sink)
         self._idle.clear()
+
+    def fail(self, failure: Exception) -> None:
+        """This node's state can no longer follow the log: stop it (the store
+        task raises ``failure``) rather than let it answer from a diverged state."""
+        log.critical("stopping: %s", failure)
+        self.failure = failure
+        self.wake()
 
     # -- a turn's requests -------------------------------------------------------
     def _take(self, sink: Sink, now: float) -> None:
@@ -264,6 +258,7 @@ class ClusterEngine(Engine):
         member = self.member
         node = self.node
         origin = member.origin.encode()
+        leading = self.leading
         for entry_id, fields in entries:
             position = parse_stream_id(entry_id)
             ts = position[0] / 1000
@@ -281,12 +276,12 @@ class ClusterEngine(Engine):
                 self.changes += 1
                 self.publish(ts)
             member.applied(position, len(fields[b"r"]))
-            if self.tick_until is not None and position >= self.tick_until:
-                self.tick_until = None
+            if leading.tick_until is not None and position >= leading.tick_until:
+                leading.tick_until = None
         self._lost_in_failover()
         self.member.caught_up_to_read()
-        if member.snapshot_due():
-            member.begin_snapshot()
+        if member.snapshots.due():
+            member.snapshots.begin()
 
     def _lost_in_failover(self) -> None:
         """A proposal Redis took, whose entry the log no longer has (this node read
@@ -311,9 +306,33 @@ class ClusterEngine(Engine):
     def _apply_other(self, groups: list[list[Any]], ts: float) -> None:
         outbox = self.member.outbox
         for reporter, group in groups:
+            claims = self._claims_if_judged_gone(group) if reporter is None else None
             bodies = records.apply_group(self.node, outbox, ts, reporter, group)
             if self.events is not None:
                 self.events.extend(bodies)
+            if claims:
+                log.warning(
+                    "this node was judged gone; its open connections claim their jobs again",
+                    extra={"fields": {"jobs": sum(len(jobs) for _, jobs in claims)}},
+                )
+                self.propose_own(records.REATTACHED_RECORD, claims)
+
+    def _claims_if_judged_gone(self, group: list[Any]) -> list[list[Any]] | None:
+        """Before a ``_node_gone`` naming this very node is applied: the jobs its
+        open connections report, which that record is about to call lost."""
+        incarnation = self.member.incarnation
+        if not any(
+            name == records.NODE_GONE_RECORD and args[0] == incarnation for name, args in group
+        ):
+            return None
+        closing = {*self.closed_connections, *self.journal.proposal.closed}
+        for proposal in self.in_flight.values():
+            closing.update(proposal.closed)
+        return [
+            [conn, sorted(job_ids)]
+            for conn, job_ids in self.node.store.reported_by.items()
+            if job_ids and records.incarnation_of(conn) == incarnation and conn not in closing
+        ]
 
     def publish(self, now: float) -> None:
         """Alerts enter the replicated outbox on every node; only the leader's
@@ -329,8 +348,8 @@ class ClusterEngine(Engine):
             if notifier is not None and self.member.lease.held():
                 notifier.submit(alerts, keys=keys)
 
-    # -- leader-only records ---------------------------------------------------------
     def retarget(self) -> None:
+        """Only the leader's timer watches deadlines (it appends the ticks)."""
         if self.member.lease.held():
             super().retarget()
             return
@@ -338,64 +357,6 @@ class ClusterEngine(Engine):
         if target != self.timer_target:
             self.timer_target = target
             self._timer_changed.set()
-
-    def _tick_settled(self) -> bool:
-        """No tick of ours is waiting to be applied (one lost in a Redis failover
-        is given up after a while, or deadlines would stop)."""
-        if self.tick_until is not None and time.monotonic() - self.tick_sent_at > TICK_LOST_S:
-            self.tick_until = None
-        return self.tick_until is None
-
-    def _tick(self) -> None:
-        store_due = self.node.store.next_deadline()
-        if store_due is None or store_due > self.clock.now():
-            return
-        self.ticking = True
-        self.tick_sent_at = time.monotonic()
-        self._leader_append([[None, [[TICK_RECORD, [self.restarted_at]]]]], "ticking")
-
-    def _confirm(self) -> None:
-        keys, self.confirmations = self.confirmations, []
-        if self.member.lease.held():
-            self.confirming = True
-            self._leader_append([[None, [[records.NOTIFIED_RECORD, keys]]]], "confirming")
-
-    def confirmed(self, keys: list[str]) -> None:
-        """The notifier is done with these alerts (on every target)."""
-        self.confirmations.extend(keys)
-        self.wake()
-
-    def _leader_append(self, groups: list[list[Any]], flag: str) -> None:
-        async def append() -> None:
-            lease = self.member.lease
-            try:
-                if lease.value is not None and lease.held():
-                    entry_id = await asyncio.wait_for(
-                        self.member.redis.fenced_append(lease.value, _dumps(groups)),
-                        PROPOSE_TIMEOUT_S,
-                    )
-                    if entry_id is not None and flag == "ticking":
-                        self.tick_until = parse_stream_id(entry_id)
-            except UNAVAILABLE as exc:
-                self.member.redis_failed(str(exc) or type(exc).__name__)
-                self.tick_retry_at = time.monotonic() + RETRY_AFTER_S
-            finally:
-                setattr(self, flag, False)
-                self.wake()
-
-        self.track(asyncio.ensure_future(append()))
-
-    def lease_gained(self, firing: list[Alert]) -> None:
-        """This node leads now: send what the outbox holds (its predecessor had
-        not confirmed it), and fire what came due meanwhile."""
-        notifier = self.notifier
-        outbox = self.member.outbox
-        if notifier is not None and outbox.pending:
-            notifier.submit(list(outbox.pending.values()), keys=list(outbox.pending))
-        if notifier is not None:
-            notifier.remember_firing(firing)
-        self.retarget()
-        self.wake()
 
 
 def _changes_nothing(request: Request) -> bool:
