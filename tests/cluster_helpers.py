@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
+import redis
 from aiohttp import web
 
 from helpers import LineClient
@@ -38,6 +40,14 @@ class Where:
 
     def flags(self) -> list[str]:
         return ["--redis", self.url, "--cluster-name", self.cluster]
+
+
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=30)  # every HTTP call of a test is bounded
+
+
+def redis_client(url: str, **options: Any) -> redis.Redis:
+    """A client for looking at Redis from a test; its calls are bounded too."""
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10, **options)
 
 
 def stream_id(text: str) -> tuple[int, int]:

@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-import redis
 
 from cluster_helpers import (
+    HTTP_TIMEOUT,
     Where,
     ask,
     converged,
@@ -26,6 +26,7 @@ from cluster_helpers import (
     member,
     node_config,
     nodes,
+    redis_client,
     roles,
     until,
 )
@@ -194,7 +195,7 @@ async def test_get_cluster_readyz_and_metrics(where: Where) -> None:
             assert info["role"] == ("leader" if server is leader else "follower")
             assert info["caught_up"] is True and info["redis"] == "ok"
             assert info["position"].count("-") == 1
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
             for server, port in zip(servers, ports, strict=True):
                 async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
                     assert response.status == 200
@@ -256,7 +257,7 @@ async def test_a_joining_node_loads_the_snapshot_and_the_log_stays_bounded(
         snapshots = member(leader_of(servers)).snapshots
         await until(lambda: snapshots.written >= 2, "two snapshots", lambda: snapshots.written)
         await converged(servers)
-        client = redis.Redis.from_url(where.url)
+        client = redis_client(where.url)
         # 8 rounds of 200 events: trimmed to the last snapshot once every node is past it.
         await until(
             lambda: snapshots.trim_goal is None,
@@ -301,7 +302,7 @@ async def test_writes_are_refused_while_redis_is_down_and_resume_when_it_is_back
             kept = await conn.request({"type": "get_job", "msg_id": 3, "job_id": "kept"})
             assert kept["job"]["duration_ms"] == 5
             async with (
-                aiohttp.ClientSession() as session,
+                aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session,
                 session.post(f"http://127.0.0.1:{http_port}/api/jobs/x/start") as response,
             ):
                 assert response.status == 503

@@ -18,9 +18,8 @@ from typing import Any
 
 import aiohttp
 import orjson
-import redis
 
-from cluster_helpers import Where, eventually, posts, stream_id
+from cluster_helpers import HTTP_TIMEOUT, Where, eventually, posts, redis_client, stream_id
 from helpers import LineClient, free_port
 from redis_helpers import (  # noqa: F401 (the fixtures)
     LEASE_MS,
@@ -130,6 +129,11 @@ async def test_a_leader_frozen_past_its_lease_fires_and_sends_nothing_when_it_wa
             assert set(box.attempts) == {f"/{other.name}"}
 
 
+def log_length(where: Where) -> int:
+    with redis_client(where.url) as client:
+        return int(client.xlen(where.log_key))
+
+
 async def trimmed_as_far_as_it_goes(
     where: Where, leader: NodeProcess, snapshot: tuple[int, int]
 ) -> None:
@@ -137,7 +141,7 @@ async def trimmed_as_far_as_it_goes(
     trims the log, as far as the other nodes allow), and stamped once more."""
 
     def stamp() -> tuple[int, tuple[int, int]]:
-        with redis.Redis.from_url(where.url) as client:
+        with redis_client(where.url) as client:
             entries = client.hgetall("{" + where.cluster + "}:nodes").values()
         for value in entries:
             seen_ms, _, about = value.partition(b" ")
@@ -233,7 +237,7 @@ async def test_a_node_forgotten_after_the_log_was_trimmed_past_it_stops_and_a_re
             await leader.logged("node forgotten")
             # Trimmed once it no longer holds the log back (the next look after forgetting).
             await eventually(
-                lambda: redis.Redis.from_url(where.url).xlen(where.log_key),
+                lambda: log_length(where),
                 lambda n: n < 10,
                 "the log trimmed to the snapshot",
             )
@@ -296,7 +300,7 @@ async def test_a_node_killed_under_load_loses_no_acknowledged_event(where: Where
         assert len(acked) >= 2000 and sent[0] > len(acked), (sent[0], len(acked))
         assert len(set(acked)) == len(acked)  # each reply once
         # The survivor applies everything in the log, then has every acknowledged job.
-        with redis.Redis.from_url(where.url) as client:
+        with redis_client(where.url) as client:
             ((last_id, _),) = client.xrevrange(where.log_key, count=1)
         await eventually(
             lambda: request(survivor, {"type": "get_cluster"}),
@@ -319,7 +323,7 @@ async def test_a_sentinel_failover_loses_no_acknowledged_event(tmp_path: Path) -
     ]
     sentinels: list[Sentinel] = []
     try:
-        with redis.Redis(port=primary.port) as check:
+        with redis_client(f"redis://127.0.0.1:{primary.port}/0") as check:
             await eventually(
                 lambda: [check.info("replication").get(f"slave{i}", {}) for i in (0, 1)],
                 lambda links: [link.get("state") for link in links] == ["online"] * 2,
@@ -369,7 +373,7 @@ async def test_a_sentinel_failover_loses_no_acknowledged_event(tmp_path: Path) -
                 await conn.close()
             changed = await request(nodes[0], {"type": "get_cluster"})
             assert changed["redis"] == "ok"
-            with redis.Redis(port=sentinels[0].port) as ask:
+            with redis_client(f"redis://127.0.0.1:{sentinels[0].port}/0") as ask:
                 _, now_primary = ask.sentinel_get_master_addr_by_name("jm")
             assert now_primary in {r.port for r in replicas}  # the nodes followed the failover
     finally:
@@ -397,7 +401,7 @@ async def test_redis_stopped_and_restarted_under_node_processes(tmp_path: Path) 
                 job = await request(node, {"type": "get_job", "job_id": "kept"})
                 assert job["job"]["duration_ms"] == 5  # reads answer from the node's state
             async with (
-                aiohttp.ClientSession() as session,
+                aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session,
                 session.post(f"http://127.0.0.1:{http_port}/api/jobs/x/start") as response,
             ):
                 assert response.status == 503

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 
-import redis
-
 from cluster_helpers import (
     Where,
     apprise_alert_id,
@@ -23,6 +21,7 @@ from cluster_helpers import (
     node_config,
     nodes,
     posts,
+    redis_client,
     until,
 )
 from jobmon.server import running
@@ -181,7 +180,7 @@ async def test_a_lease_lost_and_won_back_with_deliveries_in_flight_confirms_only
             )
             (key,) = node.outbox.pending
             # The lease expires under it (as if it had paused); it takes it again at once.
-            with redis.Redis.from_url(where.url) as client:
+            with redis_client(where.url) as client:
                 client.delete("{" + where.cluster + "}:lease")
             await until(
                 lambda: node.lease.gained_count == 2 and node.lease.held(),
