@@ -385,3 +385,27 @@ async def test_a_task_that_swallowed_its_cancellation_is_still_stopped() -> None
     await asyncio.sleep(0.02)
     await asyncio.wait_for(cancel_and_wait([task], 10), 20)
     assert task.cancelled()
+
+
+async def test_a_node_that_can_no_longer_follow_the_log_stops_rather_than_answer_stale(
+    where: Where,
+) -> None:
+    async with nodes(where, 1) as (server,):
+        store_task = server._tasks[0]
+        stamps = member(server).membership.stamps
+        with redis_client(where.url) as client:
+            # Another program's field in the nodes hash is no node: ignored.
+            client.hset("{" + where.cluster + "}:nodes", "not-a-node", "x")
+            await until(
+                lambda: member(server).membership.stamps >= stamps + 2,
+                "two more membership stamps",
+                lambda: member(server).membership.stamps,
+            )
+            assert not store_task.done()
+            # An entry this version cannot read: the reader ends, and the node with it.
+            client.xadd(where.log_key, {"x": "y"})
+        await until(store_task.done, "the store task to end", lambda: store_task)
+        failure = store_task.exception()
+        assert isinstance(failure, RuntimeError)
+        assert "jobmon-cluster-reader ended" in str(failure)
+        assert "cannot follow the cluster" in str(failure)

@@ -72,10 +72,7 @@ class Membership:
         if new and self.stamps:
             await self._forgotten()
         self.stamps += 1
-        self.members = {
-            incarnation: {**orjson.loads(about), "seen_ms": seen_ms}
-            for incarnation, (seen_ms, about) in (await member.redis.members()).items()
-        }
+        self.members = _parse(await member.redis.members())
         self.previous_look_ms = self.redis_now_ms or None
         self.redis_now_ms = redis_ms
 
@@ -150,3 +147,19 @@ class Membership:
     def positions(self) -> list[tuple[int, int]]:
         """Where every node not yet forgotten stands: the log is kept after them."""
         return [parse_stream_id(m["position"]) for m in self.members.values()]
+
+
+def _parse(stamps: dict[str, tuple[int, bytes]]) -> dict[str, dict[str, Any]]:
+    """incarnation -> what the node said of itself, and when; what is not a
+    node's stamp (another program's field in the hash) is left out."""
+    members = {}
+    for incarnation, (seen_ms, about) in stamps.items():
+        if not incarnation.isdigit():
+            continue
+        try:
+            said = orjson.loads(about)
+            parse_stream_id(said["position"])
+        except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+            continue
+        members[incarnation] = {**said, "seen_ms": seen_ms}
+    return members

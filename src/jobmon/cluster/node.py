@@ -120,6 +120,8 @@ class Member:
             loop.create_task(self.membership.run(), name="jobmon-cluster-members"),
             loop.create_task(self.lease.run(), name="jobmon-cluster-lease"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_ended)
         await asyncio.wait_for(self._caught_up.wait(), JOIN_TIMEOUT_S)
         if self.node.store.settings() != wanted:  # this node's flags win from here on
             self.engine.propose_own(CONFIG_RECORD, wanted)
@@ -163,6 +165,19 @@ class Member:
                     "nodes_judged_gone": len(self.membership.judged_gone),
                 }
             },
+        )
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        """The reader, membership and lease run for the node's life: one that
+        ends before the node stops (a bug, an entry this version cannot read)
+        would leave it answering from a state that no longer follows the log."""
+        if self._stopping or task.cancelled():
+            return
+        why = task.exception()
+        self.engine.fail(
+            RuntimeError(
+                f"{task.get_name()} ended ({why!r}): this node cannot follow the cluster any more"
+            )
         )
 
     async def _load_snapshot(self) -> None:

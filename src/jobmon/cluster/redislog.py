@@ -217,7 +217,8 @@ class RedisLog:
         out = {}
         for incarnation, value in (await self.redis.hgetall(self.nodes_key)).items():
             seen_ms, _, about = value.partition(b" ")
-            out[incarnation.decode()] = (int(seen_ms), about)
+            if seen_ms.isdigit() and about.startswith(b"{"):  # else not a node's stamp
+                out[incarnation.decode()] = (int(seen_ms), about)
         return out
 
     async def forget_member(self, incarnation: str) -> None:

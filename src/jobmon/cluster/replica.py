@@ -94,6 +94,7 @@ class ClusterEngine(Engine):
         self.retarget()
         while self._has_work() or await self._wait_for_work():
             if self.failure is not None:
+                self._idle.set()  # nothing more will be answered
                 raise self.failure  # the store task ends: the node stops (server.serve)
             self.turns += 1
             if self.entries:
