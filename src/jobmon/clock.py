@@ -30,6 +30,14 @@ class FakeClock:
         self.current += seconds
 
 
+# The times ISO-8601 can carry as YYYY-MM-DDTHH:MM:SS.mmmZ (years 1 to 9999):
+# a time outside them is refused at the edge, never written back.
+MIN_TIME = -62_135_596_800.0
+MAX_TIME = 253_402_300_799.999
+# Spans added to a time (ttl_ms, grace_ms, max_runtime_ms, every_ms, ...): at
+# most about ten years, so every deadline jobmon computes stays writable.
+MAX_SPAN_MS = 10 * 366 * 24 * 3600 * 1000
+
 _last_second = -1
 _last_prefix = ""
 

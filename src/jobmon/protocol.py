@@ -27,6 +27,7 @@ _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 _SUPPORTED = ", ".join(HANDLERS)
 _ADDRESS = (str, type(None))
+MAX_ADDRESS_CHARS = 256  # an envelope's src and dest, echoed in every reply
 log = logging.getLogger("jobmon.protocol")
 
 
@@ -97,6 +98,15 @@ def _decode_checked(line: bytes) -> Request | None:
         src, dest = obj.get("src"), obj.get("dest")
         if not (type(src) in _ADDRESS and type(dest) in _ADDRESS):
             return (None, None, None, malformed("the envelope's src and dest must be strings"))
+        if len(src or "") > MAX_ADDRESS_CHARS or len(dest or "") > MAX_ADDRESS_CHARS:
+            return (
+                None,
+                None,
+                None,
+                malformed(
+                    f"the envelope's src and dest must be at most {MAX_ADDRESS_CHARS} characters"
+                ),
+            )
         frame = (dest, src)
         body = obj["body"]
         if type(body) is not dict:
