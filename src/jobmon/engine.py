@@ -21,7 +21,7 @@ import orjson
 from .clock import Clock
 from .commands import auth
 from .connection import TURN_OUTPUT_BUDGET
-from .errors import Code, RequestError
+from .errors import Code, RequestError, malformed
 from .model import Alert
 from .node import Node
 from .notify import Notifier
@@ -30,6 +30,11 @@ from .protocol import Request, decode, encode, error_body
 from .publish import Publisher
 
 log = logging.getLogger("jobmon.engine")
+# A turn fires at most this many deadlines (and sends at most this many
+# reminders); a storm of them is spread over turns. Settling stale heap entries
+# (deadlines moved later) is bounded too. See bench/storm.py.
+EXPIRE_SLICE = 1000
+SETTLE_BUDGET = 20_000
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 alert_log = logging.getLogger("jobmon.alert")
@@ -41,6 +46,7 @@ class Sink(Protocol):
     inbox: deque[Request]
     conn_id: int | None
     authenticated: bool  # sent the --token (see commands.auth)
+    persistent: bool  # stays open, so lines can be pushed to it (subscribe)
 
     def deliver(self, data: bytes) -> None: ...
 
@@ -51,26 +57,62 @@ class Sink(Protocol):
 
 class BatchSink:
     """Messages from inside the server (an HTTP request, a launched job's
-    reports), in the engine like a connection's; already authenticated."""
+    reports), in the engine like a connection's; already authenticated.
+
+    ``max_reply_bytes``: once its replies pass this, the questions still waiting
+    are answered with error 12 instead (the events among them still apply)."""
 
     conn_id: int | None = None
     authenticated = True
+    persistent = False  # answered once: nothing is pushed to it later
 
-    def __init__(self, requests: list[Request], engine: Engine) -> None:
+    def __init__(
+        self, requests: list[Request], engine: Engine, max_reply_bytes: int | None = None
+    ) -> None:
         self.inbox: deque[Request] = deque(requests)
         self.engine = engine
         self.chunks: list[bytes] = []
+        self.size = 0
+        self.max_reply_bytes = max_reply_bytes
         self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
     def deliver(self, data: bytes) -> None:
         self.chunks.append(data)
+        self.size += len(data)
         if self.inbox:  # a turn answers up to its output budget: the rest next turn
+            if self.max_reply_bytes is not None and self.size > self.max_reply_bytes:
+                self._refuse_questions()
             self.engine.ready(self)
         elif not self.done.done():
             self.done.set_result(b"".join(self.chunks))
 
+    def _refuse_questions(self) -> None:
+        refused = malformed(
+            f"not answered: the replies to this batch passed {self.max_reply_bytes} bytes; "
+            "ask again in a smaller batch"
+        )
+        self.inbox = deque(
+            r if r[2] is None or r[2].mutates else (r[0], r[1], None, refused) for r in self.inbox
+        )
+
     def push(self, data: bytes) -> bool:
         return False
+
+
+def _request(body: dict[str, Any]) -> Request | None:
+    try:
+        line = _dumps(body)
+    except orjson.JSONEncodeError:  # orjson writes at most 254 levels of nesting
+        return (
+            None,
+            None,
+            None,
+            malformed(
+                "the message is nested more than 254 levels deep; no field jobmon takes nests "
+                "that far (see Limits in the README)"
+            ),
+        )
+    return decode(line)
 
 
 class Engine:
@@ -143,11 +185,17 @@ class Engine:
 
     async def ask(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Protocol messages from inside the server; their replies, in order."""
-        requests = [r for r in (decode(_dumps(b)) for b in bodies) if r is not None]
-        sink = BatchSink(requests, self)
-        self.ready(sink)
-        data = await sink.done
+        data = await self.ask_raw(bodies)
         return [orjson.loads(line) for line in data.splitlines()]
+
+    async def ask_raw(
+        self, bodies: list[dict[str, Any]], max_reply_bytes: int | None = None
+    ) -> bytes:
+        """The same, answered as the reply lines themselves (for HTTP to pass on)."""
+        requests = [r for r in map(_request, bodies) if r is not None]
+        sink = BatchSink(requests, self, max_reply_bytes)
+        self.ready(sink)
+        return await sink.done
 
     # -- applying ------------------------------------------------------------
     def execute(
@@ -175,6 +223,11 @@ class Engine:
         while inbox and size < budget:
             frame, msg_id, handler, args = pop()
             if handler is None:
+                if locked:  # before auth, a malformed line is a failed attempt too
+                    try:
+                        auth.refuse(sink, "not authenticated")
+                    except RequestError as exc:
+                        args = exc
                 body = error_body(msg_id, args.code, args.text)
                 self.errors_replied += 1
             else:
@@ -243,8 +296,8 @@ class Engine:
         """``--realert-ms``: send alerts that are still firing again (not journaled:
         a reminder changes nothing)."""
         realerts = self.realerts
-        again = []
-        while realerts and realerts[0][0] <= now:
+        again: list[Alert] = []
+        while realerts and realerts[0][0] <= now and len(again) < EXPIRE_SLICE:
             _, alert = realerts.popleft()
             if alert.resolved_at is None:
                 again.append(alert)
@@ -261,19 +314,20 @@ class Engine:
         return self.timer_target is not None and self.timer_target <= now
 
     def expire(self, now: float) -> None:
-        """Fire what is due; journaled as a tick, since it changes state."""
-        store_due = self.node.store.next_deadline()
-        if (
-            store_due is not None
-            and store_due <= now
-            and self.node.store.expire(now, self.restarted_at)
-        ):
-            writer = self.data_dir.writer if self.data_dir is not None else None
-            if writer is not None:
-                writer.pending.append((TICK_RECORD, [self.restarted_at]))
+        """Fire what is due, at most EXPIRE_SLICE deadlines a turn (the rest in the
+        next turns, so a storm of deadlines never stalls the other connections);
+        journaled as a tick that says how many, since it changes state."""
+        store = self.node.store
+        store_due = store.next_deadline(SETTLE_BUDGET)
+        if store_due is None or store_due > now:
+            return
+        handled = store.expire(now, self.restarted_at, EXPIRE_SLICE, SETTLE_BUDGET)
+        writer = self.data_dir.writer if self.data_dir is not None else None
+        if handled and writer is not None:
+            writer.pending.append((TICK_RECORD, [self.restarted_at, handled]))
 
     def retarget(self) -> None:
-        target = self.node.store.next_deadline()
+        target = self.node.store.next_deadline(SETTLE_BUDGET)
         if self.realerts and (target is None or self.realerts[0][0] < target):
             target = self.realerts[0][0]
         if target != self.timer_target:
@@ -349,6 +403,10 @@ class Engine:
                 sink.deliver(data)
             self.publish(now)
             self.retarget()
+            if self.due(self.clock.now()):
+                # More deadlines are due than one turn fires: let the connections'
+                # reads in before the next slice.
+                await asyncio.sleep(0)
 
     def _compact(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.data_dir is not None
