@@ -137,6 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="Prometheus Alertmanager base URL, e.g. http://127.0.0.1:9093",
     )
+    for flag, default, text in (
+        ("max-connections", defaults.max_connections, "TCP clients at once; the excess is closed"),
+        ("max-http-connections", defaults.max_http_connections, "HTTP clients at once"),
+        (
+            "auth-timeout-ms",
+            defaults.auth_timeout_ms,
+            "under --token: close clients not authenticated within this",
+        ),
+        (
+            "http-timeout-ms",
+            defaults.http_timeout_ms,
+            "time for an HTTP request's headers, and again for its body",
+        ),
+    ):
+        env = flag.upper().replace("-", "_")
+        serve.add_argument(
+            f"--{flag}", type=_positive_int, default=int(_env(env, str(default))), help=text
+        )
     serve.add_argument(
         "--compact-min-bytes",
         type=_positive_int,
@@ -234,6 +252,10 @@ def _serve(args: argparse.Namespace) -> int:
         webhooks=args.webhook,
         realert_ms=args.realert_ms,
         alertmanager=args.alertmanager,
+        max_connections=args.max_connections,
+        max_http_connections=args.max_http_connections,
+        auth_timeout_ms=args.auth_timeout_ms,
+        http_timeout_ms=args.http_timeout_ms,
     )
     try:
         uvloop.run(serve(config))

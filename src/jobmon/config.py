@@ -36,3 +36,8 @@ class Config:
     cost_model: dict[str, float] = field(default_factory=dict)
     # --allow-command NAME=PATH: what start_job may run (needs --token).
     allowed_commands: dict[str, str] = field(default_factory=dict)
+    # Connections (see limits and the README's "Limits"), as Redis and nginx bound them.
+    max_connections: int = 10_000  # TCP; the excess gets an error line and is closed
+    max_http_connections: int = 1_000
+    auth_timeout_ms: int = 10_000  # under --token: authenticate within this, or be closed
+    http_timeout_ms: int = 10_000  # for a request's headers, and again for its body

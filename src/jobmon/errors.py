@@ -7,6 +7,7 @@ from enum import IntEnum
 
 class Code(IntEnum):
     NOT_SUPPORTED = 10
+    TEMPORARILY_UNAVAILABLE = 11  # e.g. past --max-connections: try again later
     MALFORMED = 12
     CRASH = 13
     UNAUTHORIZED = 14  # no or a wrong --token (Maelstrom's "abort")

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 
+from . import limits
 from .analytics import CostModel
 from .clock import Clock, SystemClock
 from .config import Config
@@ -67,6 +68,10 @@ class Server:
             self.engine.realert_s = config.realert_ms / 1000
         self.connections: set[Connection] = set()
         self.connections_total = 0
+        # Set at start, once the open-file limit is known (see limits).
+        self.max_connections = config.max_connections
+        self.max_http_connections = config.max_http_connections
+        self.refusals = limits.RefusalLog("tcp")
         self.port = config.port
         self._listener: asyncio.AbstractServer | None = None
         self.http: HttpApi | None = None
@@ -103,6 +108,12 @@ class Server:
         if self.engine.realert_s is not None:
             now = self.clock.now()
             self.engine.realerts.extend((now + self.engine.realert_s, a) for a in firing)
+        fitted = limits.fit_open_files(
+            max(self.config.max_connections, 1),
+            self.config.max_http_connections if self.config.http_port else 0,
+        )
+        self.max_connections, self.max_http_connections = fitted.tcp, fitted.http
+        self._refusal = limits.tcp_refusal(self.max_connections)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.engine.run(), name="jobmon-store"))
         self._tasks.append(loop.create_task(self.engine.deadline_timer(), name="jobmon-timer"))
@@ -120,10 +131,17 @@ class Server:
             self.http = HttpApi(self)
             await self.http.start(self.config.host, self.config.http_port)
 
-    def _new_connection(self) -> Connection:
+    def _new_connection(self) -> asyncio.Protocol:
+        if len(self.connections) >= self.max_connections:
+            self.refusals.refused(self.max_connections)
+            return limits.Refused(self._refusal)
         self.connections_total += 1
         return Connection(
-            self.engine, self.config.max_line_bytes, self.connections, self.connections_total
+            self.engine,
+            self.config.max_line_bytes,
+            self.connections,
+            self.connections_total,
+            self.config.auth_timeout_ms / 1000 if self.node.token is not None else 0.0,
         )
 
     async def stop(self) -> None:
@@ -162,6 +180,7 @@ class Server:
                 "fields": {
                     "connections_open_at_stop": open_connections,
                     "connections_total": self.connections_total,
+                    "connections_refused": self.refusals.total,
                     "requests_handled": self.engine.requests_handled,
                     "connection_turns": self.engine.connection_turns,
                     "store_turns": self.engine.turns,
