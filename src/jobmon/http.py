@@ -352,7 +352,8 @@ class HttpApi:
         return self.answer(reply)
 
     async def get_alerts(self, request: web.Request) -> web.Response:
-        return await self.ask_one(self.from_query(request, "get_alerts", ("state", "job_id")))
+        body = self.from_query(request, "get_alerts", ("state", "job_id"), ("limit", "before"))
+        return await self.ask_one(body)
 
     async def get_analytics(self, request: web.Request) -> web.Response:
         body = self.from_query(request, "get_analytics", ("tz", "job_id"), counts=("top",))

@@ -16,6 +16,7 @@ import logging
 import resource
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 
@@ -27,6 +28,10 @@ log = logging.getLogger("jobmon.limits")
 FD_HEADROOM = 256
 # A refusal is logged at most this often (with how many there were since).
 REFUSAL_LOG_EVERY_S = 10.0
+# A refused connection waits this long for the client to read its error and
+# close; so many may wait at once (a quarter of the headroom).
+LINGER_S = 1.0
+MAX_LINGERING = FD_HEADROOM // 4
 
 
 @dataclass
@@ -83,18 +88,39 @@ def fit_open_files(max_tcp: int, max_http: int) -> Fitted:
 
 class Refused(asyncio.Protocol):
     """A connection past the cap: one error, then closed (Redis's "max number
-    of clients reached")."""
+    of clients reached"). Closing a socket with unread input resets it, and the
+    reset can overtake the error, so it reads (and drops) what the client still
+    sends until the client closes, for at most LINGER_S; and only up to
+    MAX_LINGERING at once, so refusals cannot use up the descriptors kept free."""
+
+    lingering = 0
 
     def __init__(self, answer: bytes) -> None:
         self.answer = answer
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(self.answer)
-        transport.close()
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.answer)
+        if Refused.lingering >= MAX_LINGERING or not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        Refused.lingering += 1
+        self.transport.write_eof()
+        self.timer = asyncio.get_running_loop().call_later(LINGER_S, self.transport.close)
 
     def data_received(self, data: bytes) -> None:
-        pass  # closing; what it sent is not read
+        pass  # refused: what it sent is not read
+
+    def eof_received(self) -> bool:
+        return False  # the client is done too: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            Refused.lingering -= 1
 
 
 def tcp_refusal(cap: int) -> bytes:

@@ -39,8 +39,9 @@ _WIRE_ROUTES: dict[type, tuple[Handler, Callable[[Any], tuple[Any, ...]]]] = {
 }
 _wire_decode = msgspec.json.Decoder(Union[tuple(_WIRE_ROUTES)]).decode  # noqa: UP007
 # Anything the fast path does not take (including bad UTF-8, which msgspec
-# reports as UnicodeDecodeError) goes the general way and gets its worded error.
-_WIRE_ERRORS = (msgspec.MsgspecError, ValueError)
+# reports as UnicodeDecodeError, and values nested too deep for it to skip,
+# RecursionError) goes the general way and gets its worded error.
+_WIRE_ERRORS = (msgspec.MsgspecError, ValueError, RecursionError)
 
 
 def decode(line: bytes) -> Request | None:
