@@ -24,7 +24,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -135,24 +134,14 @@ def worst(waits: list[tuple[float, float]], start: float, end: float) -> float:
 async def one_run(args: argparse.Namespace) -> dict[str, float]:
     work = servers.scratch()
     server = Logged(
-        [
-            sys.executable,
-            "-m",
-            "jobmon",
-            "serve",
-            "--port",
-            "0",
-            "--http-port",
-            "0",
-            "--data-dir",
-            str(work / "data"),
+        servers.jobmon_argv(
+            work / "data",
             "--fsync",
             "everysec",
             "--realert-ms",
             str(args.realert_ms),
-            "--log-level",
-            args.log_level,
-        ],
+            log_level=args.log_level,
+        ),
         work / "jobmon.log",
     )
     try:

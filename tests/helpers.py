@@ -135,14 +135,19 @@ class ServerProcess:
         self.port = 0
         self.stderr_lines: list[str] = []
 
-    def start(self) -> ServerProcess:
+    def _spawn(self, **popen: Any) -> subprocess.Popen[bytes]:
         self.proc = subprocess.Popen(
             jobmon_cmd(*self.args),
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            **popen,
         )
-        assert self.proc.stderr is not None
+        return self.proc
+
+    def start(self) -> ServerProcess:
+        self._spawn()
+        assert self.proc is not None and self.proc.stderr is not None
         for raw in self.proc.stderr:
             line = raw.decode()
             self.stderr_lines.append(line)
@@ -196,13 +201,7 @@ class WatchedServer(ServerProcess):
         self._reader: threading.Thread | None = None
 
     def start(self) -> WatchedServer:
-        self.proc = subprocess.Popen(
-            jobmon_cmd(*self.args),
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            **self.popen,
-        )
+        self._spawn(**self.popen)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.wait_for_log("jobmon listening on", 60)
@@ -266,3 +265,28 @@ def http_exchange(port: int, request: bytes, timeout: float = 30.0) -> bytes:
         while chunk := sock.recv(1 << 16):
             out += chunk
         return out
+
+
+class Lines:
+    """A blocking NDJSON client for a subprocess server."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.reader = self.sock.makefile("rb")
+
+    def send(self, *lines: bytes) -> None:
+        self.sock.sendall(b"".join(line + b"\n" for line in lines))
+
+    def read(self) -> dict[str, Any]:
+        line = self.reader.readline()
+        assert line.endswith(b"\n"), f"the server closed the connection ({line!r})"
+        value: dict[str, Any] = orjson.loads(line)
+        return value
+
+    def ask(self, line: bytes) -> dict[str, Any]:
+        self.send(line)
+        return self.read()
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()

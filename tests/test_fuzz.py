@@ -8,7 +8,6 @@ every run feeds the same cases."""
 from __future__ import annotations
 
 import http.client
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import WatchedServer, free_port, http_exchange, proc_status_mb
+from helpers import Lines, WatchedServer, free_port, http_exchange, proc_status_mb
 from jobmon.commands import HANDLERS
 
 CLIENT_ERRORS = {10, 12, 20, 22}
@@ -95,19 +94,6 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WatchedServer]:
         yield server
 
 
-class Tcp:
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-        self.reader = self.sock.makefile("rb")
-
-    def ask(self, line: bytes) -> dict[str, Any]:
-        self.sock.sendall(line + b"\n")
-        reply = self.reader.readline()
-        assert reply.endswith(b"\n"), f"the connection closed after {line[:200]!r}"
-        value: dict[str, Any] = orjson.loads(reply)
-        return value
-
-
 def check(reply: Any, line: bytes) -> None:
     body = reply.get("body", reply) if isinstance(reply, dict) and "dest" in reply else reply
     assert isinstance(body, dict), (line[:300], reply)
@@ -116,29 +102,26 @@ def check(reply: Any, line: bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def tcp(target: WatchedServer) -> Tcp:
-    return Tcp(target.port)
+def tcp(target: WatchedServer) -> Lines:
+    return Lines(target.port)
 
 
-@settings(
-    max_examples=250,
+# The same cases every run: derandomized, no database of earlier failures.
+FUZZ = settings(
     derandomize=True,
     database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+
+@settings(FUZZ, max_examples=250)
 @given(line=messages(TYPES))
-def test_tcp_survives_what_hypothesis_sends(target: WatchedServer, tcp: Tcp, line: bytes) -> None:
+def test_tcp_survives_what_hypothesis_sends(target: WatchedServer, tcp: Lines, line: bytes) -> None:
     check(tcp.ask(line), line)
 
 
-@settings(
-    max_examples=150,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(FUZZ, max_examples=150)
 @given(line=messages([*TYPES, "subscribe"]), batch=st.booleans())
 def test_http_survives_what_hypothesis_sends(
     target: WatchedServer, line: bytes, batch: bool
@@ -160,7 +143,7 @@ def test_http_survives_what_hypothesis_sends(
         assert reply["error"]["code"] in CLIENT_ERRORS | {14}, (line[:300], reply)
 
 
-def test_and_after_all_that_the_server_is_well(target: WatchedServer, tcp: Tcp) -> None:
+def test_and_after_all_that_the_server_is_well(target: WatchedServer, tcp: Lines) -> None:
     """Runs after the two above (file order): alive, answering, no bug logged."""
     assert target.proc is not None and target.proc.poll() is None
     assert tcp.ask(b'{"type":"get_stats","msg_id":1}')["in_reply_to"] == 1

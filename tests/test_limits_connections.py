@@ -13,9 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from helpers import LineClient, WatchedServer, free_port, http_exchange
+from helpers import LineClient, Lines, WatchedServer, free_port, http_exchange
 from jobmon.server import Server
-from test_limits_input import Lines
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 

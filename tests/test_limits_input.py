@@ -5,14 +5,13 @@ bytes and times are error 12 / 4xx, never a crash."""
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from helpers import LineClient, WatchedServer, free_port, http_exchange, proc_status_mb
+from helpers import LineClient, Lines, WatchedServer, free_port, http_exchange, proc_status_mb
 from jobmon.commands import fields
 from jobmon.server import Server
 
@@ -22,31 +21,6 @@ KEPT_ERROR_CHARS = 4096  # KEPT_ERROR_CHARS, spelled out: the README promises it
 
 def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
-
-
-class Lines:
-    """A blocking NDJSON client for a subprocess server."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-        self.reader = self.sock.makefile("rb")
-
-    def send(self, *lines: bytes) -> None:
-        self.sock.sendall(b"".join(line + b"\n" for line in lines))
-
-    def read(self) -> dict[str, Any]:
-        line = self.reader.readline()
-        assert line.endswith(b"\n"), f"the server closed the connection ({line!r})"
-        value: dict[str, Any] = orjson.loads(line)
-        return value
-
-    def ask(self, line: bytes) -> dict[str, Any]:
-        self.send(line)
-        return self.read()
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
 
 
 def test_nested_values_are_refused_and_the_server_keeps_serving(tmp_path: Path) -> None:

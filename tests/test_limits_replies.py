@@ -13,9 +13,8 @@ import aiohttp
 import orjson
 import pytest
 
-from helpers import WatchedServer, free_port, proc_status_mb
+from helpers import Lines, WatchedServer, free_port, proc_status_mb
 from jobmon.server import Server
-from test_limits_input import Lines
 
 PAGE_BYTES = 1 << 20  # PAGE_BYTES, spelled out: the README promises it
 # About 6 KB of kept resource_usage per job: 32 fields of 128-character strings.
