@@ -25,6 +25,8 @@ bench: install
 	$(PY) bench/run.py
 	$(PY) bench/scrape.py
 	$(PY) bench/dashboard.py
+	$(PY) bench/hotpath.py
+	$(PY) bench/storm.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench docs

@@ -99,15 +99,21 @@ async def register(port: int, count: int) -> float:
 
 
 async def subscriber(port: int, count: int, times: list[float]) -> None:
+    """Counts alert lines as they arrive (by the chunk: parsing each in Python
+    would take a core from the server on this 2-core machine)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
     writer.write(b'{"type":"subscribe","topics":["alerts"]}\n')
     await reader.readline()
+    token = b'{"type":"alert"'
+    tail = b""
     while len(times) < count:
-        line = await reader.readline()
-        if not line:
+        chunk = await reader.read(1 << 20)
+        if not chunk:
             return
-        if line.startswith(b'{"type":"alert"'):
-            times.append(time.time())
+        now = time.time()
+        data = tail + chunk
+        times.extend([now] * data.count(token))
+        tail = data[-(len(token) - 1) :]  # a token cut in two is counted once, whole
     writer.close()
 
 
@@ -164,7 +170,8 @@ async def one_run(args: argparse.Namespace) -> dict[str, float]:
         waits = results.recv()
         probing.join()
         listening.cancel()
-        first_storm, reminded = fired[: args.jobs], fired[args.jobs :]
+        first_storm = [t for t in fired if t < realert_at - 1.0]
+        reminded = [t for t in fired if t >= realert_at - 1.0]
         return {
             "worst_wait_before_ms": worst(waits, deadline - 1.0, deadline - 0.05),
             "worst_wait_storm_ms": worst(waits, deadline, first_storm[-1]),

@@ -1,0 +1,110 @@
+"""The per-message path in-process, without sockets: decode each line of
+bench/load.py's mix and apply it in turns of 2,600 messages (what a 256 KiB
+reply budget holds), journaling each turn to a file as the engine does.
+
+Prints microseconds per message, the best of --repeat passes (the least
+disturbed by other work on this shared machine). `--pythonpath DIR` measures
+another source tree (main's `src/`) in a child process, and `--against DIR`
+alternates the two, several times, and prints both and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+
+TURN = 2600
+
+
+def measure(count: int, repeat: int) -> float:
+    import asyncio
+
+    from jobmon.clock import FakeClock
+    from jobmon.engine import Engine
+    from jobmon.node import Node
+    from jobmon.persistence import DataDir
+    from jobmon.protocol import decode
+    from jobmon.store import Store
+    from load import make_lines
+
+    lines = [line.rstrip(b"\n") for line in make_lines(count, 10_000, seed=1)]
+
+    async def one_pass(data: Path) -> float:
+        clock = FakeClock()
+        node = Node(Store())
+        data_dir = DataDir(data, 1 << 40)
+        data_dir.recover(node, None)
+        engine = Engine(node, clock, data_dir)
+        writer = data_dir.writer
+        assert writer is not None
+        started = time.perf_counter()
+        for start in range(0, len(lines), TURN):
+            inbox = deque(r for r in map(decode, lines[start : start + TURN]) if r is not None)
+            now = clock.now()
+            engine.execute(inbox, now)
+            writer.write(now)
+            engine.publish(now)
+            clock.advance(0.001)
+        elapsed = time.perf_counter() - started
+        data_dir.close()
+        return elapsed / len(lines) * 1e6
+
+    logging.getLogger("jobmon.alert").setLevel(logging.ERROR)  # no alert lines on stderr
+    best = []
+    with tempfile.TemporaryDirectory() as work:
+        for n in range(repeat):
+            best.append(asyncio.run(one_pass(Path(work) / str(n))))
+    return min(best)
+
+
+def child(pythonpath: str | None, count: int, repeat: int) -> float:
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    out = subprocess.run(
+        [sys.executable, __file__, "--count", str(count), "--repeat", str(repeat), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent,
+    )
+    return float(json.loads(out.stdout)["us_per_message"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--pythonpath", default=None)
+    parser.add_argument("--against", default=None, help="another src/ to alternate with")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.against:
+        this, other = [], []
+        for _ in range(args.rounds):
+            other.append(child(args.against, args.count, args.repeat))
+            this.append(child(args.pythonpath, args.count, args.repeat))
+        print(f"this tree:   {statistics.median(this):.2f} us/message, rounds {this}")
+        print(f"{args.against}: {statistics.median(other):.2f} us/message, rounds {other}")
+        print(f"ratio this / other: {statistics.median(this) / statistics.median(other):.3f}")
+        return
+    if args.pythonpath:
+        print(f"{child(args.pythonpath, args.count, args.repeat):.2f} us/message")
+        return
+    us = measure(args.count, args.repeat)
+    print(json.dumps({"us_per_message": us}) if args.json else f"{us:.2f} us/message")
+
+
+if __name__ == "__main__":
+    main()
