@@ -19,15 +19,16 @@ from typing import Any, Protocol
 
 import orjson
 
+from .batch import BatchSink, request_of
 from .clock import Clock
 from .commands import auth
 from .connection import TURN_OUTPUT_BUDGET
-from .errors import Code, RequestError, malformed
+from .errors import Code, RequestError
 from .model import Alert
 from .node import Node
 from .notify import Notifier
 from .persistence import TICK_RECORD, WORKERS_GONE_RECORD, DataDir
-from .protocol import Request, decode, encode, error_body
+from .protocol import Request, encode, error_body
 from .publish import Publisher
 
 log = logging.getLogger("jobmon.engine")
@@ -59,66 +60,6 @@ class Sink(Protocol):
     def push(self, data: bytes) -> bool:
         """An unprompted line (a subscription); False when the sink is gone or too slow."""
         ...
-
-
-class BatchSink:
-    """Messages from inside the server (an HTTP request, a launched job's
-    reports), in the engine like a connection's; already authenticated.
-
-    ``max_reply_bytes``: once its replies pass this, the questions still waiting
-    are answered with error 12 instead (the events among them still apply)."""
-
-    conn_id: int | None = None
-    authenticated = True
-    persistent = False  # answered once: nothing is pushed to it later
-
-    def __init__(
-        self, requests: list[Request], engine: Engine, max_reply_bytes: int | None = None
-    ) -> None:
-        self.inbox: deque[Request] = deque(requests)
-        self.engine = engine
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.max_reply_bytes = max_reply_bytes
-        self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-    def deliver(self, data: bytes) -> None:
-        self.chunks.append(data)
-        self.size += len(data)
-        if self.inbox:  # a turn answers up to its output budget: the rest next turn
-            if self.max_reply_bytes is not None and self.size > self.max_reply_bytes:
-                self._refuse_questions()
-            self.engine.ready(self)
-        elif not self.done.done():
-            self.done.set_result(b"".join(self.chunks))
-
-    def _refuse_questions(self) -> None:
-        refused = malformed(
-            f"not answered: the replies to this batch passed {self.max_reply_bytes} bytes; "
-            "ask again in a smaller batch"
-        )
-        self.inbox = deque(
-            r if r[2] is None or r[2].mutates else (r[0], r[1], None, refused) for r in self.inbox
-        )
-
-    def push(self, data: bytes) -> bool:
-        return False
-
-
-def _request(body: dict[str, Any]) -> Request | None:
-    try:
-        line = _dumps(body)
-    except orjson.JSONEncodeError:  # orjson writes at most 254 levels of nesting
-        return (
-            None,
-            None,
-            None,
-            malformed(
-                "the message is nested more than 254 levels deep; no field jobmon takes nests "
-                "that far (see Limits in the README)"
-            ),
-        )
-    return decode(line)
 
 
 class Engine:
@@ -199,7 +140,7 @@ class Engine:
         self, bodies: list[dict[str, Any]], max_reply_bytes: int | None = None
     ) -> bytes:
         """The same, answered as the reply lines themselves (for HTTP to pass on)."""
-        requests = [r for r in map(_request, bodies) if r is not None]
+        requests = [r for r in map(request_of, bodies) if r is not None]
         sink = BatchSink(requests, self, max_reply_bytes)
         self.ready(sink)
         return await sink.done

@@ -272,7 +272,7 @@ class HttpApi:
                     "send it in parts",
                 )
             # Built from the reply lines as they are; past MAX_BATCH_REPLY_BYTES the
-            # questions left are answered with error 12 (see engine.BatchSink).
+            # questions left are answered with error 12 (see batch.BatchSink).
             lines = await self.server.engine.ask_raw(body, MAX_BATCH_REPLY_BYTES)
             return web.Response(
                 body=b"[" + b",".join(lines.splitlines()) + b"]",

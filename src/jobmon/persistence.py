@@ -126,7 +126,7 @@ class DataDir:
                             _configure(node, args)
                             recorded.update(args)
                         else:
-                            _replay(node, ts, name, args)
+                            _replay(node, ts, name, args, path)
                     except _Malformed as exc:
                         raise CorruptData(path, offset, str(exc)) from None
                     report.records_replayed += 1
@@ -276,7 +276,7 @@ def _is_time(value: Any) -> bool:
     return type(value) in (int, float)
 
 
-def _replay(node: Node, ts: float, name: str, args: Any) -> None:
+def _replay(node: Node, ts: float, name: str, args: Any, path: Path) -> None:
     if name == TICK_RECORD:
         # [restarted_at]: every deadline due (before slices); [restarted_at, n]: the first n.
         if not (
@@ -306,8 +306,8 @@ def _replay(node: Node, ts: float, name: str, args: Any) -> None:
         handler.apply(node, ts, args, None)
     except RequestError as exc:
         # It was accepted once, so this means the journal and the code disagree.
-        log.warning("replay of a %s record refused (%s); skipped", name, exc.text)
+        log.warning("replay of %s record in %s refused (%s); skipped", name, path, exc.text)
     except Exception:
         # Live, this record hit a bug and was journaled for that reason: replay
         # ends in the same state as the process that wrote it.
-        log.exception("replay of a %s record failed as it did live; continuing", name)
+        log.exception("replay of %s record in %s failed as it did live; continuing", name, path)
