@@ -36,8 +36,11 @@ class _OneLineLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     def exception(self, msg: object, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
         if isinstance(exc_info, HttpProcessingError):
+            peer = args[0] if args else None  # aiohttp's "... from %s", request.remote
             self.logger.info(
-                "bad HTTP request: %s", exc_info.message or type(exc_info).__name__, **kwargs
+                "bad HTTP request: %s",
+                exc_info.message or type(exc_info).__name__,
+                extra={"fields": {"peer": str(peer)}},
             )
             return
         self.logger.error(msg, *args, exc_info=exc_info, **kwargs)
