@@ -35,6 +35,8 @@ bench: install
 	$(PY) bench/scrape.py
 	$(PY) bench/dashboard.py
 	$(PY) bench/cluster.py
+	$(PY) bench/hotpath.py
+	$(PY) bench/storm.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench docs

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 
 from ..clock import Clock
 from ..connection import TURN_OUTPUT_BUDGET
-from ..engine import Engine, Sink
+from ..engine import EXPIRE_SLICE, SETTLE_BUDGET, Engine, Sink
 from ..errors import Code
 from ..model import Alert
 from ..node import Node
@@ -347,12 +347,15 @@ class ClusterEngine(Engine):
         return self.tick_until is None
 
     def _tick(self) -> None:
-        store_due = self.node.store.next_deadline()
+        store_due = self.node.store.next_deadline(SETTLE_BUDGET)
         if store_due is None or store_due > self.clock.now():
             return
         self.ticking = True
         self.tick_sent_at = time.monotonic()
-        self._leader_append([[None, [[TICK_RECORD, [self.restarted_at]]]]], "ticking")
+        # A slice, as the embedded engine fires them: every node fires the same
+        # first EXPIRE_SLICE due at the entry's time; the next tick goes on.
+        tick = [TICK_RECORD, [self.restarted_at, EXPIRE_SLICE]]
+        self._leader_append([[None, [tick]]], "ticking")
 
     def _confirm(self) -> None:
         keys, self.confirmations = self.confirmations, []
