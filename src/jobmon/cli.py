@@ -185,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="send alerts through Apprise (mailto://, slack://, json://...); NAME=URL is a "
         "channel that jobs choose with their channels; repeatable",
     )
+    serve.add_argument(
+        "--celery",
+        action="append",
+        default=_env("CELERY", "").split(),
+        metavar="URL",
+        help="watch the Celery cluster on this broker (redis://HOST:PORT/DB...) from its "
+        "events; repeatable; needs pip install 'jobmon[celery]'",
+    )
 
     stdio = sub.add_parser("stdio", help="serve one client on stdin/stdout, in memory")
     _add_node_flags(stdio, defaults)
@@ -258,6 +266,7 @@ def _serve(args: argparse.Namespace) -> int:
         ping_key=args.ping_key,
         public_url=args.public_url,
         notify=args.notify,
+        celery=args.celery,
     )
     try:
         uvloop.run(serve(config))

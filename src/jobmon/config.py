@@ -40,3 +40,4 @@ class Config:
     ping_key: str | None = None  # --ping-key: slug ping URLs /ping/<key>/<slug>
     public_url: str | None = None  # --public-url: links in notifications and API replies
     notify: list[str] = field(default_factory=list)  # --notify [NAME=]URL (Apprise)
+    celery: list[str] = field(default_factory=list)  # --celery URL: clusters to watch

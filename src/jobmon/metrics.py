@@ -58,6 +58,8 @@ class Reading:
     jobs: list[tuple[str, str, float | None]] = field(default_factory=list)
     # Apprise deliveries: (channel, outcome, count).
     notifications: list[tuple[str, str, int]] = field(default_factory=list)
+    # The integrations' own families (--celery...).
+    integrations: list[Metric] = field(default_factory=list)
 
 
 async def read(server: Server) -> Reading:
@@ -83,6 +85,7 @@ async def read(server: Server) -> Reading:
         job_series_limit=limit,
         jobs_total=len(store.jobs),
         notifications=server.apprise.counts() if server.apprise is not None else [],
+        integrations=[m for i in server.integrations for m in i.metrics()],
     )
     job_ids = list(islice(store.jobs, limit))  # jobs are never removed: a stable set
     rows = reading.jobs
@@ -191,6 +194,7 @@ class ReadingCollector(Collector):
             for channel, outcome, count in r.notifications:
                 sent.add_metric([channel, outcome], count)
             yield sent
+        yield from r.integrations
         yield GaugeMetricFamily(
             "jobmon_job_series_omitted",
             "Jobs left out of the per-job series by --metrics-job-series.",
