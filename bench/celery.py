@@ -1,0 +1,197 @@
+"""Celery events (--celery) that jobmon consumes while it serves its normal load.
+
+Each round starts redis-server and a fresh `jobmon serve --celery` (journal,
+fsync everysec), then measures, 5 s each:
+
+- ``load``: bench/load.py's mix alone (pipelined, window 64), the baseline;
+- ``celery xN``: a publisher process sends task lifecycles as fast as it can
+  (task-received, -started, -succeeded per task id, 200 task names) with
+  Celery's own event Dispatcher, N events per message (1: one event a
+  message; 24: the lists a prefork worker's buffer sends);
+- ``load + celery xN``: both at once.
+
+Events/s is what jobmon applied to its store (``jobmon_celery_events_total``,
+outcome applied, read from /metrics at both ends of the window); dropped are
+the events its bounded queue let go. `python bench/celery.py publish URL S N`
+is the publisher by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import servers
+
+# This file is bench/celery.py: with bench/ first on sys.path, `import celery`
+# would find it instead of Celery.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != servers.BENCH]
+
+NAMES = [f"reports.task_{n}" for n in range(200)]
+
+
+def publish(url: str, seconds: float, per_message: int) -> int:
+    from celery import Celery
+
+    app = Celery(broker=url, set_as_current=False)
+    sent = 0
+    with app.connection_for_write() as conn:
+        buffered = (
+            {"buffer_group": ["task"], "buffer_limit": per_message} if per_message > 1 else {}
+        )
+        dispatcher = app.events.Dispatcher(conn, hostname="bench@publisher", **buffered)
+        end = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < end:
+            for _ in range(100):
+                task_id = str(uuid.uuid4())
+                name = NAMES[n % len(NAMES)]
+                n += 1
+                dispatcher.send("task-received", uuid=task_id, name=name, retries=0, args="()")
+                dispatcher.send("task-started", uuid=task_id)
+                dispatcher.send("task-succeeded", uuid=task_id, runtime=0.01, result="None")
+            sent += 300
+        dispatcher.flush()
+    return sent
+
+
+def counters(http_port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=30) as page:
+        text = page.read().decode()
+    found = re.findall(r'jobmon_celery_events_total\{cluster="[^"]*",outcome="(\w+)"\} (\S+)', text)
+    return {outcome: float(value) for outcome, value in found}
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks
+
+
+def measure(
+    server: servers.Spawned, http_port: int, url: str, args: argparse.Namespace, mode: str
+) -> dict[str, float]:
+    per_message = int(mode.rsplit("x", 1)[1]) if "celery" in mode else 0
+    publisher = None
+    if per_message:
+        argv = [sys.executable, __file__, "publish", url, str(args.duration + 2), str(per_message)]
+        publisher = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    load: dict[str, float] = {}
+    loader = None
+    if mode.startswith("load"):
+        loader = threading.Thread(
+            target=lambda: load.update(
+                servers.run_load(server.port, 64, args.duration, args.conns, server.pid)
+            )
+        )
+        loader.start()
+    time.sleep(1.0)  # load.py's warmup; the publisher is up to speed
+    before, cpu_before, started = counters(http_port), cpu_s(server.pid), time.perf_counter()
+    time.sleep(args.duration)
+    after, cpu_after = counters(http_port), cpu_s(server.pid)
+    elapsed = time.perf_counter() - started
+    if loader is not None:
+        loader.join()
+    out = {
+        "load_msgs_per_s": load.get("msgs_per_s", 0.0),
+        "load_p99_ms": load.get("p99_ms", 0.0),
+        "celery_events_per_s": (after["applied"] - before["applied"]) / elapsed,
+        "dropped": after["dropped"] - before["dropped"],
+        "jobmon_cpu": (cpu_after - cpu_before) / elapsed,
+    }
+    if publisher is not None:
+        stdout, _ = publisher.communicate(timeout=120)
+        out["published_per_s"] = int(stdout.split()[-1]) / (args.duration + 2)
+        # Let jobmon catch up before the next measurement.
+        while counters(http_port)["applied"] < counters(http_port)["received"]:
+            time.sleep(0.2)
+    return out
+
+
+def one_round(args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]:
+    port = servers.free_port()
+    redis = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    data_dir = work / "data"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    http_port = servers.free_port()
+    time.sleep(0.5)  # redis-server is up in ~0.3 s; jobmon reconnects if not
+    server = servers.jobmon(data_dir, "--celery", url, "--http-port", str(http_port), log_dir=work)
+    try:
+        while not counters(http_port) or "1.0" not in _connected(http_port):
+            time.sleep(0.1)
+        return {mode: measure(server, http_port, url, args, mode) for mode in args.modes}
+    finally:
+        server.stop()
+        redis.terminate()
+        redis.wait(30)
+
+
+def _connected(http_port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=30) as page:
+        text = page.read().decode()
+    match = re.search(r"jobmon_celery_connected\{[^}]*\} (\S+)", text)
+    return match.group(1) if match else ""
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "publish":
+        print(publish(sys.argv[2], float(sys.argv[3]), int(sys.argv[4])))
+        return
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--conns", type=int, default=50)
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["load", "celery x1", "load + celery x1", "celery x24", "load + celery x24"],
+    )
+    parser.add_argument("--out", type=Path, default=servers.BENCH / "results" / "celery.json")
+    args = parser.parse_args()
+    work = servers.scratch()
+    runs: list[dict[str, dict[str, float]]] = []
+    for round_no in range(args.rounds):
+        result = one_round(args, work)
+        runs.append(result)
+        for mode, r in result.items():
+            print(
+                f"round {round_no + 1} {mode:18} load {r['load_msgs_per_s']:>8,.0f} msgs/s "
+                f"(p99 {r['load_p99_ms']:.1f} ms)  celery {r['celery_events_per_s']:>7,.0f} ev/s "
+                f"applied, {r['dropped']:,.0f} dropped  jobmon cpu {r['jobmon_cpu']:.2f}",
+                flush=True,
+            )
+    medians = {
+        mode: {key: statistics.median(r[mode][key] for r in runs) for key in runs[0][mode]}
+        for mode in args.modes
+    }
+    base = medians.get("load", {}).get("load_msgs_per_s") or 0
+    print("\nmedians:")
+    for mode, m in medians.items():
+        ratio = (
+            f"  load x{m['load_msgs_per_s'] / base:.2f} of alone"
+            if base and m["load_msgs_per_s"]
+            else ""
+        )
+        print(
+            f"{mode:18} load {m['load_msgs_per_s']:>8,.0f} msgs/s  celery "
+            f"{m['celery_events_per_s']:>7,.0f} ev/s  dropped {m['dropped']:,.0f}{ratio}"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"runs": runs, "medians": medians}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
