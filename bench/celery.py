@@ -80,10 +80,14 @@ def cpu_s(pid: int) -> float:
 def measure(
     server: servers.Spawned, http_port: int, url: str, args: argparse.Namespace, mode: str
 ) -> dict[str, float]:
-    per_message = int(mode.rsplit("x", 1)[1]) if "celery" in mode else 0
+    per_message = int(mode.rsplit("x", 1)[1]) if "x" in mode else 0
     publisher = None
     if per_message:
-        argv = [sys.executable, __file__, "publish", url, str(args.duration + 2), str(per_message)]
+        # "unwatched": the same publisher on another database, which jobmon does
+        # not watch: what the publisher and Redis cost the load by themselves.
+        target = url[:-1] + "1" if "unwatched" in mode else url
+        argv = [sys.executable, __file__, "publish", target, str(args.duration + 2)]
+        argv.append(str(per_message))
         publisher = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     load: dict[str, float] = {}
     loader = None
@@ -157,7 +161,15 @@ def main() -> None:
     parser.add_argument(
         "--modes",
         nargs="+",
-        default=["load", "celery x1", "load + celery x1", "celery x24", "load + celery x24"],
+        default=[
+            "load",
+            "celery x1",
+            "load + unwatched x1",
+            "load + celery x1",
+            "celery x24",
+            "load + unwatched x24",
+            "load + celery x24",
+        ],
     )
     parser.add_argument("--out", type=Path, default=servers.BENCH / "results" / "celery.json")
     args = parser.parse_args()

@@ -10,6 +10,7 @@ threads and tasks and stops them promptly.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -39,13 +40,14 @@ def build(config: Config, engine: Engine) -> list[Integration]:
     """The integrations the flags ask for; ValueError (said at start) if one cannot run."""
     found: list[Integration] = []
     if config.celery:
-        try:
-            from .celery import CeleryWatcher
-        except ImportError as exc:
+        # The receiver, a child process, imports celery; this process does not.
+        if importlib.util.find_spec("celery") is None:
             raise ValueError(
-                f"--celery needs the celery package, which is not installed ({exc}): "
+                "--celery needs the celery package, which is not installed: "
                 "pip install 'jobmon[celery]'"
-            ) from exc
+            )
+        from .celery import CeleryWatcher
+
         if len(set(config.celery)) != len(config.celery):
             raise ValueError("--celery: the same broker URL was given twice")
         found.extend(CeleryWatcher(url, engine) for url in config.celery)
