@@ -65,6 +65,52 @@ def publish(url: str, seconds: float, per_message: int) -> int:
     return sent
 
 
+def in_process(tasks: int = 30_000) -> dict[str, float]:
+    """Microseconds per event in one process, no sockets: reading the child's
+    JSON line, translating, decoding the messages, the engine applying them
+    in batches of 700 events, as the watcher does."""
+    from collections import deque
+
+    import orjson
+
+    from jobmon.clock import FakeClock
+    from jobmon.engine import Engine
+    from jobmon.integrations.celery_events import Translator
+    from jobmon.node import Node
+    from jobmon.protocol import decode_checked
+    from jobmon.store import Store
+
+    start = 1_790_000_000.0 - 60
+    lines = []
+    for n in range(tasks):
+        task_id, name = str(uuid.uuid4()), NAMES[n % len(NAMES)]
+        common = {"hostname": "bench@publisher", "pid": 1, "utcoffset": 0, "clock": n}
+        common["timestamp"] = common["local_received"] = start + n * 1e-4
+        for event in (
+            {"type": "task-received", "name": name, "retries": 0, "args": "()", "kwargs": "{}"},
+            {"type": "task-started"},
+            {"type": "task-succeeded", "runtime": 0.01, "result": "None"},
+        ):
+            lines.append(orjson.dumps({**common, **event, "uuid": task_id}))
+    node = Node(Store())
+    engine, translator = Engine(node, FakeClock()), Translator()
+    spent = dict.fromkeys(("read", "translate", "decode", "apply"), 0.0)
+    clock = time.perf_counter
+    for at in range(0, len(lines), 700):
+        t0 = clock()
+        events = [orjson.loads(line) for line in lines[at : at + 700]]
+        t1 = clock()
+        bodies = [body for event in events for body in translator.translate(event)]
+        t2 = clock()
+        inbox = deque(decode_checked(orjson.dumps(body)) for body in bodies)
+        t3 = clock()
+        assert b'"type":"error"' not in engine.execute(inbox, start + 60)
+        t4 = clock()
+        for key, took in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            spent[key] += took
+    return {key: round(took / len(lines) * 1e6, 2) for key, took in spent.items()}
+
+
 def counters(http_port: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=30) as page:
         text = page.read().decode()
@@ -115,10 +161,20 @@ def measure(
     if publisher is not None:
         stdout, _ = publisher.communicate(timeout=120)
         out["published_per_s"] = int(stdout.split()[-1]) / (args.duration + 2)
-        # Let jobmon catch up before the next measurement.
-        while counters(http_port)["applied"] < counters(http_port)["received"]:
-            time.sleep(0.2)
+        catch_up(http_port)
     return out
+
+
+def catch_up(http_port: int) -> None:
+    """Before the next measurement: everything received is applied, and nothing
+    more comes (the receiver reports what it received once a second)."""
+    last = -1.0
+    while True:
+        now = counters(http_port)
+        if now["applied"] + now["dropped"] >= now["received"] and now["applied"] == last:
+            return
+        last = now["applied"]
+        time.sleep(1.5)
 
 
 def one_round(args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]:
@@ -163,17 +219,21 @@ def main() -> None:
         nargs="+",
         default=[
             "load",
-            "celery x1",
             "load + unwatched x1",
+            "celery x1",
             "load + celery x1",
-            "celery x24",
             "load + unwatched x24",
+            "celery x24",
             "load + celery x24",
         ],
     )
     parser.add_argument("--out", type=Path, default=servers.BENCH / "results" / "celery.json")
     args = parser.parse_args()
     work = servers.scratch()
+    costs = [in_process() for _ in range(5)]
+    per_event = {key: statistics.median(c[key] for c in costs) for key in costs[0]}
+    total = sum(per_event.values())
+    print(f"in-process, us per event (median of 5): {per_event}, total {total:.1f}", flush=True)
     runs: list[dict[str, dict[str, float]]] = []
     for round_no in range(args.rounds):
         result = one_round(args, work)
@@ -182,7 +242,8 @@ def main() -> None:
             print(
                 f"round {round_no + 1} {mode:18} load {r['load_msgs_per_s']:>8,.0f} msgs/s "
                 f"(p99 {r['load_p99_ms']:.1f} ms)  celery {r['celery_events_per_s']:>7,.0f} ev/s "
-                f"applied, {r['dropped']:,.0f} dropped  jobmon cpu {r['jobmon_cpu']:.2f}",
+                f"applied, {r['dropped']:,.0f} dropped, {r.get('published_per_s', 0):,.0f} sent  "
+                f"jobmon cpu {r['jobmon_cpu']:.2f}",
                 flush=True,
             )
     medians = {
@@ -202,7 +263,8 @@ def main() -> None:
             f"{m['celery_events_per_s']:>7,.0f} ev/s  dropped {m['dropped']:,.0f}{ratio}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"runs": runs, "medians": medians}, indent=1))
+    out = {"in_process_us_per_event": per_event, "runs": runs, "medians": medians}
+    args.out.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import pytest
 
 from celery_support import ENABLED_LINE, RedisServer, Worker, client_app, stopped
 from helpers import LineClient, ServerProcess, free_port
+from jobmon.clock import FakeClock
 
 WAIT_S = 60.0  # generous: other suites share this machine's two cores
 
@@ -348,3 +349,22 @@ async def test_a_broker_restart_pauses_the_workers_and_loses_no_worker(
 def _metrics(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as page:
         return str(page.read().decode())
+
+
+async def test_a_broker_out_of_reach_alerts_on_the_broker_job(
+    start_server: Callable[..., Any], clock: FakeClock
+) -> None:
+    url = f"redis://:secret@127.0.0.1:{free_port()}/0"  # nothing listens there
+    broker_job = url.replace(":secret@", "")
+    async with start_server(celery=[url]) as server:
+        client = await LineClient.connect(server.port)
+        job = await job_when(client, f"celery-broker:{broker_job}", lambda j: "monitor" in j)
+        assert job["monitor"]["heartbeat_ttl_ms"] == 15000  # a connection is expected by then
+        clock.advance(16)
+        server.engine.wake()
+        await server.engine.wait_idle()
+        (found,) = await alerts_of(client, f"celery-broker:{broker_job}")
+        assert found["kind"] == "missed_heartbeat"
+        assert found["text"].startswith(f"Job celery-broker:{broker_job} missed its heartbeat")
+        assert "secret" not in str(await client.request({"type": "list_jobs"}))
+        await client.close()
