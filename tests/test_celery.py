@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from celery_support import ENABLED_LINE, RedisServer, Worker, client_app, stopped
-from helpers import LineClient, ServerProcess, free_port
+from helpers import LineClient, ServerProcess, free_port, jobmon_cmd
 from jobmon.clock import FakeClock
 
 WAIT_S = 60.0  # generous: other suites share this machine's two cores
@@ -172,6 +172,10 @@ def test_celery_without_the_extra_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 1, done
     assert "jobmon: cannot start: --celery needs the celery package" in done.stderr
     assert "pip install 'jobmon[celery]'" in done.stderr
+    serve = ["serve", "--in-memory", "--port", "0", "--http-port", "0", "--celery", "6379"]
+    done = subprocess.run(jobmon_cmd(*serve), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "--celery expects a broker URL such as redis://HOST:6379/0, got '6379'" in done.stderr
 
 
 async def test_tasks_are_runs_of_their_names(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -48,6 +49,11 @@ def build(config: Config, engine: Engine) -> list[Integration]:
             )
         from .celery import CeleryWatcher
 
+        for url in config.celery:
+            if not urlsplit(url).scheme or "://" not in url:
+                raise ValueError(
+                    f"--celery expects a broker URL such as redis://HOST:6379/0, got {url!r}"
+                )
         if len(set(config.celery)) != len(config.celery):
             raise ValueError("--celery: the same broker URL was given twice")
         found.extend(CeleryWatcher(url, engine) for url in config.celery)

@@ -81,9 +81,11 @@ class CeleryWatcher:
         self._stopping = True
         self._tasks[1].cancel()
         child = self._child
-        if child is not None and child.stdin is not None:
-            child.stdin.close()
         follow = self._tasks[0]
+        if child is None or child.returncode is not None:
+            follow.cancel()  # between two children: nothing to read
+        elif child.stdin is not None:
+            child.stdin.close()
         try:
             await asyncio.wait_for(asyncio.shield(follow), STOP_TIMEOUT_S)
         except TimeoutError:
