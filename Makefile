@@ -34,6 +34,7 @@ bench: install
 	$(PY) bench/run.py
 	$(PY) bench/scrape.py
 	$(PY) bench/dashboard.py
+	$(PY) bench/celery.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench docs

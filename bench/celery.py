@@ -7,8 +7,11 @@ fsync everysec), then measures, 5 s each:
 - ``celery xN``: a publisher process sends task lifecycles as fast as it can
   (task-received, -started, -succeeded per task id, 200 task names) with
   Celery's own event Dispatcher, N events per message (1: one event a
-  message; 24: the lists a prefork worker's buffer sends);
-- ``load + celery xN``: both at once.
+  message; 24: the lists a prefork worker's buffer sends); ``@R``: R events/s
+  (2,000 is about what one busy prefork worker sends);
+- ``load + celery xN``: both at once; ``load + unwatched xN``: the same
+  publisher on a database jobmon does not watch, so the baseline pays for the
+  publisher's and Redis's CPU too (they share this machine's two cores).
 
 Events/s is what jobmon applied to its store (``jobmon_celery_events_total``,
 outcome applied, read from /metrics at both ends of the window); dropped are
@@ -40,7 +43,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != servers.BENCH]
 NAMES = [f"reports.task_{n}" for n in range(200)]
 
 
-def publish(url: str, seconds: float, per_message: int) -> int:
+def publish(url: str, seconds: float, per_message: int, rate: float = 0) -> int:
     from celery import Celery
 
     app = Celery(broker=url, set_as_current=False)
@@ -50,9 +53,13 @@ def publish(url: str, seconds: float, per_message: int) -> int:
             {"buffer_group": ["task"], "buffer_limit": per_message} if per_message > 1 else {}
         )
         dispatcher = app.events.Dispatcher(conn, hostname="bench@publisher", **buffered)
-        end = time.monotonic() + seconds
+        began = time.monotonic()
+        end = began + seconds
         n = 0
         while time.monotonic() < end:
+            if rate and sent > rate * (time.monotonic() - began):
+                time.sleep(0.01)  # ahead of --rate events/s
+                continue
             for _ in range(100):
                 task_id = str(uuid.uuid4())
                 name = NAMES[n % len(NAMES)]
@@ -126,14 +133,17 @@ def cpu_s(pid: int) -> float:
 def measure(
     server: servers.Spawned, http_port: int, url: str, args: argparse.Namespace, mode: str
 ) -> dict[str, float]:
-    per_message = int(mode.rsplit("x", 1)[1]) if "x" in mode else 0
+    per_message, rate = 0, "0"
+    if "x" in mode:  # "... x24" or "... x24 @2000"
+        spec = mode.rsplit("x", 1)[1].split(" @")
+        per_message, rate = int(spec[0]), (spec[1] if len(spec) > 1 else "0")
     publisher = None
     if per_message:
         # "unwatched": the same publisher on another database, which jobmon does
         # not watch: what the publisher and Redis cost the load by themselves.
         target = url[:-1] + "1" if "unwatched" in mode else url
         argv = [sys.executable, __file__, "publish", target, str(args.duration + 2)]
-        argv.append(str(per_message))
+        argv += [str(per_message), rate]
         publisher = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     load: dict[str, float] = {}
     loader = None
@@ -208,7 +218,7 @@ def _connected(http_port: int) -> str:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "publish":
-        print(publish(sys.argv[2], float(sys.argv[3]), int(sys.argv[4])))
+        print(publish(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])))
         return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
@@ -219,11 +229,11 @@ def main() -> None:
         nargs="+",
         default=[
             "load",
-            "load + unwatched x1",
+            "load + unwatched x24 @2000",
+            "load + celery x24 @2000",
             "celery x1",
-            "load + celery x1",
-            "load + unwatched x24",
             "celery x24",
+            "load + unwatched x24",
             "load + celery x24",
         ],
     )
@@ -240,7 +250,7 @@ def main() -> None:
         runs.append(result)
         for mode, r in result.items():
             print(
-                f"round {round_no + 1} {mode:18} load {r['load_msgs_per_s']:>8,.0f} msgs/s "
+                f"round {round_no + 1} {mode:26} load {r['load_msgs_per_s']:>8,.0f} msgs/s "
                 f"(p99 {r['load_p99_ms']:.1f} ms)  celery {r['celery_events_per_s']:>7,.0f} ev/s "
                 f"applied, {r['dropped']:,.0f} dropped, {r.get('published_per_s', 0):,.0f} sent  "
                 f"jobmon cpu {r['jobmon_cpu']:.2f}",
@@ -250,17 +260,16 @@ def main() -> None:
         mode: {key: statistics.median(r[mode][key] for r in runs) for key in runs[0][mode]}
         for mode in args.modes
     }
-    base = medians.get("load", {}).get("load_msgs_per_s") or 0
     print("\nmedians:")
     for mode, m in medians.items():
-        ratio = (
-            f"  load x{m['load_msgs_per_s'] / base:.2f} of alone"
-            if base and m["load_msgs_per_s"]
-            else ""
-        )
+        # The cost of watching: against the same publisher, unwatched.
+        base = medians.get(mode.replace("celery", "unwatched"), {}).get("load_msgs_per_s")
+        ratio = ""
+        if "load + celery" in mode and base:
+            ratio = f"  load x{m['load_msgs_per_s'] / base:.2f} of unwatched"
         print(
-            f"{mode:18} load {m['load_msgs_per_s']:>8,.0f} msgs/s  celery "
-            f"{m['celery_events_per_s']:>7,.0f} ev/s  dropped {m['dropped']:,.0f}{ratio}"
+            f"{mode:26} load {m['load_msgs_per_s']:>8,.0f} msgs/s (p99 {m['load_p99_ms']:.1f} ms)"
+            f"  celery {m['celery_events_per_s']:>7,.0f} ev/s  dropped {m['dropped']:,.0f}{ratio}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     out = {"in_process_us_per_event": per_event, "runs": runs, "medians": medians}

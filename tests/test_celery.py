@@ -294,17 +294,27 @@ async def test_a_jobmon_restart_keeps_the_tasks_going_on(
 ) -> None:
     gate = celery_dir / f"{tmp_path.name}-gate"
     app = client_app(redis.url)
+    worker_job = f"celery-worker:{worker.name}"
     with jobmon(tmp_path / "data", redis) as first:
         client = await LineClient.connect(first.port)
         await watching(client, worker)
         task = app.send_task("tasks.gate", args=[str(gate)])
         await job_when(client, "tasks.gate", lambda j: j["status"] == "running")
+        ttl_s = (await get_job(client, worker_job))["monitor"]["heartbeat_ttl_ms"] / 1000
         await client.close()
         assert first.terminate() == 0
+    # jobmon stays down past the worker's deadline: the heartbeats sent
+    # meanwhile are lost, and the worker must not be called missing for it.
+    down_until = time.time() + ttl_s + 0.5
+    while time.time() < down_until:
+        await asyncio.sleep(0.05)
     # A new process on the same data: the task ends only once it listens.
     with jobmon(tmp_path / "data", redis) as second:
         client = await LineClient.connect(second.port)
         await watching(client, worker)
+        assert await alerts_of(client, worker_job) == []
+        job = await get_job(client, worker_job)
+        assert job["monitor"]["paused"] and job["monitor"]["paused_until"] is not None
         gate.touch()
         job = await job_when(client, "tasks.gate", lambda j: j["status"] == "completed")
         # Its task-succeeded names no task: the name came from the journal's live run.
@@ -312,6 +322,7 @@ async def test_a_jobmon_restart_keeps_the_tasks_going_on(
         assert job["runs"] == 1 and "live_runs" not in job
         reply = await client.request({"type": "get_job", "job_id": "celery-unnamed-task"})
         assert reply["type"] == "error", reply
+        assert await alerts_of(client, worker_job) == []
         await client.close()
         assert second.terminate() == 0
 

@@ -12,7 +12,9 @@ While the receiver is disconnected no heartbeat can arrive, so the workers it
 knew are paused (``pause_job`` with an ``until`` it renews, so a pause never
 outlives jobmon) and resumed on reconnect; the cluster's own job,
 ``celery-broker:<url>``, beats while connected and alerts ``missed_heartbeat``
-when the feed has been gone for ``BROKER_TTL_S``.
+when the feed has been gone for ``BROKER_TTL_S``. When jobmon stops, the
+workers are paused for ``RESTART_PAUSE_S``: the heartbeats they send while it
+is down are lost, and a restart must not call every one of them missing.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ READ_MAX = 256 << 10
 TICK_S = 5.0  # the broker job's heartbeat; pauses renewed while disconnected
 BROKER_TTL_S = 15.0
 PAUSE_S = 15.0
+RESTART_PAUSE_S = 60.0  # the workers' pause when jobmon stops
 RESTART_BACKOFF_S = (0.5, 10.0)
 STOP_TIMEOUT_S = 5.0
 
@@ -94,6 +97,9 @@ class CeleryWatcher:
                 child.kill()
             follow.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Heartbeats sent while jobmon is down are lost (pub/sub): a restart
+        # must not call every worker missing.
+        await self._pause(RESTART_PAUSE_S)
         fields: dict[str, Any] = {"cluster": self.cluster, **self.counts}
         fields["unnamed_task_events"] = self.translator.unnamed
         fields["seconds"] = round(time.perf_counter() - started, 3)
@@ -240,23 +246,27 @@ class CeleryWatcher:
                 await self._pause_or_resume(False)
 
     async def _pause_or_resume(self, connected: bool) -> None:
-        """Disconnected: no worker can be heard, so none is called missing; the
-        pause lapses by itself PAUSE_S after the last renewal."""
-        bodies: list[dict[str, Any]]
         if connected:
             bodies = [{"type": "resume_job", "job_id": job} for job in sorted(self.paused)]
             self.paused.clear()
+            if bodies:
+                await self._ask(bodies)
         else:
-            jobs = self.engine.node.store.jobs
-            until = iso(self.engine.clock.now() + PAUSE_S)
-            bodies = []
-            for host in self.translator.online_workers():
-                job_id = worker_job(host)[:256]
-                job = jobs.get(job_id)
-                monitor = job.monitor if job is not None else None
-                if monitor is None or (monitor.paused and job_id not in self.paused):
-                    continue  # nothing to watch, or paused by someone else
-                self.paused.add(job_id)
-                bodies.append({"type": "pause_job", "job_id": job_id, "until": until})
+            await self._pause(PAUSE_S)
+
+    async def _pause(self, seconds: float) -> None:
+        """No worker can be heard (disconnected, or jobmon stopping), so none is
+        called missing for ``seconds``: the pause lapses by itself, unless renewed."""
+        jobs = self.engine.node.store.jobs
+        until = iso(self.engine.clock.now() + seconds)
+        bodies = []
+        for host in self.translator.online_workers():
+            job_id = worker_job(host)[:256]
+            job = jobs.get(job_id)
+            monitor = job.monitor if job is not None else None
+            if monitor is None or (monitor.paused and job_id not in self.paused):
+                continue  # nothing to watch, or paused by someone else
+            self.paused.add(job_id)
+            bodies.append({"type": "pause_job", "job_id": job_id, "until": until})
         if bodies:
             await self._ask(bodies)
