@@ -82,6 +82,8 @@ class CeleryWatcher:
         that is read and applied before this returns."""
         started = time.perf_counter()
         self._stopping = True
+        if not self._tasks:
+            return  # never started (the server failed to start before it)
         self._tasks[1].cancel()
         child = self._child
         follow = self._tasks[0]
