@@ -113,6 +113,7 @@ class Worker:
     def __init__(self, workdir: Path, broker: str, name: str, heartbeat_s: int = 2) -> None:
         (workdir / "tasks.py").write_text(TASKS)
         self.name = name
+        self.ttl_ms = 2 * heartbeat_s * 1000  # Celery calls it offline then
         self.log_path = workdir / f"worker-{name}.log"
         argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker"]
         argv += ["--pool=prefork", "--concurrency=2", "--without-mingle", "--without-gossip"]
