@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,7 +14,25 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import free_port
+
+def stable_port() -> int:
+    """A free port below the kernel's ephemeral range: the broker restarts on
+    it, and no port-0 bind elsewhere (other tests, other suites) can take it
+    in between."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
 
 # The worker's tasks (written to its directory as tasks.py). `pair` runs two
 # at once for sure: each waits for the other to have started.
@@ -81,7 +100,7 @@ class RedisServer:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.port = free_port()
+        self.port = stable_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
