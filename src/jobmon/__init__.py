@@ -44,6 +44,10 @@ Layout, from the wire inwards:
                   ``notify`` send alerts to subscribers, webhooks, Alertmanager;
                   ``notify_apprise`` through Apprise (``--notify``), by the
                   job's ``channels``; ``notifiers`` is the seam between them.
+- ``integrations`` event sources inside the server (the ``Integration`` seam):
+                  ``celery`` watches a Celery cluster (``--celery``) through
+                  ``celery_receiver``, Celery's receiver in a child process;
+                  ``celery_events`` turns its events into protocol messages.
 - ``stdio``       the same handlers over stdin/stdout (Maelstrom-style harness).
 - ``cli``         ``jobmon serve | stdio | send | compact``.
 """

@@ -253,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
         "channel that jobs choose with their channels; repeatable",
     )
     serve.add_argument(
+        "--celery",
+        action="append",
+        default=_env("CELERY", "").split(),
+        metavar="URL",
+        help="watch the Celery cluster on this broker (redis://HOST:PORT/DB...) from its "
+        "events; repeatable; needs pip install 'jobmon[celery]'",
+    )
+    serve.add_argument(
         "--event-ids-kept",
         type=_positive_int,
         default=int(_env("EVENT_IDS_KEPT", str(defaults.event_ids_kept))),
@@ -348,6 +356,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_http_connections=args.max_http_connections,
         auth_timeout_ms=args.auth_timeout_ms,
         http_timeout_ms=args.http_timeout_ms,
+        celery=args.celery,
     )
     if config.redis_sentinels and not config.redis_master:
         print("jobmon: cannot start: --redis-sentinel needs --redis-master NAME", file=sys.stderr)

@@ -62,3 +62,4 @@ class Config:
     max_http_connections: int = 1_000
     auth_timeout_ms: int = 10_000  # under --token: authenticate within this, or be closed
     http_timeout_ms: int = 10_000  # for a request's headers, and again for its body
+    celery: list[str] = field(default_factory=list)  # --celery URL: clusters to watch

@@ -59,6 +59,8 @@ class Reading:
     # Apprise deliveries: (channel, outcome, count).
     notifications: list[tuple[str, str, int]] = field(default_factory=list)
     cluster: dict[str, Any] | None = None  # --redis: get_cluster's view
+    # The integrations' own families (--celery...).
+    integrations: list[Metric] = field(default_factory=list)
 
 
 async def read(server: Server) -> Reading:
@@ -85,6 +87,7 @@ async def read(server: Server) -> Reading:
         jobs_total=len(store.jobs),
         notifications=server.apprise.counts() if server.apprise is not None else [],
         cluster=server.cluster.info() if server.cluster is not None else None,
+        integrations=[m for i in server.integrations for m in i.metrics()],
     )
     job_ids = list(islice(store.jobs, limit))  # jobs are never removed: a stable set
     rows = reading.jobs
@@ -231,6 +234,7 @@ class ReadingCollector(Collector):
             for channel, outcome, count in r.notifications:
                 sent.add_metric([channel, outcome], count)
             yield sent
+        yield from r.integrations
         yield GaugeMetricFamily(
             "jobmon_job_series_omitted",
             "Jobs left out of the per-job series by --metrics-job-series.",

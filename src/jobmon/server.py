@@ -19,6 +19,7 @@ from .clock import Clock, SystemClock
 from .config import Config
 from .connection import Connection
 from .engine import Engine
+from .integrations import build as build_integrations
 from .launcher import Launcher
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ class Server:
             self.node.launcher = Launcher(self.engine, config.allowed_commands)
         if config.realert_ms:
             self.engine.realert_s = config.realert_ms / 1000
+        # --celery...: event sources inside the server (integrations/).
+        self.integrations = build_integrations(config, self.engine)
         self.connections: set[Connection] = set()
         self.connections_total = 0
         # Set at start, once the open-file limit is known (see limits).
@@ -162,6 +165,8 @@ class Server:
 
             self.http = HttpApi(self)
             await self.http.start(self.config.host, self.config.http_port)
+        for integration in self.integrations:
+            await integration.start()
 
     def public_url(self) -> str:
         """Where users reach this server (--public-url, else its HTTP address)."""
@@ -196,6 +201,9 @@ class Server:
             self._listener.close()
         if self.http is not None:
             await self.http.stop()
+        # Integrations stop receiving; what they had received goes to the engine.
+        for integration in self.integrations:
+            await integration.stop()
         # Launched jobs still running are stopped; their runs are reported cancelled.
         launched_stopped = await self.node.launcher.stop() if self.node.launcher else 0
         open_connections = len(self.connections)
