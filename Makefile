@@ -13,7 +13,7 @@ install: $(VENV)/.installed $(HC_VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,celery]'
 	touch $@
 
 $(HC_VENV)/.installed: Makefile
@@ -35,6 +35,9 @@ bench: install
 	$(PY) bench/scrape.py
 	$(PY) bench/dashboard.py
 	$(PY) bench/cluster.py
+	$(PY) bench/hotpath.py
+	$(PY) bench/storm.py
+	$(PY) bench/celery.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench docs

@@ -57,16 +57,20 @@ class Spawned:
         self.log.close()
 
 
-def jobmon(
-    data_dir: Path | None, *extra: str, log_dir: Path, log_level: str = "warning"
-) -> Spawned:
+def jobmon_argv(data_dir: Path | None, *extra: str, log_level: str = "warning") -> list[str]:
     argv = [sys.executable, "-m", "jobmon", "serve", "--log-level", log_level, "--port", "0"]
     argv += ["--http-port", "0"]
     if data_dir is None:
         argv.append("--in-memory")
     else:
         argv += ["--data-dir", str(data_dir)]
-    return Spawned(argv + list(extra), log_dir / "jobmon.log")
+    return argv + list(extra)
+
+
+def jobmon(
+    data_dir: Path | None, *extra: str, log_dir: Path, log_level: str = "warning"
+) -> Spawned:
+    return Spawned(jobmon_argv(data_dir, *extra, log_level=log_level), log_dir / "jobmon.log")
 
 
 def ceiling(log_dir: Path) -> Spawned:

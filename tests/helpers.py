@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -153,14 +154,19 @@ class ServerProcess:
         self.port = 0
         self.stderr_lines: list[str] = []
 
-    def start(self) -> ServerProcess:
+    def _spawn(self, **popen: Any) -> subprocess.Popen[bytes]:
         self.proc = subprocess.Popen(
             jobmon_cmd(*self.args),
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            **popen,
         )
-        assert self.proc.stderr is not None
+        return self.proc
+
+    def start(self) -> ServerProcess:
+        self._spawn()
+        assert self.proc is not None and self.proc.stderr is not None
         for raw in self.proc.stderr:
             line = raw.decode()
             self.stderr_lines.append(line)
@@ -200,3 +206,106 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait(30)
             self._drain()
+
+
+class WatchedServer(ServerProcess):
+    """`jobmon serve` whose stderr is read all along (so its logging never blocks
+    on a full pipe), with its HTTP port, and lines to wait for."""
+
+    def __init__(self, data_dir: Path, *extra: str, **popen: Any) -> None:
+        super().__init__(data_dir, *extra)
+        self.popen = popen
+        self.http_port = 0
+        self._changed = threading.Condition()
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> WatchedServer:
+        self._spawn(**self.popen)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.wait_for_log("jobmon listening on", 60)
+        for line in self.stderr_lines:
+            if match := re.match(r"jobmon http listening on [\d.]+:(\d+)", line):
+                self.http_port = int(match.group(1))
+            if match := re.match(r"jobmon listening on [\d.]+:(\d+)", line):
+                self.port = int(match.group(1))
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            with self._changed:
+                self.stderr_lines.append(raw.decode(errors="replace"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> str:
+        """The first stderr line containing ``text`` (waits for it)."""
+        assert self.proc is not None
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: (
+                    any(text in line for line in self.stderr_lines)
+                    or self.proc is None
+                    or self.proc.poll() is not None
+                ),
+                timeout,
+            )
+            for line in self.stderr_lines:
+                if text in line:
+                    return line
+        raise AssertionError(
+            f"no log line with {text!r} ({'exited' if found else 'timed out'}):\n"
+            + "".join(self.stderr_lines[-30:])
+        )
+
+    def _drain(self) -> None:
+        if self._reader is not None:
+            self._reader.join(30)
+
+    def __enter__(self) -> WatchedServer:
+        return self.start()
+
+
+def proc_status_mb(pid: int, field: str) -> float:
+    """A size from /proc/PID/status in MB: VmRSS (now) or VmHWM (the peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def http_exchange(port: int, request: bytes, timeout: float = 30.0) -> bytes:
+    """Send raw bytes to an HTTP port; everything it answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        out = b""
+        while chunk := sock.recv(1 << 16):
+            out += chunk
+        return out
+
+
+class Lines:
+    """A blocking NDJSON client for a subprocess server."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.reader = self.sock.makefile("rb")
+
+    def send(self, *lines: bytes) -> None:
+        self.sock.sendall(b"".join(line + b"\n" for line in lines))
+
+    def read(self) -> dict[str, Any]:
+        line = self.reader.readline()
+        assert line.endswith(b"\n"), f"the server closed the connection ({line!r})"
+        value: dict[str, Any] = orjson.loads(line)
+        return value
+
+    def ask(self, line: bytes) -> dict[str, Any]:
+        self.send(line)
+        return self.read()
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()

@@ -253,3 +253,30 @@ async def test_checks_pings_and_live_runs_survive_a_restart(
         assert job["recent_runs"][0]["run_id"] == RID_A
         assert await api.ping(f"{uuid}?rid={RID_B}") == (200, "OK")
         await client.close()
+
+
+async def test_a_ping_body_past_the_request_limit_is_cut_not_refused(
+    hc: tuple[Server, Hc],
+) -> None:
+    # Other routes refuse a body past --max-line-bytes (413); a ping reads its own
+    # first 100 KB, as Healthchecks keeps a ping's first part whatever its size.
+    server, api = hc
+    uuid = (await api.create(name="loud"))["uuid"]
+    huge = b"y" * (server.config.max_line_bytes + 500_000)
+    assert await api.ping(uuid, "POST", huge) == (200, "OK")
+    pings = (await api.get(f"/api/v3/checks/{uuid}/pings/"))["pings"]
+    async with api.http.get(pings[0]["body_url"]) as response:
+        assert await response.text() == "y" * 100_000
+
+
+async def test_a_ping_body_that_never_ends_gets_408(start_server: Any) -> None:
+    async with start_server(http_port=free_port(), http_timeout_ms=300) as server:
+        assert server.http is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.http.port)
+        writer.write(
+            f"POST /ping/{RID_A} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\npartial".encode()
+        )
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 30)
+        assert status_line.startswith(b"HTTP/1.1 408"), status_line
+        writer.close()

@@ -24,7 +24,11 @@ Layout, from the wire inwards:
                   failures per hour, duration histogram, alert counts).
 - ``model``       the record types (``Job``, ``Alert``) and ``Status``.
 - ``engine``      the single store task: answers every ready connection's
-                  inbox, journals the turn, one fsync per group, releases replies.
+                  inbox, journals the turn, one fsync per group, releases replies;
+                  fires due deadlines a slice a turn. ``batch``: messages from
+                  inside the server (HTTP, launched jobs) in the same inboxes.
+- ``limits``      connection caps and the open-file limit; ``httplimits`` the
+                  HTTP side's (headers, bodies); ``sse`` the event stream.
 - ``journal``     the append-only journal (checksummed records, torn-tail
                   handling) and snapshots; ``persistence`` recovers and compacts.
                   ``journal.TurnLog`` is the seam: the file, or a cluster's stream.
@@ -40,6 +44,10 @@ Layout, from the wire inwards:
                   ``notify`` send alerts to subscribers, webhooks, Alertmanager;
                   ``notify_apprise`` through Apprise (``--notify``), by the
                   job's ``channels``; ``notifiers`` is the seam between them.
+- ``integrations`` event sources inside the server (the ``Integration`` seam):
+                  ``celery`` watches a Celery cluster (``--celery``) through
+                  ``celery_receiver``, Celery's receiver in a child process;
+                  ``celery_events`` turns its events into protocol messages.
 - ``stdio``       the same handlers over stdin/stdout (Maelstrom-style harness).
 - ``cli``         ``jobmon serve | stdio | send | compact``.
 """

@@ -186,6 +186,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="Prometheus Alertmanager base URL, e.g. http://127.0.0.1:9093",
     )
+    for flag, default, text in (
+        ("max-connections", defaults.max_connections, "TCP clients at once; the excess is closed"),
+        ("max-http-connections", defaults.max_http_connections, "HTTP clients at once"),
+        (
+            "auth-timeout-ms",
+            defaults.auth_timeout_ms,
+            "under --token: close clients not authenticated within this",
+        ),
+        (
+            "http-timeout-ms",
+            defaults.http_timeout_ms,
+            "time for an HTTP request's headers, and again for its body",
+        ),
+    ):
+        env = flag.upper().replace("-", "_")
+        serve.add_argument(
+            f"--{flag}", type=_positive_int, default=int(_env(env, str(default))), help=text
+        )
     serve.add_argument(
         "--compact-min-bytes",
         type=_positive_int,
@@ -233,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[NAME=]URL",
         help="send alerts through Apprise (mailto://, slack://, json://...); NAME=URL is a "
         "channel that jobs choose with their channels; repeatable",
+    )
+    serve.add_argument(
+        "--celery",
+        action="append",
+        default=_env("CELERY", "").split(),
+        metavar="URL",
+        help="watch the Celery cluster on this broker (redis://HOST:PORT/DB...) from its "
+        "events; repeatable; needs pip install 'jobmon[celery]'",
     )
     serve.add_argument(
         "--event-ids-kept",
@@ -326,6 +352,11 @@ def _serve(args: argparse.Namespace) -> int:
         cluster_name=args.cluster_name,
         lease_ms=args.lease_ms,
         event_ids_kept=args.event_ids_kept,
+        max_connections=args.max_connections,
+        max_http_connections=args.max_http_connections,
+        auth_timeout_ms=args.auth_timeout_ms,
+        http_timeout_ms=args.http_timeout_ms,
+        celery=args.celery,
     )
     if config.redis_sentinels and not config.redis_master:
         print("jobmon: cannot start: --redis-sentinel needs --redis-master NAME", file=sys.stderr)

@@ -56,3 +56,10 @@ class Config:
     @property
     def clustered(self) -> bool:
         return self.redis is not None or bool(self.redis_sentinels)
+
+    # Connections (see limits and the README's "Limits"), as Redis and nginx bound them.
+    max_connections: int = 10_000  # TCP; the excess gets an error line and is closed
+    max_http_connections: int = 1_000
+    auth_timeout_ms: int = 10_000  # under --token: authenticate within this, or be closed
+    http_timeout_ms: int = 10_000  # for a request's headers, and again for its body
+    celery: list[str] = field(default_factory=list)  # --celery URL: clusters to watch

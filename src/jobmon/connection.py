@@ -22,7 +22,8 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
-from .protocol import Request, decode, line_too_long
+from .errors import Code
+from .protocol import Request, decode, encode, error_body, line_too_long
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -36,10 +37,19 @@ SUBSCRIBER_MAX_UNSENT = 4 << 20  # pushed bytes a subscriber may leave unread
 
 
 class Connection(asyncio.Protocol):
+    persistent = True  # subscribe may push lines to it
+
     def __init__(
-        self, engine: Engine, max_line_bytes: int, registry: set[Connection], conn_id: int = 0
+        self,
+        engine: Engine,
+        max_line_bytes: int,
+        registry: set[Connection],
+        conn_id: int = 0,
+        auth_timeout_s: float = 0.0,
     ) -> None:
         self.engine = engine
+        self.auth_timeout_s = auth_timeout_s  # under --token (0: none)
+        self._auth_timer: asyncio.TimerHandle | None = None
         self.conn_id: int | None = conn_id
         self.max_line_bytes = max_line_bytes
         self.registry = registry
@@ -65,6 +75,29 @@ class Connection(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.registry.add(self)
+        if self.auth_timeout_s > 0:
+            loop = asyncio.get_running_loop()
+            self._auth_timer = loop.call_later(self.auth_timeout_s, self._auth_expired)
+
+    def _auth_expired(self) -> None:
+        """--auth-timeout-ms: a connection that never authenticated gives its place up."""
+        self._auth_timer = None
+        if self.authenticated or self.closed or self.transport is None:
+            return
+        ms = round(self.auth_timeout_s * 1000)
+        self.transport.write(
+            encode(
+                None,
+                error_body(
+                    None,
+                    Code.UNAUTHORIZED,
+                    f"not authenticated within {ms} ms (--auth-timeout-ms): closing; "
+                    'send {"type":"auth","token":"..."} first',
+                ),
+                "",
+            )
+        )
+        self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self.skipping:
@@ -109,6 +142,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
         self.gone.set()
         self.registry.discard(self)
         self.engine.publisher.forget(self)

@@ -26,6 +26,8 @@ MAX_KINDS = 5  # alert kinds with deadlines: a bound on live entries per job
 class Deadlines:
     def __init__(self) -> None:
         self.heap: list[tuple[float, str, str]] = []
+        # Stale entries _settle may still handle in this pass (None: no bound).
+        self._budget: int | None = None
 
     def set(self, job: Job, monitor: Monitor, kind: str, at: float) -> None:
         monitor.timers[kind] = at
@@ -58,37 +60,58 @@ class Deadlines:
                     self._push(job.job_id, monitor, kind, at)
 
     def _settle(self, jobs: dict[str, Job]) -> tuple[float, Job, str] | None:
-        """Drop or re-arm stale entries until the top one is live; return it."""
+        """Drop or re-arm stale entries until the top one is live; return it.
+        None when the heap is empty, or when the pass's budget of stale entries
+        ran out first (the heap is then not empty)."""
         heap = self.heap
         while heap:
             at, job_id, kind = heap[0]
             job = jobs.get(job_id)
             monitor = job.monitor if job is not None else None
-            if job is None or monitor is None or monitor.armed.get(kind) != at:
-                heapq.heappop(heap)  # the job is gone, or an earlier entry replaced this one
+            # Not armed at this time: the job is gone, or an earlier entry replaced it.
+            armed = monitor is not None and monitor.armed.get(kind) == at
+            current = monitor.timers.get(kind) if armed and monitor is not None else None
+            if job is not None and current is not None and current <= at:
+                return at, job, kind
+            if self._budget is not None:
+                if self._budget <= 0:
+                    return None
+                self._budget -= 1
+            heapq.heappop(heap)
+            if monitor is None or not armed:
                 continue
-            current = monitor.timers.get(kind)
-            if current is None:
-                heapq.heappop(heap)
+            if current is None:  # cleared since it was armed
                 del monitor.armed[kind]
-                continue
-            if current > at:  # moved later since it was armed
-                heapq.heappop(heap)
+            else:  # moved later since it was armed
                 self._push(job_id, monitor, kind, current)
-                continue
-            return at, job, kind
         return None
 
-    def next_at(self, jobs: dict[str, Job]) -> float | None:
+    def next_at(self, jobs: dict[str, Job], budget: int | None = None) -> float | None:
+        """The earliest deadline; with a ``budget`` of stale entries to settle, maybe
+        an earlier time than that (a stale entry's), never a later one."""
+        self._budget = budget
         top = self._settle(jobs)
-        return top[0] if top is not None else None
+        self._budget = None
+        if top is not None:
+            return top[0]
+        return self.heap[0][0] if self.heap else None
 
-    def pop_due(self, jobs: dict[str, Job], now: float) -> Iterator[tuple[float, Job, str]]:
-        """Each (deadline_at, job, kind) due at ``now``, earliest first; each is disarmed."""
-        while True:
+    def pop_due(
+        self, jobs: dict[str, Job], now: float, limit: int | None = None, budget: int | None = None
+    ) -> Iterator[tuple[float, Job, str]]:
+        """Each (deadline_at, job, kind) due at ``now``, earliest first; each is disarmed.
+        At most ``limit`` of them, and at most ``budget`` stale entries settled on
+        the way (None: no bound). Which entries are live, and their order, depend
+        only on the timers: ``limit`` alone says which deadlines a pass handles."""
+        handed = 0
+        while limit is None or handed < limit:
+            self._budget = budget
             top = self._settle(jobs)
+            budget = self._budget
+            self._budget = None
             if top is None or top[0] > now:
                 return
+            handed += 1
             at, job, kind = top
             heapq.heappop(self.heap)
             assert job.monitor is not None

@@ -7,7 +7,8 @@ from enum import IntEnum
 
 class Code(IntEnum):
     NOT_SUPPORTED = 10
-    TEMPORARILY_UNAVAILABLE = 11  # --redis: the shared log cannot be reached; nothing changed
+    TEMPORARILY_UNAVAILABLE = 11  # try again later: the shared log is unreachable (--redis), or
+    # the server is past --max-connections; nothing changed
     MALFORMED = 12
     CRASH = 13
     UNAUTHORIZED = 14  # no or a wrong --token (Maelstrom's "abort")

@@ -12,19 +12,17 @@ import asyncio
 import hashlib
 import hmac
 import logging
-from collections import deque
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from . import metrics, openapi
+from . import httplimits, limits, metrics, openapi, sse
 from .clock import iso
 from .errors import Code
 from .hc import routes as hc_routes
-from .node import Subscription
-from .tls_listen import HttpsSite
+from .tls_listen import TlsServer
 
 log = logging.getLogger("jobmon.http")
 
@@ -40,11 +38,6 @@ STATUS_OF_CODE = {
     Code.PRECONDITION_FAILED: 409,
     Code.CRASH: 500,
 }
-KEEPALIVE_S = 15.0
-# ``changes``: at most one "something changed" event per this many seconds,
-# however fast events arrive (a dashboard needs no more, and costs no more).
-CHANGES_EVERY_S = 0.25
-STREAM_TOPICS = ("alerts", "events", "changes")
 FAILURE_HOURS_SHOWN = 24
 # Open under --token: the health check, the page (it holds no data) and its sign-in.
 OPEN_PATHS = frozenset({"/healthz", "/", "/api/session"})
@@ -69,6 +62,10 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+# A batch posted to /api/events: at most this many messages, and replies up to
+# about this many bytes (the questions past it are answered with error 12).
+MAX_BATCH = 10_000
+MAX_BATCH_REPLY_BYTES = 8 << 20
 SHORTCUTS = {
     "start": ("update_status", {"status": "running"}),
     "complete": ("job_completed", {}),
@@ -77,25 +74,9 @@ SHORTCUTS = {
 }
 
 
-class StreamSubscriber:
-    """A Server-Sent Events client, subscribed like a TCP connection; what the
-    engine pushes is queued (bounded: a client that falls behind is dropped)."""
-
-    MAX_QUEUED = 10_000
-
-    def __init__(self) -> None:
-        self.lines: deque[bytes] = deque()
-        self.ready = asyncio.Event()
-        self.dropped = False
-
-    def push(self, data: bytes) -> bool:
-        if self.dropped or len(self.lines) > self.MAX_QUEUED:
-            self.dropped = True
-            self.ready.set()
-            return False
-        self.lines.extend(data.splitlines())
-        self.ready.set()
-        return True
+def _raw(text: str) -> bytes:
+    """A header value as the bytes that came (aiohttp decodes them with surrogateescape)."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 def error(status: int, code: int, text: str) -> web.Response:
@@ -113,7 +94,11 @@ class HttpApi:
         self.server = server
         self.app = web.Application(
             client_max_size=server.config.max_line_bytes,
-            middlewares=[self._errors, self._authorize],
+            middlewares=[
+                self._errors,
+                self._authorize,
+                httplimits.body_read_in_time(server.config),
+            ],
         )
         token = server.config.token
         self._token = token.encode() if token is not None else None
@@ -145,30 +130,33 @@ class HttpApi:
         static = resources.files("jobmon") / "static"
         self._static = {name: (static / name).read_bytes() for name in STATIC_TYPES}
         self.runner: web.AppRunner | None = None
-        self.streams: set[StreamSubscriber] = set()
+        self._listener: asyncio.Server | TlsServer | None = None
+        self.refusals = limits.RefusalLog("http")
+        self.streams: set[sse.StreamSubscriber] = set()
         self.port = 0
         self.accepting = False
 
     async def start(self, host: str, port: int) -> None:
-        self.runner = web.AppRunner(self.app, access_log=None)
+        self.runner = httplimits.runner(self.app, self.server.config)
         await self.runner.setup()
-        context = self.server.tls
-        site: web.BaseSite = (
-            web.TCPSite(self.runner, host, port, backlog=1024)
-            if context is None
-            else HttpsSite(
-                self.runner, host, port, context, self.server.config.tls_handshake_timeout_s, 1024
-            )
+        self._listener = await httplimits.listen(
+            self.runner,
+            host,
+            port,
+            self.server.max_http_connections,
+            self.refusals,
+            self.server.tls,
+            self.server.config.tls_handshake_timeout_s,
         )
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._listener.sockets[0].getsockname()[1]
         self.accepting = True
 
     async def stop(self) -> None:
         self.accepting = False
+        if self._listener is not None:
+            self._listener.close()
         for subscriber in list(self.streams):  # end the streams, or cleanup waits for them
-            subscriber.dropped = True
-            subscriber.ready.set()
+            subscriber.drop()
         if self.runner is not None:
             await self.runner.cleanup()
 
@@ -182,7 +170,12 @@ class HttpApi:
             if exc.status < 400:
                 raise
             text = exc.text or exc.reason
-            if exc.status == 413:
+            if exc.status == 408:
+                text = (
+                    f"the request body did not arrive within {self.server.config.http_timeout_ms} "
+                    "ms (--http-timeout-ms)"
+                )
+            elif exc.status == 413:
                 text = f"request body too large: at most {self.server.config.max_line_bytes} bytes"
             elif exc.status == 405:
                 text = f"{request.method} is not allowed on {request.path}"
@@ -206,16 +199,19 @@ class HttpApi:
             return response
         given = request.headers.get("Authorization", "")
         if given.startswith("Bearer "):
-            if hmac.compare_digest(given[7:].strip().encode(), self._token):
+            if hmac.compare_digest(_raw(given[7:].strip()), self._token):
                 response = await handler(request)
                 return response
         elif request.method in ("GET", "HEAD"):
             # The dashboard's cookie reads, never writes: a page on another local
             # port is the same "site" to the browser and could send a form POST
             # carrying it (cross-site request forgery). Writes need the Bearer token.
-            cookie = request.cookies.get(SESSION_COOKIE)
+            try:
+                cookie = request.cookies.get(SESSION_COOKIE)
+            except Exception:  # an unparseable Cookie header is no cookie
+                cookie = None
             assert self._session is not None
-            if cookie is not None and hmac.compare_digest(cookie.encode(), self._session):
+            if cookie is not None and hmac.compare_digest(_raw(cookie), self._session):
                 response = await handler(request)
                 return response
         answer = error(
@@ -254,8 +250,13 @@ class HttpApi:
         return await self.server.engine.ask(bodies)
 
     async def ask_one(self, body: dict[str, Any]) -> web.Response:
-        (reply,) = await self.ask([body])
-        return self.answer(reply)
+        """One message; its reply line is the response body as it is (no second encoding)."""
+        line = await self.server.engine.ask_raw([body])
+        if line.startswith(b'{"type":"error"'):
+            return self.answer(orjson.loads(line))
+        return web.Response(
+            body=line.rstrip(b"\n"), content_type="application/json", charset="utf-8"
+        )
 
     @staticmethod
     def answer(reply: dict[str, Any]) -> web.Response:
@@ -280,7 +281,21 @@ class HttpApi:
         if isinstance(body, dict):
             return await self.ask_one(body)
         if isinstance(body, list) and body and all(isinstance(b, dict) for b in body):
-            return web.json_response(await self.ask(body), dumps=_dumps_text)
+            if len(body) > MAX_BATCH:
+                return error(
+                    400,
+                    Code.MALFORMED,
+                    f"a batch holds at most {MAX_BATCH} messages, got {len(body)}: "
+                    "send it in parts",
+                )
+            # Built from the reply lines as they are; past MAX_BATCH_REPLY_BYTES the
+            # questions left are answered with error 12 (see batch.BatchSink).
+            lines = await self.server.engine.ask_raw(body, MAX_BATCH_REPLY_BYTES)
+            return web.Response(
+                body=b"[" + b",".join(lines.splitlines()) + b"]",
+                content_type="application/json",
+                charset="utf-8",
+            )
         return error(
             400, Code.MALFORMED, "the body must be a message object or a non-empty array of them"
         )
@@ -354,7 +369,8 @@ class HttpApi:
         return self.answer(reply)
 
     async def get_alerts(self, request: web.Request) -> web.Response:
-        return await self.ask_one(self.from_query(request, "get_alerts", ("state", "job_id")))
+        body = self.from_query(request, "get_alerts", ("state", "job_id"), ("limit", "before"))
+        return await self.ask_one(body)
 
     async def get_analytics(self, request: web.Request) -> web.Response:
         body = self.from_query(request, "get_analytics", ("tz", "job_id"), counts=("top",))
@@ -363,59 +379,15 @@ class HttpApi:
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """SSE: ``event: alert`` and ``event: event`` (job events), as the TCP
         topics; ``topics=alerts,events`` chooses (default: both). ``changes``:
-        ``event: changed`` at most every CHANGES_EVERY_S after state changed."""
+        ``event: changed`` at most every sse.CHANGES_EVERY_S after state changed."""
         wanted = request.query.get("topics", "alerts,events").split(",")
-        if not wanted or not set(wanted) <= set(STREAM_TOPICS):
+        if not wanted or not set(wanted) <= set(sse.STREAM_TOPICS):
             return error(
                 400,
                 Code.MALFORMED,
-                f"topics must be drawn from {', '.join(STREAM_TOPICS)} (comma-separated)",
+                f"topics must be drawn from {', '.join(sse.STREAM_TOPICS)} (comma-separated)",
             )
-        pushed = frozenset(wanted) - {"changes"}
-        engine = self.server.engine
-        seen_changes = engine.changes if "changes" in wanted else None
-        wait_s = CHANGES_EVERY_S if seen_changes is not None else KEEPALIVE_S
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(request)
-        subscriber = StreamSubscriber()
-        subscriptions = self.server.node.subscriptions
-        if pushed:
-            subscriptions[subscriber] = Subscription(subscriber, pushed, None)
-        self.streams.add(subscriber)
-        idle_s = 0.0
-        try:
-            await response.write(b": subscribed\n\n")
-            while not subscriber.dropped:
-                try:
-                    await asyncio.wait_for(subscriber.ready.wait(), wait_s)
-                except TimeoutError:
-                    idle_s += wait_s
-                    if seen_changes is not None and engine.changes != seen_changes:
-                        seen_changes = engine.changes
-                        await response.write(b"event: changed\ndata: {}\n\n")
-                        idle_s = 0.0
-                    elif idle_s >= KEEPALIVE_S:
-                        # A comment line: keeps proxies from closing an idle stream,
-                        # and finds clients that went away (the write fails).
-                        await response.write(b": keepalive\n\n")
-                        idle_s = 0.0
-                    continue
-                subscriber.ready.clear()
-                out = []
-                while subscriber.lines:
-                    line = subscriber.lines.popleft()
-                    kind = b"alert" if line.startswith(b'{"type":"alert"') else b"event"
-                    out.append(b"event: %s\ndata: %s\n\n" % (kind, line))
-                if out:
-                    await response.write(b"".join(out))
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            subscriptions.pop(subscriber, None)
-            self.streams.discard(subscriber)
-        return response
+        return await sse.serve(request, self.server, self.streams, wanted)
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(self._spec, dumps=_dumps_text)

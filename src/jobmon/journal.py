@@ -49,6 +49,17 @@ def encode_frame(ts: float, records: list[tuple[str, Any]]) -> bytes:
 
 def read_records(path: Path, allow_torn_tail: bool) -> Iterator[tuple[float, str, Any]]:
     """Yield each record; a bad last frame is dropped (and cut off the file) when allowed."""
+    for _, ts, records in read_frames(path, allow_torn_tail):
+        for name, args in records:
+            yield ts, name, args
+
+
+def read_frames(
+    path: Path, allow_torn_tail: bool
+) -> Iterator[tuple[int, float, list[tuple[str, Any]]]]:
+    """Yield each frame as (its byte offset, its time, its records), as
+    ``read_records`` reads them; a frame whose checksum matches but whose body is
+    not ``[time, [[type, args], ...]]`` is damage, named by file and offset."""
     data = path.read_bytes()
     offset = 0
     end = len(data)
@@ -72,9 +83,22 @@ def read_records(path: Path, allow_torn_tail: bool) -> Iterator[tuple[float, str
                 os.fsync(f.fileno())
             return
         ts, records = frame
-        for name, args in records:
-            yield ts, name, args
+        if not _well_formed(ts, records):
+            raise CorruptData(
+                path,
+                offset,
+                "journal frame's checksum matches but its body is not [time, [[type, args], ...]]",
+            )
+        yield offset, ts, records
         offset = line_end + 1
+
+
+def _well_formed(ts: Any, records: Any) -> bool:
+    return (
+        type(ts) in (int, float)
+        and type(records) is list
+        and all(type(r) is list and len(r) == 2 and type(r[0]) is str for r in records)
+    )
 
 
 def _parse_frame(data: bytes, start: int, stop: int) -> tuple[float, list[Any]] | None:
@@ -150,8 +174,13 @@ class JournalWriter:
         clock reading; True when anything was written."""
         if not self.pending:
             return False
-        data = encode_frame(ts, self.pending)
+        try:
+            data = encode_frame(ts, self.pending)
+        except (TypeError, orjson.JSONEncodeError):  # a bug upstream; never the whole store
+            data = self._encode_what_can_be(ts)
         self.pending = []
+        if not data:
+            return False
         view = memoryview(data)
         while view:
             written = os.write(self.fd, view)
@@ -159,6 +188,24 @@ class JournalWriter:
         self.size += len(data)
         self.written_seq += 1
         return True
+
+    def _encode_what_can_be(self, ts: float) -> bytes:
+        """A record validation should have refused (too deep, not JSON) is logged
+        and left out, so one bad record cannot stop the store task."""
+        kept = []
+        for record in self.pending:
+            try:
+                orjson.dumps(record)
+            except (TypeError, orjson.JSONEncodeError) as exc:
+                log.error(
+                    "bug: a %s record could not be journaled (%s); skipped: its change "
+                    "lives in this process only",
+                    record[0],
+                    exc,
+                )
+                continue
+            kept.append(record)
+        return encode_frame(ts, kept) if kept else b""
 
     @property
     def dirty(self) -> bool:
@@ -224,9 +271,14 @@ def read_snapshot(path: Path) -> dict[str, Any]:
     if not isinstance(header, dict) or header.get("format") != SNAPSHOT_FORMAT:
         raise CorruptData(path, 0, "not a jobmon snapshot header")
     if header.get("version") != SNAPSHOT_VERSION:
-        raise CorruptData(path, 0, f"snapshot version {header.get('version')} is not supported")
-    body = data[newline + 1 : newline + 1 + header["length"]]
-    if len(body) != header["length"] or zlib.crc32(body) != header["crc"]:
+        raise CorruptData(path, 0, f"snapshot version {header.get('version')!r} is not supported")
+    length, crc = header.get("length"), header.get("crc")
+    if not (type(length) is int and length >= 0 and type(crc) is int and 0 <= crc < 1 << 32):
+        raise CorruptData(
+            path, 0, f"snapshot header's length {length!r} or crc {crc!r} is out of range"
+        )
+    body = data[newline + 1 : newline + 1 + length]
+    if len(body) != length or zlib.crc32(body) != crc:
         raise CorruptData(path, newline + 1, "snapshot body is truncated or its checksum differs")
     state: dict[str, Any] = orjson.loads(body)
     return state

@@ -43,6 +43,7 @@ class Reading:
     by_status: dict[str, int]
     received_by_type: dict[str, int]
     errors_replied: int
+    event_id_repeats: int
     fired_by_kind: dict[str, int]
     firing_by_kind: dict[str, int]
     duration_buckets: list[int]
@@ -59,6 +60,8 @@ class Reading:
     # Apprise deliveries: (channel, outcome, count).
     notifications: list[tuple[str, str, int]] = field(default_factory=list)
     cluster: dict[str, Any] | None = None  # --redis: get_cluster's view
+    # The integrations' own families (--celery...).
+    integrations: list[Metric] = field(default_factory=list)
 
 
 async def read(server: Server) -> Reading:
@@ -72,6 +75,7 @@ async def read(server: Server) -> Reading:
         by_status={status.value: n for status, n in store.count_by_status.items()},
         received_by_type=dict(engine.received_by_type),
         errors_replied=engine.errors_replied,
+        event_id_repeats=store.seen_events.repeats,
         fired_by_kind=dict(history.fired_by_kind),
         firing_by_kind=dict(history.firing_by_kind),
         duration_buckets=list(history.duration_buckets),
@@ -85,6 +89,7 @@ async def read(server: Server) -> Reading:
         jobs_total=len(store.jobs),
         notifications=server.apprise.counts() if server.apprise is not None else [],
         cluster=server.cluster.info() if server.cluster is not None else None,
+        integrations=[m for i in server.integrations for m in i.metrics()],
     )
     job_ids = list(islice(store.jobs, limit))  # jobs are never removed: a stable set
     rows = reading.jobs
@@ -181,6 +186,12 @@ class ReadingCollector(Collector):
             "Requests answered with an error, since start.",
             r.errors_replied,
         )
+        yield CounterMetricFamily(
+            "jobmon_event_id_repeats",
+            "Events whose event_id was applied already: answered with the original "
+            "reply, nothing changed, since start.",
+            r.event_id_repeats,
+        )
         yield _by_label(
             CounterMetricFamily,
             "jobmon_alerts_fired",
@@ -231,6 +242,7 @@ class ReadingCollector(Collector):
             for channel, outcome, count in r.notifications:
                 sent.add_metric([channel, outcome], count)
             yield sent
+        yield from r.integrations
         yield GaugeMetricFamily(
             "jobmon_job_series_omitted",
             "Jobs left out of the per-job series by --metrics-job-series.",

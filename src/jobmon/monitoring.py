@@ -325,18 +325,30 @@ class Monitoring:
                 self._resolve(job, "overrun", now)
 
     # -- deadlines -------------------------------------------------------------
-    def next_deadline(self) -> float | None:
+    def next_deadline(self, settle_budget: int | None = None) -> float | None:
+        """The earliest deadline (with a budget of stale entries to look past, it
+        may be an earlier time: then a turn comes early and finds nothing due)."""
         self.deadlines.tidy(self.jobs)
-        return self.deadlines.next_at(self.jobs)
+        return self.deadlines.next_at(self.jobs, settle_budget)
 
-    def expire(self, now: float, restarted_at: float | None) -> int:
-        """Act on every deadline that has come; returns how many there were.
+    def expire(
+        self,
+        now: float,
+        restarted_at: float | None,
+        limit: int | None = None,
+        settle_budget: int | None = None,
+    ) -> int:
+        """Act on the deadlines that have come, earliest first: all of them, or the
+        first ``limit``; returns how many it acted on. The next call goes on where
+        this one stopped. Given the state, ``now`` and that count, the outcome is
+        always the same (replay passes the count the live pass returned), however
+        many stale heap entries ``settle_budget`` let the live pass look past.
 
         ``restarted_at``: when this process started, after a restart; a deadline
         before it passed while jobmon was down, and the alert says so.
         """
         due = 0
-        for deadline_at, job, kind in self.deadlines.pop_due(self.jobs, now):
+        for deadline_at, job, kind in self.deadlines.pop_due(self.jobs, now, limit, settle_budget):
             due += 1
             monitor = job.monitor
             assert monitor is not None

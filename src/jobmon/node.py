@@ -31,6 +31,7 @@ class Node:
         # The connection whose requests are being applied (set by the engine).
         self.sink: Any = None
         self.subscriptions: dict[Any, Subscription] = {}
+        self.event_subscribers = 0  # of them, those with "events" (read every turn)
         self.now = 0.0  # the clock reading of the turn being applied
         # --token: connections must send it (``auth``) before anything else.
         self.token: str | None = None
@@ -38,6 +39,16 @@ class Node:
         self.launcher: Launcher | None = None
         # --redis: this node's membership of a cluster (cluster.node.Member).
         self.cluster: Any = None
+
+    def subscribe(self, sink: Any, subscription: Subscription) -> None:
+        self.unsubscribe(sink)  # a second subscribe replaces the first
+        self.subscriptions[sink] = subscription
+        self.event_subscribers += "events" in subscription.topics
+
+    def unsubscribe(self, sink: Any) -> None:
+        subscription = self.subscriptions.pop(sink, None)
+        if subscription is not None:
+            self.event_subscribers -= "events" in subscription.topics
 
     def subscribers(self, topic: str) -> list[Subscription]:
         return [s for s in self.subscriptions.values() if topic in s.topics]

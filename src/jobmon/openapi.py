@@ -190,6 +190,11 @@ def spec(allowed_commands: list[str] | None = None) -> dict[str, Any]:
                             {"type": "string", "minLength": 1, "maxLength": 256},
                         ),
                         _LIMIT,
+                        _query(
+                            "before",
+                            "only alerts older than this alert id (a page's next_before)",
+                            {"type": "integer", "minimum": 1},
+                        ),
                     ],
                     "responses": {"200": _json(_OBJECT, "alerts"), **_errors(400)},
                 }

@@ -28,7 +28,7 @@ from .journal import (
     FsyncTimes,
     JournalWriter,
     fsync_dir,
-    read_records,
+    read_frames,
     read_snapshot,
     write_snapshot,
 )
@@ -113,20 +113,24 @@ class DataDir:
         if snapshots:
             base = snapshots[-1]
             snap_path = _snapshot(self.path, base)
-            node.store.load_snapshot(read_snapshot(snap_path))
+            _load_snapshot(node, snap_path)
             recorded = node.store.settings()
             self.snapshot_bytes = snap_path.stat().st_size
             report.snapshot_generation = base
         live = [g for g in journals if g >= base]
         for index, gen in enumerate(live):
             path = _journal(self.path, gen)
-            for ts, name, args in read_records(path, allow_torn_tail=index == len(live) - 1):
-                if name == CONFIG_RECORD:
-                    node.store.apply_settings(args)
-                    recorded.update(args)
-                else:
-                    _replay(node, ts, name, args, path)
-                report.records_replayed += 1
+            for offset, ts, records in read_frames(path, allow_torn_tail=index == len(live) - 1):
+                for name, args in records:
+                    try:
+                        if name == CONFIG_RECORD:
+                            _configure(node, args)
+                            recorded.update(args)
+                        else:
+                            _replay(node, ts, name, args, path)
+                    except _Malformed as exc:
+                        raise CorruptData(path, offset, str(exc)) from None
+                    report.records_replayed += 1
         report.journals = len(live)
         self.generation = live[-1] if live else base
         self._delete_older_than(base)
@@ -249,13 +253,67 @@ def fork_writer(write: Callable[[], None], what: str) -> int:
     return pid
 
 
+class _Malformed(Exception):
+    """A record replay cannot read; recovery names its file and frame offset."""
+
+
+def _load_snapshot(node: Node, path: Path) -> None:
+    state = read_snapshot(path)
+    try:
+        node.store.load_snapshot(state)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        with open(path, "rb") as f:
+            body_offset = len(f.readline())
+        raise CorruptData(
+            path,
+            body_offset,
+            f"snapshot body's checksum matches but it is not jobmon state ({exc!r})",
+        ) from None
+
+
+def _configure(node: Node, settings: Any) -> None:
+    try:
+        if type(settings) is not dict:
+            raise TypeError("not an object")
+        node.store.apply_settings(settings)
+    except (TypeError, ValueError) as exc:
+        raise _Malformed(f"malformed {CONFIG_RECORD} record ({exc})") from None
+
+
+def _is_time(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
 def _replay(node: Node, ts: float, name: str, args: Any, path: Path) -> None:
     if name == TICK_RECORD:
-        node.store.expire(ts, args[0])
+        # [restarted_at]: every deadline due (before slices); [restarted_at, n]: the first n.
+        if not (
+            type(args) is list
+            and 1 <= len(args) <= 2
+            and (args[0] is None or _is_time(args[0]))
+            and (len(args) == 1 or (type(args[1]) is int and args[1] >= 0))
+        ):
+            raise _Malformed(f"malformed {name} record {args!r:.80}")
+        node.store.expire(ts, args[0], args[1] if len(args) == 2 else None)
         return
     if name == WORKERS_GONE_RECORD:
+        if not (
+            type(args) is list
+            and all(
+                type(a) is list and len(a) == 2 and type(a[0]) is str and _is_time(a[1])
+                for a in args
+            )
+        ):
+            raise _Malformed(f"malformed {name} record {args!r:.80}")
         node.store.lose_workers(ts, args)
         return
+    if name == once.RECORD:
+        known = type(args) is list and len(args) > 1 and type(args[1]) is str
+        handler = ONCE.get(args[1]) if known else None
+    else:
+        handler = HANDLERS.get(name)
+    if handler is None or not handler.mutates:
+        raise _Malformed(f"unknown record type {name[:64]!r} (written by a newer jobmon?)")
     try:
         apply_command(node, ts, name, args, path)
     except RequestError as exc:

@@ -27,6 +27,7 @@ _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 _SUPPORTED = ", ".join(HANDLERS)
 _ADDRESS = (str, type(None))
+MAX_ADDRESS_CHARS = 256  # an envelope's src and dest, echoed in every reply
 log = logging.getLogger("jobmon.protocol")
 
 
@@ -38,8 +39,9 @@ _WIRE_ROUTES: dict[type, tuple[Handler, Callable[[Any], tuple[Any, ...]], Handle
 }
 _wire_decode = msgspec.json.Decoder(Union[tuple(_WIRE_ROUTES)]).decode  # noqa: UP007
 # Anything the fast path does not take (including bad UTF-8, which msgspec
-# reports as UnicodeDecodeError) goes the general way and gets its worded error.
-_WIRE_ERRORS = (msgspec.MsgspecError, ValueError)
+# reports as UnicodeDecodeError, and values nested too deep for it to skip,
+# RecursionError) goes the general way and gets its worded error.
+_WIRE_ERRORS = (msgspec.MsgspecError, ValueError, RecursionError)
 
 
 def decode(line: bytes) -> Request | None:
@@ -99,6 +101,15 @@ def _decode_checked(line: bytes) -> Request | None:
         src, dest = obj.get("src"), obj.get("dest")
         if not (type(src) in _ADDRESS and type(dest) in _ADDRESS):
             return (None, None, None, malformed("the envelope's src and dest must be strings"))
+        if len(src or "") > MAX_ADDRESS_CHARS or len(dest or "") > MAX_ADDRESS_CHARS:
+            return (
+                None,
+                None,
+                None,
+                malformed(
+                    f"the envelope's src and dest must be at most {MAX_ADDRESS_CHARS} characters"
+                ),
+            )
         frame = (dest, src)
         body = obj["body"]
         if type(body) is not dict:

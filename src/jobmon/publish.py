@@ -29,7 +29,7 @@ class Publisher:
         self.subscribers_dropped = 0
 
     def wants_events(self) -> bool:
-        return any("events" in s.topics for s in self.node.subscriptions.values())
+        return self.node.event_subscribers > 0
 
     def publish(self, alerts: list[Alert], events: list[dict[str, Any]], now: float) -> None:
         if alerts:
@@ -72,7 +72,7 @@ class Publisher:
         )
 
     def forget(self, sink: Any) -> None:
-        self.node.subscriptions.pop(sink, None)
+        self.node.unsubscribe(sink)
 
 
 def log_alerts(alerts: list[Alert]) -> None:

@@ -52,9 +52,23 @@ ERROR_LINES = 5  # the last stderr lines in ``error`` (the alert's text)
 ERROR_CHARS = 1000
 MAX_ARGUMENTS = 256  # what the server accepts of ``arguments`` (commands/fields.py)
 MAX_ARGUMENT_CHARS = 4096
+MAX_ARGUMENTS_CHARS = 8192  # all of them together
 EXIT_TIMEOUT = 124  # as coreutils timeout
 EXIT_NOT_FOUND = 127  # as a shell
 EXIT_NOT_EXECUTABLE = 126
+
+
+def reported_arguments(arguments: list[str]) -> list[str]:
+    """What the server keeps of a command's arguments: the first ones, cut to its caps."""
+    out: list[str] = []
+    room = MAX_ARGUMENTS_CHARS
+    for argument in arguments[:MAX_ARGUMENTS]:
+        if room <= 0:
+            break
+        kept = argument[: min(MAX_ARGUMENT_CHARS, room)]
+        out.append(kept)
+        room -= len(kept)
+    return out
 
 
 @dataclass
@@ -167,7 +181,7 @@ class Runner:
         self.interrupted: int | None = None  # the signal that ended the run early
         self._tree: _Tree | None = None
         self._wake = asyncio.Event()
-        self.arguments = [a[:MAX_ARGUMENT_CHARS] for a in spec.argv[1 : MAX_ARGUMENTS + 1]]
+        self.arguments = reported_arguments(spec.argv[1:])
 
     def interrupt(self, signum: int = signal.SIGTERM) -> None:
         """Forward ``signum`` to the running command's process group; no more attempts."""

@@ -10,9 +10,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from .clock import MAX_SPAN_MS, MAX_TIME
 from .errors import malformed
 
-MAX_INTERVAL_MS = 10 * 366 * 24 * 3600 * 1000
+MAX_INTERVAL_MS = MAX_SPAN_MS
+MAX_CRON_CHARS = 256
+MAX_ZONE_CHARS = 64  # IANA names are at most about 30
+# A run expected later than this could not have its deadline (plus a grace of
+# up to MAX_SPAN_MS) written as ISO-8601: treat it as no run expected.
+_LAST_EXPECTED = MAX_TIME - MAX_SPAN_MS / 1000
 
 
 def validate(schedule: Any) -> dict[str, Any]:
@@ -26,12 +32,16 @@ def validate(schedule: Any) -> dict[str, Any]:
         expr, tz = schedule["cron"], schedule.get("tz", "UTC")
         if type(expr) is not str or type(tz) is not str:
             raise malformed("schedule.cron and schedule.tz must be strings")
-        try:
-            zone = _zone(tz)
-        except (ZoneInfoNotFoundError, ValueError):
+        if len(expr) > MAX_CRON_CHARS:
             raise malformed(
-                f"schedule.tz {tz!r} is not an IANA time zone (such as Europe/Berlin or UTC)"
-            ) from None
+                f"schedule.cron is {len(expr)} characters long; at most {MAX_CRON_CHARS}"
+            )
+        zone = known_zone(tz)
+        if zone is None:
+            raise malformed(
+                f"schedule.tz {tz[:MAX_ZONE_CHARS]!r} is not an IANA time zone "
+                "(such as Europe/Berlin or UTC)"
+            )
         try:
             CronSim(expr, datetime.now(zone))
         except CronSimError as exc:
@@ -59,13 +69,25 @@ def next_after(schedule: dict[str, Any], after: float) -> float | None:
         moment = next(CronSim(schedule["cron"], datetime.fromtimestamp(after, zone)))
     except (OverflowError, ValueError, StopIteration):
         return None
-    return moment.timestamp()
+    expected = moment.timestamp()
+    return expected if expected <= _LAST_EXPECTED else None
 
 
 def describe(schedule: dict[str, Any]) -> str:
     if "every_ms" in schedule:
         return f"every {schedule['every_ms']} ms"
     return f"cron {schedule['cron']!r} in {schedule['tz']}"
+
+
+def known_zone(name: str) -> ZoneInfo | None:
+    """The IANA zone of that name; None for anything else, including names that
+    are too long, paths, or directories of the zone database ("America")."""
+    if not 0 < len(name) <= MAX_ZONE_CHARS:
+        return None
+    try:
+        return _zone(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory
+        return None
 
 
 @lru_cache(maxsize=256)

@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 
-from . import tls, tls_listen
+from . import limits, tls, tls_listen
 from .analytics import CostModel
 from .clock import Clock, SystemClock
 from .config import Config
 from .connection import Connection
 from .engine import Engine
+from .integrations import build as build_integrations
 from .launcher import Launcher
 
 if TYPE_CHECKING:
@@ -89,8 +90,14 @@ class Server:
             self.node.launcher = Launcher(self.engine, config.allowed_commands)
         if config.realert_ms:
             self.engine.realert_s = config.realert_ms / 1000
+        # --celery...: event sources inside the server (integrations/).
+        self.integrations = build_integrations(config, self.engine)
         self.connections: set[Connection] = set()
         self.connections_total = 0
+        # Set at start, once the open-file limit is known (see limits).
+        self.max_connections = config.max_connections
+        self.max_http_connections = config.max_http_connections
+        self.refusals = limits.RefusalLog("tcp")
         self.port = config.port
         self._listener: asyncio.AbstractServer | None = None
         self.http: HttpApi | None = None
@@ -127,6 +134,12 @@ class Server:
         if self.engine.realert_s is not None:
             now = self.clock.now()
             self.engine.realerts.extend((now + self.engine.realert_s, a) for a in firing)
+        fitted = limits.fit_open_files(
+            max(self.config.max_connections, 1),
+            self.config.max_http_connections if self.config.http_port else 0,
+        )
+        self.max_connections, self.max_http_connections = fitted.tcp, fitted.http
+        self._refusal = limits.tcp_refusal(self.max_connections)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.engine.run(), name="jobmon-store"))
         self._tasks.append(loop.create_task(self.engine.deadline_timer(), name="jobmon-timer"))
@@ -142,6 +155,7 @@ class Server:
             self.config.port,
             backlog=1024,
             timeout_s=self.config.tls_handshake_timeout_s,
+            max_pending=self.max_connections,
         )
         self.port = self._listener.sockets[0].getsockname()[1]
         if self.cluster is not None:  # join: the snapshot, then the log after it
@@ -151,6 +165,8 @@ class Server:
 
             self.http = HttpApi(self)
             await self.http.start(self.config.host, self.config.http_port)
+        for integration in self.integrations:
+            await integration.start()
 
     def public_url(self) -> str:
         """Where users reach this server (--public-url, else its HTTP address)."""
@@ -161,12 +177,21 @@ class Server:
         """/readyz: accepting, and (in a cluster) caught up with the log."""
         return self.cluster is None or self.cluster.caught_up
 
-    def _new_connection(self) -> Connection:
+    def _new_connection(self) -> asyncio.Protocol:
+        if len(self.connections) >= self.max_connections:
+            self.refusals.refused(self.max_connections)
+            return limits.Refused(self._refusal)
         self.connections_total += 1
         conn_id = self.connections_total
         if self.cluster is not None:  # unique across the cluster's nodes
             conn_id = (self.cluster.incarnation << 32) | conn_id
-        return Connection(self.engine, self.config.max_line_bytes, self.connections, conn_id)
+        return Connection(
+            self.engine,
+            self.config.max_line_bytes,
+            self.connections,
+            conn_id,
+            self.config.auth_timeout_ms / 1000 if self.node.token is not None else 0.0,
+        )
 
     async def stop(self) -> None:
         """Stop accepting, answer what was received, flush and fsync the journal."""
@@ -176,6 +201,9 @@ class Server:
             self._listener.close()
         if self.http is not None:
             await self.http.stop()
+        # Integrations stop receiving; what they had received goes to the engine.
+        for integration in self.integrations:
+            await integration.stop()
         # Launched jobs still running are stopped; their runs are reported cancelled.
         launched_stopped = await self.node.launcher.stop() if self.node.launcher else 0
         open_connections = len(self.connections)
@@ -206,6 +234,7 @@ class Server:
                 "fields": {
                     "connections_open_at_stop": open_connections,
                     "connections_total": self.connections_total,
+                    "connections_refused": self.refusals.total,
                     "requests_handled": self.engine.requests_handled,
                     "connection_turns": self.engine.connection_turns,
                     "store_turns": self.engine.turns,

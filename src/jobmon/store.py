@@ -380,10 +380,15 @@ class Store(Monitoring, RunIds):
     def recent_alerts(self) -> list[Alert]:
         return list(self.alert_history)
 
-    def find_alerts(self, state: str, job_id: str | None, limit: int) -> list[Alert]:
-        """Newest first, from the kept history (the last ALERT_HISTORY alerts)."""
+    def find_alerts(
+        self, state: str, job_id: str | None, limit: int, before: int | None = None
+    ) -> list[Alert]:
+        """Newest first, from the kept history (the last ALERT_HISTORY alerts);
+        ``before``: only alerts with a smaller id."""
         out = []
         for alert in reversed(self.alert_history):
+            if before is not None and alert.alert_id >= before:
+                continue
             if job_id is not None and alert.job_id != job_id:
                 continue
             if state != "all" and alert.state.value != state:

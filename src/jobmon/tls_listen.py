@@ -25,11 +25,11 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
-
 log = logging.getLogger("jobmon.tls")
 
 HANDSHAKE_TIMEOUT_S = 10.0
+# Handshakes going at once, per port (the server passes its connection cap).
+MAX_PENDING = 1024
 ACCEPT_RETRY_S = 0.5  # out of file descriptors: accept again after this, not in a busy loop
 # OpenSSL's reasons for the usual mistakes, in words an operator can act on.
 HINTS = {
@@ -51,8 +51,11 @@ class TlsServer(asyncio.AbstractServer):
         port_name: str,
         sockets: list[socket.socket],
         timeout_s: float,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self.factory = factory
+        self.max_pending = max_pending
+        self.refused = 0  # connections closed at once: max_pending handshakes were going
         self.context = context
         self.port_name = port_name
         self.sockets = sockets
@@ -76,6 +79,23 @@ class TlsServer(asyncio.AbstractServer):
                     extra={"fields": {"port": self.port_name, "error": str(exc)}},
                 )
                 await asyncio.sleep(ACCEPT_RETRY_S)
+                continue
+            if len(self._handshakes) >= self.max_pending:
+                # Each waits up to two timeouts holding a descriptor: past the cap the
+                # next is closed unheard, or silent peers would take every descriptor.
+                conn.close()
+                self.refused += 1
+                if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+                    log.warning(
+                        "tls connection refused: too many handshakes going",
+                        extra={
+                            "fields": {
+                                "port": self.port_name,
+                                "max_pending": self.max_pending,
+                                "refused": self.refused,
+                            }
+                        },
+                    )
                 continue
             task = self._loop.create_task(self._handshake(conn, peer), name="jobmon-tls")
             self._handshakes.add(task)
@@ -148,6 +168,7 @@ class TlsServer(asyncio.AbstractServer):
                     "port": self.port_name,
                     "handshakes_completed": self.completed,
                     "handshakes_failed": self.failed,
+                    "refused_pending": self.refused,
                 }
             },
         )
@@ -176,9 +197,11 @@ async def listen(
     port: int,
     backlog: int = 1024,
     timeout_s: float = HANDSHAKE_TIMEOUT_S,
+    max_pending: int = MAX_PENDING,
 ) -> asyncio.Server | TlsServer:
     """A listening port: plain (``create_server``) without a context; with one,
-    every address ``host`` names bound as ``create_server`` binds them, serving TLS."""
+    every address ``host`` names bound as ``create_server`` binds them, serving TLS
+    with at most ``max_pending`` handshakes going at once."""
     loop = asyncio.get_running_loop()
     if context is None:
         return await loop.create_server(factory, host, port, backlog=backlog)
@@ -207,7 +230,7 @@ async def listen(
         for sock in sockets:
             sock.close()
         raise
-    return TlsServer(factory, context, port_name, sockets, timeout_s)
+    return TlsServer(factory, context, port_name, sockets, timeout_s, max_pending)
 
 
 class _NoHalfClose(asyncio.Protocol):
@@ -240,39 +263,6 @@ class _NoHalfClose(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.target.resume_writing()
-
-
-class HttpsSite(web.BaseSite):
-    """aiohttp's TCPSite, over a ``TlsServer``."""
-
-    __slots__ = ("_host", "_port", "_timeout_s", "_context")
-
-    def __init__(
-        self,
-        runner: web.BaseRunner,
-        host: str,
-        port: int,
-        context: ssl.SSLContext,
-        timeout_s: float = HANDSHAKE_TIMEOUT_S,
-        backlog: int = 128,
-    ) -> None:
-        super().__init__(runner, backlog=backlog)
-        self._host = host
-        self._port = port
-        self._context = context
-        self._timeout_s = timeout_s
-
-    @property
-    def name(self) -> str:
-        return f"https://{self._host}:{self._port}"
-
-    async def start(self) -> None:
-        await super().start()
-        server = self._runner.server
-        assert server is not None  # BaseSite refuses a runner that is not set up
-        self._server = await listen(
-            server, self._context, "http", self._host, self._port, self._backlog, self._timeout_s
-        )
 
 
 def _set_once(future: asyncio.Future[None]) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..engine import EXPIRE_SLICE, SETTLE_BUDGET
 from ..model import Alert
 from ..persistence import TICK_RECORD
 from . import records
@@ -64,7 +65,7 @@ class Leading:
     # -- the appends ---------------------------------------------------------------
     def tick(self) -> None:
         engine = self.engine
-        store_due = engine.node.store.next_deadline()
+        store_due = engine.node.store.next_deadline(SETTLE_BUDGET)
         if store_due is None or store_due > engine.clock.now():
             return
         self.ticking = True
@@ -73,7 +74,10 @@ class Leading:
         def later() -> None:  # Redis is down: the timer brings the next try
             self.tick_retry_at = time.monotonic() + RETRY_AFTER_S
 
-        self._append([[None, [[TICK_RECORD, [engine.restarted_at]]]]], "ticking", later)
+        # A slice, as the embedded engine fires them: every node fires the same
+        # first EXPIRE_SLICE due at the entry's time; the next tick goes on.
+        tick = [TICK_RECORD, [engine.restarted_at, EXPIRE_SLICE]]
+        self._append([[None, [tick]]], "ticking", later)
 
     def confirm(self) -> None:
         keys, self.confirmations = self.confirmations, []

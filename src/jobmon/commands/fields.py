@@ -7,12 +7,24 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 
+from ..clock import MAX_SPAN_MS, MAX_TIME, MIN_TIME
 from ..errors import Code, RequestError, malformed
 
 MAX_JOB_ID_CHARS = 256
 # Numbers beyond 2**53 lose integer precision as floats, and sums of them can
 # overflow to infinity (which JSON cannot carry): refuse them at the edge.
 MAX_NUMBER = 2**53
+# What is kept of strings and maps (each kept value also lands in replies,
+# alerts, the journal and snapshots): see the README's "Limits".
+MAX_ERROR_CHARS = 4096  # a longer error is kept as its first 4,096 characters
+MAX_NAME_CHARS = 64  # a resource_usage field's or a label's name
+MAX_USAGE_FIELDS = 32
+MAX_USAGE_TEXT_CHARS = 128  # a resource_usage value that is a string
+# A reply line carries at most MAX_REPLY_BYTES; a page of list_jobs or get_alerts
+# stops once it passes PAGE_BYTES (its cursor continues where it stopped), so a
+# small request never builds a large reply in the store task.
+MAX_REPLY_BYTES = 4 << 20
+PAGE_BYTES = 1 << 20
 
 # Wire types for the fast path (see protocol.decode): msgspec checks these in C.
 # They must accept only what the validators below accept (Wire structs forbid
@@ -24,6 +36,14 @@ WireNumber = (
     Annotated[int, msgspec.Meta(ge=0, le=MAX_NUMBER)]
     | Annotated[float, msgspec.Meta(ge=0, le=MAX_NUMBER)]
 )
+WireSpanMs = Annotated[int, msgspec.Meta(ge=1, le=MAX_SPAN_MS)]
+# An error longer than the cap takes the general path, which keeps its head.
+WireError = Annotated[str, msgspec.Meta(max_length=MAX_ERROR_CHARS)]
+# resource_usage of numbers only, within the caps (strings take the general path).
+WireUsage = Annotated[
+    dict[Annotated[str, msgspec.Meta(max_length=MAX_NAME_CHARS)], WireNumber],
+    msgspec.Meta(max_length=MAX_USAGE_FIELDS),
+]
 # msg_id is only echoed back: any integer orjson can read back as one is fine.
 WireMsgId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 # event_id (see commands.once): the sender's id for one event, so a retry applies once.
@@ -107,16 +127,40 @@ def checked_number(value: Any, name: str, low: float = 0, high: float = MAX_NUMB
     return value
 
 
-def integer(body: dict[str, Any], name: str, low: int = 0) -> int | None:
-    """An optional integer in [low, MAX_NUMBER]; None when absent."""
+def integer(body: dict[str, Any], name: str, low: int = 0, high: int = MAX_NUMBER) -> int | None:
+    """An optional integer in [low, high]; None when absent."""
     value = body.get(name)
     if value is None:
         return None
     if type(value) is not int:
         raise malformed(f"{name} must be an integer >= {low}, got {_show(value)}")
-    if not low <= value <= MAX_NUMBER:
-        raise malformed(f"{name} must be an integer between {low} and {MAX_NUMBER}, got {value}")
+    if not low <= value <= high:
+        raise malformed(f"{name} must be an integer between {low} and {high}, got {value}")
     return value
+
+
+def span_ms(body: dict[str, Any], name: str, low: int = 1) -> int | None:
+    """An optional number of milliseconds added to a time: at most MAX_SPAN_MS."""
+    return integer(body, name, low, MAX_SPAN_MS)
+
+
+def writable_time(ts: float) -> bool:
+    """True when ISO-8601 with a four-digit year can carry ``ts`` (epoch seconds)."""
+    return MIN_TIME <= ts <= MAX_TIME
+
+
+def short_string(body: dict[str, Any], name: str, max_chars: int) -> str | None:
+    """An optional string of at most ``max_chars`` characters."""
+    value = string(body, name)
+    if value is not None and len(value) > max_chars:
+        raise malformed(f"{name} is {len(value)} characters long; at most {max_chars}")
+    return value
+
+
+def error_text(body: dict[str, Any]) -> str:
+    """A failure's ``error``: kept as its first MAX_ERROR_CHARS characters."""
+    error = string(body, "error")
+    return "" if error is None else error[:MAX_ERROR_CHARS]
 
 
 def string(body: dict[str, Any], name: str) -> str | None:
@@ -132,6 +176,7 @@ def string(body: dict[str, Any], name: str) -> str | None:
 RUN_INFO_FIELDS = ("arguments", "exit_code", "output", "memory_limit_mb")
 MAX_ARGUMENTS = 256
 MAX_ARGUMENT_CHARS = 4096
+MAX_ARGUMENTS_CHARS = 8192  # all of them together
 MAX_OUTPUT_CHARS = 8192
 
 
@@ -150,10 +195,12 @@ def run_info(body: dict[str, Any]) -> dict[str, Any] | None:
                 type(a) is str and len(a) <= MAX_ARGUMENT_CHARS and "\x00" not in a
                 for a in arguments
             )
+            or sum(map(len, arguments)) > MAX_ARGUMENTS_CHARS
         ):
             raise malformed(
                 f"arguments must be an array of at most {MAX_ARGUMENTS} strings of at most "
-                f"{MAX_ARGUMENT_CHARS} characters, without NUL, got {_show(arguments)}"
+                f"{MAX_ARGUMENT_CHARS} characters ({MAX_ARGUMENTS_CHARS} in all), without NUL, "
+                f"got {_show(arguments)}"
             )
         info["arguments"] = arguments
     exit_code = body.get("exit_code")
@@ -176,7 +223,8 @@ def run_info(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def usage(body: dict[str, Any]) -> dict[str, Any]:
-    """``resource_usage``: numbers by name; cpu_percent and memory_mb must be numbers."""
+    """``resource_usage``: a flat object of numbers (cpu_percent and memory_mb must
+    be numbers), short strings, booleans or nulls, within the caps."""
     value = body.get("resource_usage")
     if value is None:
         return {}
@@ -185,12 +233,44 @@ def usage(body: dict[str, Any]) -> dict[str, Any]:
             f"resource_usage must be an object such as "
             f'{{"cpu_percent": 75, "memory_mb": 1024}}, got {_show(value)}'
         )
+    if len(value) > MAX_USAGE_FIELDS:
+        raise malformed(
+            f"resource_usage has {len(value)} fields; at most {MAX_USAGE_FIELDS} are kept"
+        )
     for key, item in value.items():
+        if len(key) > MAX_NAME_CHARS:
+            raise malformed(
+                f"resource_usage field names are at most {MAX_NAME_CHARS} characters, "
+                f"got one of {len(key)}"
+            )
         if is_number(item):
             checked_number(item, f"resource_usage.{key}")
         elif key in ("cpu_percent", "memory_mb"):
             raise malformed(f"resource_usage.{key} must be a number >= 0, got {_show(item)}")
+        elif type(item) is str:
+            if len(item) > MAX_USAGE_TEXT_CHARS:
+                raise malformed(
+                    f"resource_usage.{key} is a string of {len(item)} characters; "
+                    f"at most {MAX_USAGE_TEXT_CHARS}"
+                )
+        elif item is not None and type(item) is not bool:
+            raise malformed(
+                f"resource_usage.{key} must be a number, a string, true, false or null "
+                f"(resource_usage is a flat object), got {_show(item)}"
+            )
     return value
+
+
+def encoded(value: Any, what: str) -> orjson.Fragment:
+    """``value`` encoded once for a reply (the engine copies the bytes as they are);
+    refused when it would pass MAX_REPLY_BYTES."""
+    data = orjson.dumps(value)
+    if len(data) > MAX_REPLY_BYTES:
+        raise malformed(
+            f"{what} would be {len(data)} bytes, over the {MAX_REPLY_BYTES} a reply may carry: "
+            "ask for less"
+        )
+    return orjson.Fragment(data)
 
 
 def _show(value: Any) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from ..errors import malformed
 from ..node import Node
 from . import fields
@@ -23,11 +25,24 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     limit = fields.integer(body, "limit", 1)
     if limit is not None and limit > MAX_LIMIT:
         raise malformed(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
-    return (state, job_id, limit or DEFAULT_LIMIT)
+    before = fields.integer(body, "before", 1)  # an alert id: the alerts older than it
+    return (state, job_id, limit or DEFAULT_LIMIT, before)
 
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
-    state, job_id, limit = args
+    state, job_id, limit, before = args
     out = fields.reply("alerts", msg_id)
-    out["alerts"] = [a.to_wire() for a in node.store.find_alerts(state, job_id, limit)]
+    page = []
+    size = 0
+    found = node.store.find_alerts(state, job_id, limit, before)
+    for alert in found:
+        row = orjson.dumps(alert.to_wire())
+        page.append(orjson.Fragment(row))
+        size += len(row)
+        if size >= fields.PAGE_BYTES and len(page) < len(found):
+            # The rest would make the reply too large: the next page starts here.
+            out["alerts"] = page
+            out["next_before"] = alert.alert_id
+            return out
+    out["alerts"] = page
     return out

@@ -65,10 +65,11 @@ def record(node: Node, job: Job) -> dict[str, Any]:
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     job = node.store.get(args[0])
     out = fields.reply("job", msg_id)
-    out["job"] = full = record(node, job)
+    full = record(node, job)
     runs = History.runs_of(job)
     for run in runs:
         run["started_at"] = iso(run["started_at"])
         run["finished_at"] = iso(run["finished_at"])
     full["recent_runs"] = runs
+    out["job"] = fields.encoded(full, f"job {args[0]!r}'s record")
     return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 
@@ -18,7 +18,7 @@ MUTATES = True
 
 class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=True):
     job_id: fields.WireJobId
-    ttl_ms: Annotated[int, msgspec.Meta(ge=1, le=fields.MAX_NUMBER)] | None = None
+    ttl_ms: fields.WireSpanMs | None = None
     at: fields.WireNumber | None = None
     for_run: bool = False
     msg_id: fields.WireMsgId | None = None
@@ -30,7 +30,7 @@ from_wire = attrgetter("job_id", "ttl_ms", "at", "for_run")
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     job_id = fields.job_id(body)
-    ttl_ms = fields.integer(body, "ttl_ms", 1)
+    ttl_ms = fields.span_ms(body, "ttl_ms")
     for_run = body.get("for_run", False)
     if type(for_run) is not bool:
         raise malformed(

@@ -10,15 +10,28 @@ from . import fields
 
 NAME = "init"
 MUTATES = False
+# node_id is the src of every enveloped reply: kept short.
+MAX_NODE_ID_CHARS = fields.MAX_JOB_ID_CHARS
+MAX_NODES = 1024
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     node_id = body.get("node_id")
-    if type(node_id) is not str or not node_id:
-        raise malformed(f"node_id must be a non-empty string, got {fields._show(node_id)}")
+    if type(node_id) is not str or not 0 < len(node_id) <= MAX_NODE_ID_CHARS:
+        raise malformed(
+            f"node_id must be a non-empty string of at most {MAX_NODE_ID_CHARS} characters, "
+            f"got {fields._show(node_id)}"
+        )
     node_ids = body.get("node_ids", [node_id])
-    if type(node_ids) is not list or not all(type(n) is str for n in node_ids):
-        raise malformed(f"node_ids must be an array of strings, got {fields._show(node_ids)}")
+    if (
+        type(node_ids) is not list
+        or len(node_ids) > MAX_NODES
+        or not all(type(n) is str and len(n) <= MAX_NODE_ID_CHARS for n in node_ids)
+    ):
+        raise malformed(
+            f"node_ids must be an array of at most {MAX_NODES} strings of at most "
+            f"{MAX_NODE_ID_CHARS} characters, got {fields._show(node_ids)}"
+        )
     return (node_id, node_ids)
 
 

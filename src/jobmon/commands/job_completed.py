@@ -18,7 +18,7 @@ class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=Tru
     job_id: fields.WireJobId
     duration_ms: fields.WireNumber | None = None
     # Stricter than parse (every value a number): anything else takes the slow path.
-    resource_usage: dict[str, fields.WireNumber] = msgspec.field(default_factory=dict)
+    resource_usage: fields.WireUsage = msgspec.field(default_factory=dict)
     at: fields.WireNumber | None = None
     msg_id: fields.WireMsgId | None = None
     event_id: fields.WireEventId | None = None

@@ -16,7 +16,7 @@ MUTATES = True
 
 class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=True):
     job_id: fields.WireJobId
-    error: str = ""
+    error: fields.WireError = ""
     retries: fields.WireCount = 0
     max_retries: fields.WireCount | None = None
     at: fields.WireNumber | None = None
@@ -29,11 +29,10 @@ from_wire = attrgetter("job_id", "error", "retries", "max_retries", "at")
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     job_id = fields.job_id(body)
-    error = fields.string(body, "error")
+    error = fields.error_text(body)
     retries = fields.integer(body, "retries")
     max_retries = fields.integer(body, "max_retries")
     at = fields.number(body, "at")
-    error = error if error is not None else ""
     info = fields.run_info(body)
     usage = fields.usage(body)
     if "run_id" in body:

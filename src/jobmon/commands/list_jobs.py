@@ -5,6 +5,9 @@ from __future__ import annotations
 from itertools import islice
 from typing import Any
 
+from orjson import Fragment
+from orjson import dumps as _dumps
+
 from ..errors import malformed
 from ..model import STATUS_BY_NAME
 from ..node import Node
@@ -36,8 +39,11 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
             f"cursor must be the next_cursor string of an earlier page, got {fields._show(cursor)}"
         )
     q = body.get("q")
-    if q is not None and type(q) is not str:
-        raise malformed(f"q must be a string (a part of the job_id), got {fields._show(q)}")
+    if q is not None and (type(q) is not str or len(q) > fields.MAX_JOB_ID_CHARS):
+        raise malformed(
+            f"q must be a string of at most {fields.MAX_JOB_ID_CHARS} characters "
+            f"(a part of the job_id), got {fields._show(q)}"
+        )
     return (status, limit or DEFAULT_LIMIT, offset, q or None)
 
 
@@ -46,13 +52,16 @@ def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, An
     status = STATUS_BY_NAME[status_name] if status_name else None
     jobs = node.store.jobs
     page = []
+    size = 0
     position = offset
     # Jobs are never removed, so a position in first-seen order is a stable cursor.
     for job in islice(jobs.values(), offset, None):
         position += 1
         if (status is None or job.status is status) and (q is None or q in job.job_id):
-            page.append(record(node, job))
-            if len(page) == limit:
+            row = _dumps(record(node, job))
+            page.append(Fragment(row))
+            size += len(row)
+            if len(page) == limit or size >= fields.PAGE_BYTES:  # the cursor goes on
                 break
     out = fields.reply("jobs", msg_id)
     out["jobs"] = page

@@ -27,9 +27,12 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
         if moment is not None:
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-            return (job_id, moment.timestamp())
+            # "0001-01-01T00:00:00+14:00" is in year 0 in UTC: not writable back.
+            if fields.writable_time(moment.timestamp()):
+                return (job_id, moment.timestamp())
     raise malformed(
-        f"until must be an ISO-8601 time such as 2026-11-22T04:00:00Z, got {fields._show(until)}"
+        "until must be an ISO-8601 time between 0001-01-01T00:00:00Z and "
+        f"9999-12-31T23:59:59.999Z, such as 2026-11-22T04:00:00Z, got {fields._show(until)}"
     )
 
 

@@ -13,6 +13,7 @@ from . import fields
 NAME = "register_job"
 MUTATES = True
 MAX_LABELS = 32
+MAX_LABEL_VALUE_CHARS = 256
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:
@@ -28,7 +29,7 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
         ("lost_grace_ms", 0),
     ):
         if name in body:
-            settings[name] = fields.integer(body, name, low)
+            settings[name] = fields.span_ms(body, name, low)
     if body.get("grace_ms", 0) is None:
         settings["grace_ms"] = 0
     for name in ("failure_threshold", "recovery_threshold"):
@@ -49,10 +50,17 @@ def _labels(labels: Any) -> dict[str, str]:
     if (
         type(labels) is not dict
         or len(labels) > MAX_LABELS
-        or not all(type(k) is str and k and type(v) is str for k, v in labels.items())
+        or not all(
+            type(k) is str
+            and 0 < len(k) <= fields.MAX_NAME_CHARS
+            and type(v) is str
+            and len(v) <= MAX_LABEL_VALUE_CHARS
+            for k, v in labels.items()
+        )
     ):
         raise malformed(
-            f"labels must be an object of at most {MAX_LABELS} string values, "
+            f"labels must be an object of at most {MAX_LABELS} string values (names of 1 to "
+            f"{fields.MAX_NAME_CHARS} characters, values of at most {MAX_LABEL_VALUE_CHARS}), "
             f'such as {{"team": "data"}}, got {fields._show(labels)}'
         )
     return labels

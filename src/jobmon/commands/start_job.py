@@ -16,20 +16,20 @@ MUTATES = False  # the launch is not replayed; the run's own reports are journal
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     job_id = fields.job_id(body)
     command = body.get("command")
-    if type(command) is not str or not command:
+    if type(command) is not str or not 0 < len(command) <= fields.MAX_JOB_ID_CHARS:
         raise malformed(
             f"command must be the name of an allowed command, got {fields._show(command)}"
         )
     info = fields.run_info({"arguments": body.get("arguments", [])})
     arguments = info["arguments"] if info else []
     retries = fields.integer(body, "max_retries") or 0
-    retry_delay_ms = fields.integer(body, "retry_delay_ms") or 0
+    retry_delay_ms = fields.span_ms(body, "retry_delay_ms", 0) or 0
     memory_limit_mb = fields.number(body, "memory_limit_mb", 1)
     action = body.get("memory_action", "alert")
     if action not in ("alert", "kill"):
         raise malformed(f"memory_action must be alert or kill, got {fields._show(action)}")
-    timeout_ms = fields.integer(body, "timeout_ms", 1)
-    heartbeat_ms = fields.integer(body, "heartbeat_ms", 1)
+    timeout_ms = fields.span_ms(body, "timeout_ms")
+    heartbeat_ms = fields.span_ms(body, "heartbeat_ms")
     return (
         job_id,
         command,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import malformed
+from ..errors import Code, RequestError, malformed
 from ..node import TOPICS, Node, Subscription
 from . import fields
 
@@ -29,8 +29,15 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     topics, frame = args
-    if node.sink is not None:  # stdio has no connection to push to
-        node.subscriptions[node.sink] = Subscription(node.sink, frozenset(topics), frame)
+    sink = node.sink
+    if sink is not None and not sink.persistent:
+        raise RequestError(
+            Code.NOT_SUPPORTED,
+            "subscribe needs a connection that stays open (TCP); "
+            "over HTTP, GET /api/stream?topics=alerts,events",
+        )
+    if sink is not None:  # stdio has no connection to push to
+        node.subscribe(sink, Subscription(sink, frozenset(topics), frame))
     out = fields.reply("subscribed", msg_id)
     out["topics"] = topics
     return out

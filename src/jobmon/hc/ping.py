@@ -8,13 +8,14 @@ key, is the secret. Answers as Healthchecks does, in plain text: ``OK``,
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import uuid as uuidlib
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .. import channels
+from .. import channels, httplimits
 from ..errors import Code
 from .model import PING_BODY_LIMIT
 
@@ -41,17 +42,22 @@ def canonical_uuid(value: str) -> str | None:
     return str(parsed) if str(parsed) == value.lower() else None
 
 
-async def read_body(request: web.Request) -> str | None:
+async def read_body(request: web.Request, limit_s: float | None) -> str | None:
     """The first PING_BODY_LIMIT bytes of the body (the rest is not kept, as in
-    Healthchecks), as text; None when there is none."""
+    Healthchecks), as text, read within ``limit_s`` (--http-timeout-ms: 408
+    past it); None when there is none."""
     chunks: list[bytes] = []
     size = 0
-    while size < PING_BODY_LIMIT:
-        chunk = await request.content.read(PING_BODY_LIMIT - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
+    try:
+        async with asyncio.timeout(limit_s):
+            while size < PING_BODY_LIMIT:
+                chunk = await request.content.read(PING_BODY_LIMIT - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout() from None
     if not size:
         return None
     return b"".join(chunks).decode("utf-8", errors="replace")
@@ -103,7 +109,7 @@ class Pinging:
         message["remote_addr"] = request.remote or ""
         message["method"] = request.method
         message["ua"] = request.headers.get("User-Agent", "")
-        body = await read_body(request)
+        body = await read_body(request, httplimits.timeout_s(self.http.server.config))
         if body is not None:
             message["body"] = body
         (reply,) = await self.http.ask([message])
