@@ -383,6 +383,14 @@ async def test_a_sentinel_failover_loses_no_acknowledged_event(tmp_path: Path) -
             server.stop()
 
 
+async def readyz(http_port: int) -> int:
+    async with (
+        aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session,
+        session.get(f"http://127.0.0.1:{http_port}/readyz") as response,
+    ):
+        return response.status
+
+
 async def test_redis_stopped_and_restarted_under_node_processes(tmp_path: Path) -> None:
     http_port = free_port()
     with RedisServer(tmp_path / "redis") as own, cluster(2, "--redis", own.url) as (a, b):
@@ -392,7 +400,10 @@ async def test_redis_stopped_and_restarted_under_node_processes(tmp_path: Path) 
         try:
             kept = await request(a, {"type": "job_completed", "job_id": "kept", "duration_ms": 5})
             assert kept["type"] == "job_completed"
+            assert await readyz(http_port) == 200
             own.stop()
+            # Not ready while Redis is away (a balancer sends writes elsewhere)...
+            await eventually(lambda: readyz(http_port), lambda s: s == 503, "/readyz 503")
             for node in (a, c):
                 refused = await request(
                     node, {"type": "update_status", "job_id": "x", "status": "running"}
@@ -414,6 +425,8 @@ async def test_redis_stopped_and_restarted_under_node_processes(tmp_path: Path) 
                     f"node {node.name} to take writes again",
                     every_s=0.1,
                 )
+            # ...and ready again once it is back, with no restart.
+            await eventually(lambda: readyz(http_port), lambda s: s == 200, "/readyz 200")
             for node in (a, c):
                 await eventually(
                     lambda n=node: request(n, {"type": "list_jobs"}),

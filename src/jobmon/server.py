@@ -174,8 +174,9 @@ class Server:
         return self.config.public_url or f"http://{self.config.host}:{port}"
 
     def ready(self) -> bool:
-        """/readyz: accepting, and (in a cluster) caught up with the log."""
-        return self.cluster is None or self.cluster.caught_up
+        """/readyz: accepting, and (in a cluster) caught up with the log and
+        reaching Redis (without it, writes are refused: send them elsewhere)."""
+        return self.cluster is None or (self.cluster.caught_up and self.cluster.redis_up)
 
     def _new_connection(self) -> asyncio.Protocol:
         if len(self.connections) >= self.max_connections:
