@@ -176,6 +176,7 @@ class Posts:
         self.received: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self.log: list[tuple[str, dict[str, Any]]] = []
         self.attempts: list[str] = []  # paths, refused or not
+        self.refused: list[tuple[str, dict[str, Any]]] = []  # what was answered 503
         self.refuse = False
         self.holds: dict[str, asyncio.Event] = {}  # by path
         self.url = ""  # set by test_notify.serving
@@ -184,6 +185,7 @@ class Posts:
     async def handle(self, request: web.Request) -> web.Response:
         self.attempts.append(request.path)
         if self.refuse:
+            self.refused.append((request.path, await request.json()))
             return web.Response(status=503, text="try later")
         hold = self.holds.get(request.path)
         if hold is not None:

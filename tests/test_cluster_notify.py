@@ -10,6 +10,9 @@ receiver knows which node sent each post. The module's tests share one Redis.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import orjson
 
 from cluster_helpers import (
     Where,
@@ -25,7 +28,15 @@ from cluster_helpers import (
     until,
 )
 from jobmon.server import running
-from redis_helpers import cluster, leader_among, request, shared_redis_fixture, where_fixture  # noqa: F401
+from redis_helpers import (  # noqa: F401 (the fixtures)
+    LEASE_MS,
+    NodeProcess,
+    cluster,
+    leader_among,
+    request,
+    shared_redis_fixture,
+    where_fixture,
+)
 
 
 async def test_webhooks_are_sent_by_the_leader_once_with_the_alert_id(where: Where) -> None:
@@ -155,7 +166,9 @@ async def test_a_leader_killed_before_apprise_confirmed_is_followed_by_one_that_
             assert path == f"/{other.name}"
             assert body["title"] == "[jobmon] k: failed firing"
             (alert,) = (await request(other, {"type": "get_alerts"}))["alerts"]
-            assert apprise_alert_id(body) == alert["id"]  # a receiver can drop a repeat by it
+            # The same id as the dead leader's attempts: a receiver can drop a repeat by it.
+            tried = {apprise_alert_id(b) for p, b in box.refused if p == f"/{leader.name}"}
+            assert tried == {apprise_alert_id(body)} == {alert["id"]}
             await eventually(
                 lambda: request(other, {"type": "get_cluster"}),
                 lambda info: info["outbox"] == 0 and info["role"] == "leader",
@@ -210,3 +223,78 @@ async def test_a_lease_lost_and_won_back_with_deliveries_in_flight_confirms_only
                 body["id"] if path == "/hook" else apprise_alert_id(body) for path, body in box.log
             }
             assert len(ids) == 1  # one incident, one id, in every resend
+
+
+def alerts_logged(node: NodeProcess) -> list[tuple[str, str]]:
+    """(job_id, state) of each alert line the node wrote to stderr."""
+    lines = [orjson.loads(line) for line in node.lines if '"jobmon.alert"' in line]
+    return [(line["job_id"], line["state"]) for line in lines]
+
+
+async def outbox_empty(node: NodeProcess) -> None:
+    await eventually(
+        lambda: request(node, {"type": "get_cluster"}),
+        lambda info: info["outbox"] == 0,
+        f"node {node.name} to see every delivery confirmed",
+    )
+
+
+async def test_a_node_joining_or_restarting_replays_old_alerts_without_logging_or_sending_them(
+    where: Where,
+) -> None:
+    """The log a node reads while joining holds alerts that fired before it
+    started: they were logged and sent then. It logs (stderr) and sends only
+    what fires from its join on; a marker alert proves it is logging by then."""
+    async with posts() as box:
+
+        def node(name: str) -> NodeProcess:
+            flags = ["--lease-ms", LEASE_MS, *where.flags(), "--notify", box.target(name, "json")]
+            return NodeProcess(name, *flags).start()
+
+        async def marker(through: NodeProcess, job_id: str, *logging: NodeProcess) -> None:
+            await request(through, {"type": "job_failed", "job_id": job_id, "retries": 9})
+            for n in logging:
+                await n.logged(f'"job_id":"{job_id}"')
+
+        n1 = node("n1")
+        started = [n1]
+        try:
+            await request(n1, {"type": "job_failed", "job_id": "old", "retries": 9})
+            await request(n1, {"type": "heartbeat", "job_id": "beat", "ttl_ms": 200})
+            await n1.logged('"job_id":"beat"')  # fired by the leader's clock
+            await request(n1, {"type": "job_completed", "job_id": "old", "duration_ms": 1})
+            await n1.logged('"state":"resolved"')
+            await outbox_empty(n1)
+            n2 = node("n2")  # joins: the three alerts above are in the log it reads
+            started.append(n2)
+            await marker(n1, "m1", n1, n2)
+            assert alerts_logged(n2) == [("m1", "firing")]
+            await outbox_empty(n2)
+            n1.kill9()
+            await eventually(
+                lambda: request(n2, {"type": "get_cluster"}),
+                lambda info: info["role"] == "leader",
+                "n2 to lead once n1's lease ran out",
+            )
+            await marker(n2, "m2", n2)
+            await outbox_empty(n2)
+            n2.kill9()  # restarts alone: it replays everything and takes the lease
+            again = node("n2")
+            started.append(again)
+            await marker(again, "m3", again)
+            assert alerts_logged(again) == [("m3", "firing")]
+            # Sent once the old n2's lease ran out; with it, what this one's lease
+            # gain would have resent, had the log not confirmed the rest.
+            await outbox_empty(again)
+            sent: list[tuple[str, Any]] = [(p, b["title"]) for p, b in box.log]
+            assert sent == [
+                ("/n1", "[jobmon] old: failed firing"),
+                ("/n1", "[jobmon] beat: missed_heartbeat firing"),
+                ("/n1", "[jobmon] old: failed resolved"),
+                ("/n1", "[jobmon] m1: failed firing"),
+                ("/n2", "[jobmon] m2: failed firing"),
+                ("/n2", "[jobmon] m3: failed firing"),
+            ], "each alert sent once, by the leader of the moment"
+        finally:
+            for n in started:
+                n.stop()

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -110,19 +111,19 @@ class Member:
         wanted = self.node.store.settings()
         try:
             await asyncio.wait_for(self._load_snapshot(), JOIN_TIMEOUT_S)
+            last = await self.redis.last_id()
+            if last is not None and last > self.position:
+                self.engine.history_until = last
             await self.membership.say_alive()
         except UNAVAILABLE as exc:
             await self.redis.close()
             raise OSError(f"{self.settings.describe()} is unreachable: {exc}") from exc
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._read(), name="jobmon-cluster-reader"),
-            loop.create_task(self.membership.run(), name="jobmon-cluster-members"),
-            loop.create_task(self.lease.run(), name="jobmon-cluster-lease"),
-        ]
-        for task in self._tasks:
-            task.add_done_callback(self._task_ended)
+        self._run(self._read(), "jobmon-cluster-reader")
+        self._run(self.membership.run(), "jobmon-cluster-members")
         await asyncio.wait_for(self._caught_up.wait(), JOIN_TIMEOUT_S)
+        # Only a node that has caught up may lead: its outbox is whole (a leader
+        # sends what it holds), and it fires deadlines from the current state.
+        self._run(self.lease.run(), "jobmon-cluster-lease")
         if self.node.store.settings() != wanted:  # this node's flags win from here on
             self.engine.propose_own(CONFIG_RECORD, wanted)
         log.info(
@@ -166,6 +167,11 @@ class Member:
                 }
             },
         )
+
+    def _run(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        task.add_done_callback(self._task_ended)
+        self._tasks.append(task)
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         """The reader, membership and lease run for the node's life: one that

@@ -178,6 +178,10 @@ class RedisLog:
         first = await self.redis.xrange(self.log_key, count=1)
         return parse_stream_id(first[0][0]) if first else None
 
+    async def last_id(self) -> tuple[int, int] | None:
+        last = await self.redis.xrevrange(self.log_key, count=1)
+        return parse_stream_id(last[0][0]) if last else None
+
     async def trim(self, min_id: tuple[int, int]) -> int:
         removed: int = await self.redis.xtrim(
             self.log_key, minid=format_stream_id(min_id), approximate=False

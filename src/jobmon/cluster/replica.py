@@ -73,6 +73,9 @@ class ClusterEngine(Engine):
         self.failure: Exception | None = None  # set: this node must stop (see fail)
         self.refused_unavailable = 0
         self.entries_skipped_late = 0
+        # The log's last entry when this node joined: what it replays up to there
+        # is history (logged, pushed and sent when it fired), not news.
+        self.history_until: tuple[int, int] | None = None
 
     # -- the task --------------------------------------------------------------
     def _has_work(self) -> bool:
@@ -268,15 +271,26 @@ class ClusterEngine(Engine):
                 self.entries_skipped_late += 1  # its proposer answered error 11
             else:
                 own = self.in_flight.get(int(fields[b"s"])) if fields[b"o"] == origin else None
-                if self.events is None and node.subscriptions and self.publisher.wants_events():
+                history = self.history_until is not None and position <= self.history_until
+                if (
+                    self.events is None
+                    and not history
+                    and node.subscriptions
+                    and self.publisher.wants_events()
+                ):
                     self.events = []
                 if own is not None and not own.applied:
                     self._apply_own(own, ts)
                 else:
                     self._apply_other(orjson.loads(fields[b"r"]), ts)
                 self.changes += 1
-                self.publish(ts)
+                if history:
+                    self._replayed()
+                else:
+                    self.publish(ts)
             member.applied(position, len(fields[b"r"]))
+            if self.history_until is not None and position >= self.history_until:
+                self._history_read()
             if leading.tick_until is not None and position >= leading.tick_until:
                 leading.tick_until = None
         self._lost_in_failover()
@@ -334,6 +348,24 @@ class ClusterEngine(Engine):
             for conn, job_ids in self.node.store.reported_by.items()
             if job_ids and records.incarnation_of(conn) == incarnation and conn not in closing
         ]
+
+    def _replayed(self) -> None:
+        """An entry of the log as it was when this node joined: the alerts it fired
+        or resolved were logged, pushed and sent then, by the nodes there; here
+        they only enter the outbox (the leader's notifier may still owe them)."""
+        alerts = self.node.store.drain_alerts()
+        if alerts:
+            self.member.outbox.add(alerts)
+
+    def _history_read(self) -> None:
+        """The log as it was at join is applied: from here on alerts are news.
+        Reminders (--realert-ms) of what is still firing count from now, as after
+        an embedded node's restart."""
+        self.history_until = None
+        if self.realert_s is not None:
+            due = self.clock.now() + self.realert_s
+            firing = [a for a in self.node.store.recent_alerts() if a.resolved_at is None]
+            self.realerts.extend((due, alert) for alert in firing)
 
     def publish(self, now: float) -> None:
         """Alerts enter the replicated outbox on every node; only the leader's
