@@ -400,7 +400,7 @@ async def test_redis_stopped_and_restarted_under_node_processes(tmp_path: Path) 
         try:
             kept = await request(a, {"type": "job_completed", "job_id": "kept", "duration_ms": 5})
             assert kept["type"] == "job_completed"
-            assert await readyz(http_port) == 200
+            await eventually(lambda: readyz(http_port), lambda s: s == 200, "c ready")
             own.stop()
             # Not ready while Redis is away (a balancer sends writes elsewhere)...
             await eventually(lambda: readyz(http_port), lambda s: s == 503, "/readyz 503")

@@ -27,6 +27,7 @@ from cluster_helpers import (
     redis_client,
     until,
 )
+from helpers import LineClient
 from jobmon.server import running
 from redis_helpers import (  # noqa: F401 (the fixtures)
     LEASE_MS,
@@ -298,3 +299,25 @@ async def test_a_node_joining_or_restarting_replays_old_alerts_without_logging_o
         finally:
             for n in started:
                 n.stop()
+
+
+async def test_a_joining_node_reminds_its_subscribers_of_what_still_fires(where: Where) -> None:
+    """--realert-ms: what a joining node replays is not news to log or push, but
+    the alerts still firing are reminded to its subscribers from its join on, as
+    after an embedded node's restart."""
+    async with nodes(where, 1, realert_ms=300) as (first,):
+        await ask(first, {"type": "job_failed", "job_id": "old", "retries": 9})
+        async with running(node_config(where, "n2", realert_ms=300)) as joined:
+            watcher = await LineClient.connect(joined.port)
+            try:
+                await watcher.request({"type": "subscribe", "topics": ["alerts"]})
+                reminded = (await watcher.read(timeout=30))["alert"]
+            finally:
+                await watcher.close()
+            (alerts,) = await ask(joined, {"type": "get_alerts"})
+            (old,) = alerts["alerts"]
+            assert (reminded["id"], reminded["job_id"], reminded["state"]) == (
+                old["id"],
+                "old",
+                "firing",
+            )
