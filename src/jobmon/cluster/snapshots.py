@@ -113,10 +113,13 @@ class Snapshots:
         snapshot); what is left is trimmed later, as the nodes say how far they are."""
         if self.trim_goal is None:
             return 0
-        trim_to = min([self.trim_goal, *self.member.membership.positions()])
-        if trim_to >= self.trim_goal:
-            self.trim_goal = None
+        goal = self.trim_goal
+        trim_to = min([goal, *self.member.membership.positions()])
         removed: int = await self.member.redis.trim(trim_to)
+        # Reached only once Redis has trimmed (a failed XTRIM keeps the goal), and
+        # kept if a newer snapshot set another meanwhile.
+        if trim_to >= goal and self.trim_goal == goal:
+            self.trim_goal = None
         return removed
 
 
