@@ -111,12 +111,17 @@ class Client:
         self._delivered = asyncio.Event()  # set while nothing is queued or in flight
         self._delivered.set()
         self._disconnected = asyncio.Event()
+        self._attempted = asyncio.Event()  # a connection attempt has failed
         self._answered = False  # this connection has answered something
         self.last_failure: str | None = None  # why the last connection attempt failed
 
     # -- lifecycle ---------------------------------------------------------------
     async def __aenter__(self) -> Client:
-        await self.start()
+        # A bounded wait for the first connection, so that what the block sends
+        # goes out at once and its questions can be asked; unreachable, it goes
+        # on offline (events queue) once the first attempt has failed.
+        self._ensure_running()
+        await _first(self.connect_timeout_s, self._connected, self._attempted)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -147,21 +152,25 @@ class Client:
             return False
         return True
 
+    @property
+    def undelivered(self) -> int:
+        """Events queued or sent and not yet answered."""
+        in_flight = sum(o.body["type"] in EVENT_TYPES for o in self._in_flight.values())
+        return len(self.queued) + in_flight
+
     async def disconnected(self) -> None:
         """Wait until the connection is lost (or was never made)."""
         await self._disconnected.wait()
 
-    async def close(self, flush_s: float = 2.0) -> None:
-        """Give queued events ``flush_s`` to go out, then disconnect."""
+    async def close(self, flush_s: float | None = None) -> None:
+        """Give queued events ``flush_s`` (default: the reply timeout) to go out,
+        connecting if need be; then disconnect, warning of what was not delivered."""
         if self._task is None:
             return
-        if self._connected.is_set():
-            await self.delivered(flush_s)
-        if self.queued or self._in_flight:
-            log.warning(
-                "jobmon client closing with %d events undelivered",
-                len(self.queued) + len(self._in_flight),
-            )
+        await self.delivered(self.reply_timeout_s if flush_s is None else flush_s)
+        undelivered = self.undelivered
+        if undelivered:
+            log.warning("jobmon client closing with %d events undelivered", undelivered)
         self._closing = True
         self._wake.set()
         if self._writer is not None:
@@ -183,6 +192,7 @@ class Client:
                 )
             except (OSError, TimeoutError) as exc:
                 self.last_failure = str(exc) or type(exc).__name__
+                self._attempted.set()
                 self._warn_offline(f"cannot connect to jobmon at {self.host}:{self.port}: {exc}")
                 self._address += 1
                 await asyncio.sleep(delay * (0.5 + random.random()))
@@ -200,6 +210,7 @@ class Client:
                 self._warn_offline(f"lost the connection to jobmon: {exc}")
                 self._address += 1
             finally:
+                self._attempted.set()
                 if self._answered and self._connected.is_set():
                     delay = self.backoff_s  # it worked: a fresh start
                 else:  # refused (a wrong token), or closed unanswered: wait before trying again
@@ -333,13 +344,16 @@ class Client:
         return _checked(answer)
 
     async def request(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A question; needs the connection (JobmonUnavailable without it)."""
+        """A question; needs the connection: it waits up to the reply timeout
+        for one, then raises JobmonUnavailable."""
         if body.get("type") in EVENT_TYPES:
             return await self.send_event(body) or {"type": "queued"}
-        if self._task is None:
-            await self.start(self.connect_timeout_s)
-        if not self.connected:
-            raise JobmonUnavailable(f"jobmon at {self.host}:{self.port} is unreachable")
+        if not await self.start(self.reply_timeout_s):
+            why = f" ({self.last_failure})" if self.last_failure else ""
+            raise JobmonUnavailable(
+                f"jobmon at {self.host}:{self.port} is unreachable{why}; "
+                f"no connection within {self.reply_timeout_s:g} s"
+            )
         reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         assert self._writer is not None
         self._delivered.clear()
@@ -552,6 +566,16 @@ def _rss_mb() -> float:
 def new_event_id() -> str:
     """A fresh id for one event (see ``event_id`` in the README)."""
     return uuid.uuid4().hex
+
+
+async def _first(timeout_s: float, *events: asyncio.Event) -> None:
+    """Wait until any of ``events`` is set, at most ``timeout_s``."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def _put(body: dict[str, Any], **fields: Any) -> None:
