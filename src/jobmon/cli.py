@@ -571,6 +571,7 @@ async def _run_reporting(
 
 
 def _compact(data_dir: Path) -> int:
+    from .datalock import DataDirLocked
     from .journal import CorruptData
     from .node import Node
     from .persistence import DataDir
@@ -585,6 +586,9 @@ def _compact(data_dir: Path) -> int:
         directory.recover(node, None)
     except CorruptData as exc:
         print(f"jobmon compact: {exc}", file=sys.stderr)
+        return 1
+    except DataDirLocked as exc:
+        print(f"jobmon compact: {exc.in_use()}: compact a stopped server's data", file=sys.stderr)
         return 1
     generation = directory.compact_now(node)
     directory.close()
