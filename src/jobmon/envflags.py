@@ -134,7 +134,8 @@ def resolve(namespace: argparse.Namespace, *, lenient: bool = False) -> list[str
             problem = _worded(value, str(exc))
             if lenient:
                 used = value.fallback
-                problem += "; ignored" if used is None else f"; using the default, {used}"
+                shown = ("on" if used else "off") if isinstance(used, bool) else used
+                problem += "; ignored" if used is None else f"; using the default, {shown}"
             problems.append(problem)
             return value.fallback
 
