@@ -120,10 +120,28 @@ async def test_a_checks_channels_route_its_alerts(
             assert check["channels"] == server.apprise.outboxes[0].channel.id  # type: ignore[union-attr]
             async with http.post(f"{base}/ping/{check['uuid']}/fail", data="no space left") as r:
                 assert (r.status, await r.text()) == (200, "OK")
-        subject, body = await inbox.next()
-        assert subject == "[jobmon] backups: failed firing"
-        assert "What happened: Job failed after 0 retries: failure signal" in body
-        assert f"Dashboard: {PUBLIC}/#job=backups" in body
+            subject, body = await inbox.next()
+            # Named by its name; the body says its uuid and its job (its slug).
+            assert subject == "[jobmon] Backups: failed firing"
+            assert body.strip().splitlines()[:2] == [
+                f"Check: Backups (uuid {check['uuid']})",
+                "Job: backups",
+            ]
+            assert "What happened: Job failed after 0 retries: failure signal" in body
+            assert f"Dashboard: {PUBLIC}/#job=backups" in body
+            # A name and no slug: its job_id is its uuid, its title still its name.
+            async with http.post(
+                f"{base}/api/v3/checks/", json={"name": "Nightly DB", "channels": "ops"}
+            ) as response:
+                unslugged = (await response.json())["uuid"]
+            async with http.post(f"{base}/ping/{unslugged}/fail") as r:
+                assert (r.status, await r.text()) == (200, "OK")
+            subject, body = await inbox.next()
+            assert subject == "[jobmon] Nightly DB: failed firing"
+            assert body.strip().splitlines()[:2] == [
+                f"Check: Nightly DB (uuid {unslugged})",
+                f"Job: {unslugged}",
+            ]
 
 
 async def metric(server: Server, line: str) -> None:
