@@ -38,6 +38,8 @@ STATUS_OF_CODE = {
     Code.PRECONDITION_FAILED: 409,
     Code.CRASH: 500,
 }
+# aiohttp's own refusals, in the error table's codes (the rest: malformed, 12).
+HTTP_CODES = {404: Code.NOT_FOUND, 405: Code.NOT_SUPPORTED}
 FAILURE_HOURS_SHOWN = 24
 # Open under --token: the health check, the page (it holds no data) and its sign-in.
 OPEN_PATHS = frozenset({"/healthz", "/", "/api/session"})
@@ -181,7 +183,7 @@ class HttpApi:
                 text = f"{request.method} is not allowed on {request.path}"
             elif exc.status == 404:
                 text = f"no such path {request.path}"
-            return error(exc.status, Code.MALFORMED, text)
+            return error(exc.status, HTTP_CODES.get(exc.status, Code.MALFORMED), text)
         except Exception:
             log.exception("bug while handling %s %s", request.method, request.path)
             return error(500, Code.CRASH, "internal error; logged")
