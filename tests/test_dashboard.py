@@ -302,6 +302,9 @@ async def test_the_analytics_panel_shows_costs_hours_and_high_memory_arguments(
     await tcp.request({"type": "job_failed", "job_id": "render", "error": "oom", "retries": 3})
     await page.reload()  # analytics are read at load and every 30 s, not per event
     await page.wait_for_selector('#costs tbody tr[data-job-id="render"]')
+    # It counts attempts (a failed one that reported usage is costed too), not runs.
+    headers = await page.locator("#costs th").all_text_contents()
+    assert headers == ["Job", "Attempts", "Total", "Avg", "p50", "p99"]
     costs = await page.locator("#costs tbody tr").evaluate_all(
         "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
     )
@@ -316,7 +319,7 @@ async def test_the_analytics_panel_shows_costs_hours_and_high_memory_arguments(
     )
     await page.click('#costs tbody tr[data-job-id="render"]')
     await page.wait_for_selector("#detail-fields dt:text('cost')")
-    assert "$2.60 over 2 runs" in (await page.text_content("#detail-fields") or "")
+    assert "$2.60 over 2 attempts, $1.30 an attempt" in (await page.text_content("#detail-fields") or "")
     await shot(page, "dashboard-analytics")
 
 
