@@ -319,7 +319,9 @@ async def test_the_analytics_panel_shows_costs_hours_and_high_memory_arguments(
     )
     await page.click('#costs tbody tr[data-job-id="render"]')
     await page.wait_for_selector("#detail-fields dt:text('cost')")
-    assert "$2.60 over 2 attempts, $1.30 an attempt" in (await page.text_content("#detail-fields") or "")
+    assert "$2.60 over 2 attempts, $1.30 an attempt" in (
+        await page.text_content("#detail-fields") or ""
+    )
     await shot(page, "dashboard-analytics")
 
 
