@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from celery_support import ENABLED_LINE, RedisServer, Worker, client_app, stopped
-from helpers import LineClient, ServerProcess, free_port, jobmon_cmd
+from helpers import LineClient, ServerProcess, free_port, get_job, jobmon_cmd
 from jobmon.clock import FakeClock
 
 WAIT_S = 60.0  # generous: other suites share this machine's two cores
@@ -97,13 +97,6 @@ def alert(job_id: str, kind: str) -> Callable[[dict[str, Any]], bool]:
         return found.get("job_id") == job_id and found.get("kind") == kind
 
     return wanted
-
-
-async def get_job(client: LineClient, job_id: str) -> dict[str, Any]:
-    reply = await client.request({"type": "get_job", "job_id": job_id})
-    assert reply["type"] == "job", reply
-    job: dict[str, Any] = reply["job"]
-    return job
 
 
 async def job_when(

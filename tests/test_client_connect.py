@@ -12,11 +12,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from helpers import LineClient, ServerProcess, free_port
+from helpers import LineClient, ServerProcess, free_port, get_job
 from jobmon.client import Client, JobmonUnavailable
 from jobmon.server import Server
 
@@ -35,13 +34,6 @@ def readme_snippet(marker: str) -> str:
 def on_port(code: str, port: int) -> str:
     assert '"127.0.0.1", 7070' in code  # the snippet names the default address
     return code.replace('"127.0.0.1", 7070', f'"127.0.0.1", {port}')
-
-
-async def get_job(client: LineClient, job_id: str) -> dict[str, Any]:
-    reply = await client.request({"type": "get_job", "job_id": job_id})
-    assert reply["type"] == "job", reply
-    job: dict[str, Any] = reply["job"]
-    return job
 
 
 async def test_the_readmes_python_snippet_runs_as_written_and_delivers_everything(

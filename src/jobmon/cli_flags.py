@@ -29,24 +29,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _non_negative_number(text: str) -> float:
+def _finite_number(text: str, zero_allowed: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    if not (value >= 0 if zero_allowed else value > 0) or not value < math.inf:
+        bound = ">= 0" if zero_allowed else "> 0"
+        raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}")
     return value
+
+
+def _non_negative_number(text: str) -> float:
+    return _finite_number(text, zero_allowed=True)
 
 
 def _positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+    return _finite_number(text, zero_allowed=False)
 
 
 def _named_path(text: str) -> tuple[str, str]:
