@@ -310,16 +310,21 @@ async def test_at_phone_width_the_page_never_scrolls_sideways_its_tables_do(
     assert boxes["costs"]["inner"] > boxes["costs"]["outer"] and boxes["costs"]["moved"] > 0
     assert await page.locator("#jobs th.wide").first.is_visible() is False
     # A long job id wraps in a readable column, not letter by letter.
-    job_cell = await page.locator(f"{row(LONG_JOB)} td.job").bounding_box()
-    assert job_cell is not None and job_cell["width"] >= 100
-    # An alert's text has a line of its own under its kind and job.
-    alert = page.locator(f'#alerts li[data-job-id="{LONG_JOB}"]')
-    kind, text = (
-        await alert.locator(".kind").bounding_box(),
-        await alert.locator(".text").bounding_box(),
+    cell_width = await page.eval_on_selector(
+        f"{row(LONG_JOB)} td.job", "cell => cell.getBoundingClientRect().width"
     )
-    assert kind is not None and text is not None and text["y"] >= kind["y"] + kind["height"]
-    assert text["width"] > PHONE["width"] / 2
+    assert cell_width >= 100
+    # An alert's text has a line of its own under its kind and job.
+    # (Read in one evaluation: the list is redrawn whenever the alerts change.)
+    alert = f'#alerts li[data-job-id="{LONG_JOB}"]'
+    await page.wait_for_selector(f"{alert} .text")
+    kind, text = await page.eval_on_selector(
+        alert,
+        "item => ['.kind', '.text'].map((part) => {"
+        " const r = item.querySelector(part).getBoundingClientRect();"
+        " return {top: r.top, bottom: r.bottom, width: r.width}; })",
+    )
+    assert text["top"] >= kind["bottom"] and text["width"] > PHONE["width"] / 2
     await shot(page, "dashboard-phone")
 
     await page.click(row(LONG_JOB))
