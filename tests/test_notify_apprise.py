@@ -189,3 +189,32 @@ async def test_failed_deliveries_are_retried_logged_and_counted(
 def test_a_url_apprise_cannot_use_stops_the_start() -> None:
     with pytest.raises(ValueError, match="Apprise does not understand"):
         Server(Config(port=0, in_memory=True, notify=["ops=nosuchservice://x"]))
+
+
+async def test_register_job_refuses_a_channel_the_server_does_not_have(start_server: Any) -> None:
+    dead = f"json://127.0.0.1:{free_port()}/nobody"
+    async with start_server(notify=[f"ops={dead}", dead]) as server:
+        client = await LineClient.connect(server.port)
+        reply = await client.request(
+            {"type": "register_job", "msg_id": 1, "job_id": "j", "channels": ["ops", "opps"]}
+        )
+        assert reply == {
+            "type": "error",
+            "in_reply_to": 1,
+            "code": 12,
+            "text": "unknown channel 'opps' in channels: this server's named channels are ops",
+        }
+        assert "j" not in server.node.store.jobs  # and nothing was journaled
+        ok = await client.request({"type": "register_job", "job_id": "j", "channels": ["ops"]})
+        assert ok["type"] == "job_registered"
+        assert server.node.store.jobs["j"].monitor.channels == ["ops"]
+        check = {"type": "create_check", "uuid": "5a0c3d4e-6a37-4c84-9a4e-7c0d9f1b2e62"}
+        refused = await client.request({**check, "channels": ["opps"]})
+        assert refused["code"] == 12 and "unknown channel 'opps'" in refused["text"]
+        assert len(server.node.store.checks.by_uuid) == 0
+        await client.close()
+    async with start_server() as server:  # no named channel at all
+        client = await LineClient.connect(server.port)
+        reply = await client.request({"type": "register_job", "job_id": "k", "channels": ["ops"]})
+        assert reply["code"] == 12 and "none: no --notify NAME=URL was given" in reply["text"]
+        await client.close()
