@@ -7,7 +7,11 @@ confirmed it).
 Each kind has one append out at a time. A tick is not appended again until the
 last one has been applied (or given up: lost in a Redis failover); a
 confirmation Redis did not take is kept and tried again shortly, so that the
-leader does not forget what it delivered while Redis blinked.
+leader does not forget what it delivered while Redis blinked. A renewal of the
+lease answered after this node's own count ran out (a slow Redis, a starved
+core) leaves it not leading for that while: what it would append then waits
+(confirmations kept, ticks put off) and goes on once the renewal is in
+(``Lease`` calls ``resumed``), or is dropped if it steps down.
 """
 
 from __future__ import annotations
@@ -80,15 +84,22 @@ class Leading:
         self._append([[None, [tick]]], "ticking", later)
 
     def confirm(self) -> None:
+        """Record what was delivered. Delivered stays true whatever the lease does,
+        so the keys are kept until recorded, or until this node steps down (they
+        are still in the outbox: the next leader sends them again)."""
         keys, self.confirmations = self.confirmations, []
-        if not self.engine.member.lease.held():
-            return  # still in the outbox: the next leader sends them again
+        lease = self.engine.member.lease
+        if lease.value is None:
+            return
 
-        def again() -> None:  # Redis did not take it: still delivered, recorded later
+        def again() -> None:  # not now (Redis did not take it, or a renewal is late)
             self.confirmations.extend(keys)
             self.confirm_retry_at = time.monotonic() + RETRY_AFTER_S
             asyncio.get_running_loop().call_later(RETRY_AFTER_S, self.engine.wake)
 
+        if not lease.held():  # a renewal answered late: held again when it is
+            again()
+            return
         self.confirming = True
         self._append([[None, [[records.NOTIFIED_RECORD, keys]]]], "confirming", again)
 
@@ -106,7 +117,9 @@ class Leading:
         async def append() -> None:
             lease = member.lease
             try:
-                if lease.value is not None and lease.held():
+                if lease.value is not None and not lease.held():
+                    unavailable()  # not now (a renewal answered late): again shortly
+                elif lease.value is not None:
                     entry_id = await asyncio.wait_for(
                         member.redis.fenced_append(lease.value, orjson.dumps(groups)),
                         APPEND_TIMEOUT_S,

@@ -36,6 +36,7 @@ class Lease:
         lease_ms: int,
         gained: Callable[[], None],
         lost: Callable[[], None],
+        resumed: Callable[[], None],
     ) -> None:
         self.redis = redis
         self.incarnation = incarnation
@@ -48,6 +49,7 @@ class Lease:
         self.changes_seen = 0  # leader changes this node saw (failovers)
         self._gained = gained
         self._lost = lost
+        self._resumed = resumed
         self._stopping = False
 
     def held(self) -> bool:
@@ -72,7 +74,13 @@ class Lease:
                     ):
                         self._step_down("lease not renewed in time")
                     else:
+                        # Sent in time, but answered after this node's own count ran
+                        # out (a slow Redis, a starved core): meanwhile held() said no,
+                        # and the engine put off what only a leader does; it may go on.
+                        lapsed = time.monotonic() >= self.valid_until
                         self.valid_until = started + self.lease_ms / 1000 * (1 - MARGIN)
+                        if lapsed and self.held():
+                            self._resumed()
                 else:
                     token, value = await self.redis.acquire(self.incarnation, self.lease_ms)
                     if value != self.holder:

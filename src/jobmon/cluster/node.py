@@ -80,7 +80,12 @@ class Member:
         self.clock = ClusterClock(clock)
         self.outbox = records.Outbox()
         self.lease = Lease(
-            self.redis, self.origin, config.lease_ms, self._lease_gained, self._lease_lost
+            self.redis,
+            self.origin,
+            config.lease_ms,
+            self._lease_gained,
+            self._lease_lost,
+            self._lease_resumed,
         )
         self.membership = Membership(self)
         self.snapshots = Snapshots(self)
@@ -258,6 +263,10 @@ class Member:
 
     def _lease_lost(self) -> None:
         self.engine.retarget()
+        self.engine.wake()
+
+    def _lease_resumed(self) -> None:
+        self.engine.retarget()  # the deadlines' timer again, and what waited for held()
         self.engine.wake()
 
     # -- what get_cluster, /readyz and /metrics show --------------------------------
