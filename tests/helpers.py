@@ -135,6 +135,16 @@ def jobmon_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "jobmon", *args]
 
 
+async def communicate(proc: asyncio.subprocess.Process, timeout: float) -> tuple[bytes, bytes]:
+    """`proc.communicate()` within ``timeout``; a child still running after it is killed."""
+    try:
+        return await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 class ServerProcess:
     """`jobmon serve` as a child process on a free port; its stderr read all along (kept in
     `stderr_lines`, waited for with `wait_for_log`) so its logging never blocks on a full pipe."""
