@@ -9,7 +9,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,29 +157,13 @@ class Sentinel:
 
 
 class NodeProcess(ServerProcess):
-    """`jobmon serve --redis ...` as a child process; its stderr kept (drained in a thread,
-    so that a node logging many alerts never blocks on a full pipe)."""
+    """`jobmon serve --redis ...` as a child process (its stderr kept all along by
+    ServerProcess, so a node logging many alerts never blocks on a full pipe)."""
 
     def __init__(self, name: str, *cluster_args: str) -> None:
         super().__init__(Path(os.devnull))
         self.name = name
         self.args = ["serve", "--port", "0", "--http-port", "0", "--node-id", name, *cluster_args]
-        self._drainer: threading.Thread | None = None
-
-    def start(self) -> NodeProcess:
-        super().start()
-        self._drainer = threading.Thread(target=self._read_rest, daemon=True)
-        self._drainer.start()
-        return self
-
-    def _read_rest(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            self.stderr_lines.append(raw.decode())
-
-    def _drain(self) -> None:
-        if self._drainer is not None:
-            self._drainer.join(10)
 
     @property
     def lines(self) -> list[str]:
