@@ -6,7 +6,8 @@ Prints microseconds per message, the best of --repeat passes (the least
 disturbed by other work on this shared machine). `--pythonpath DIR` measures
 another source tree (main's `src/`) in a child process, and `--against DIR`
 alternates the two, several times, and prints both and their ratio.
-`--event-ids`: every event carries an event_id, as jobmon.client stamps them.
+`--event-ids`: every event carries an event_id, as jobmon.client stamps them;
+`--framing envelope`: every line is a Maelstrom envelope.
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ TURN = 2600
 def with_event_ids(lines: list[bytes]) -> list[bytes]:
     import orjson
 
-    bodies = [orjson.loads(line) for line in lines]
-    return [
-        orjson.dumps(body if body["type"] == "get_stats" else {**body, "event_id": f"{i:032x}"})
-        for i, body in enumerate(bodies)
-    ]
+    def stamped(i: int, body: dict) -> dict:
+        if "body" in body:
+            return {**body, "body": stamped(i, body["body"])}
+        return body if body["type"] == "get_stats" else {**body, "event_id": f"{i:032x}"}
+
+    return [orjson.dumps(stamped(i, orjson.loads(line))) for i, line in enumerate(lines)]
 
 
-def measure(count: int, repeat: int, event_ids: bool = False) -> float:
+def measure(count: int, repeat: int, event_ids: bool = False, framing: str = "bare") -> float:
     import asyncio
 
     from jobmon.clock import FakeClock
@@ -47,7 +49,7 @@ def measure(count: int, repeat: int, event_ids: bool = False) -> float:
     from jobmon.store import Store
     from load import make_lines
 
-    lines = [line.rstrip(b"\n") for line in make_lines(count, 10_000, seed=1)]
+    lines = [line.rstrip(b"\n") for line in make_lines(count, 10_000, 1, framing)]
     if event_ids:
         lines = with_event_ids(lines)
 
@@ -79,11 +81,14 @@ def measure(count: int, repeat: int, event_ids: bool = False) -> float:
     return min(best)
 
 
-def child(pythonpath: str | None, count: int, repeat: int, event_ids: bool = False) -> float:
+def child(
+    pythonpath: str | None, count: int, repeat: int, event_ids: bool = False, framing: str = "bare"
+) -> float:
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     flags = ["--event-ids"] if event_ids else []
+    flags += ["--framing", framing]
     out = subprocess.run(
         [
             sys.executable,
@@ -115,21 +120,23 @@ def main() -> None:
     parser.add_argument(
         "--event-ids", action="store_true", help="every event carries an event_id, as the client's"
     )
+    parser.add_argument("--framing", choices=("bare", "envelope"), default="bare")
     args = parser.parse_args()
+    how = (args.event_ids, args.framing)
     if args.against:
         this, other = [], []
         for _ in range(args.rounds):
-            other.append(child(args.against, args.count, args.repeat, args.event_ids))
-            this.append(child(args.pythonpath, args.count, args.repeat, args.event_ids))
+            other.append(child(args.against, args.count, args.repeat, *how))
+            this.append(child(args.pythonpath, args.count, args.repeat, *how))
         print(f"this tree:   {statistics.median(this):.2f} us/message, rounds {this}")
         print(f"{args.against}: {statistics.median(other):.2f} us/message, rounds {other}")
         print(f"ratio this / other: {statistics.median(this) / statistics.median(other):.3f}")
         return
     if args.pythonpath:
-        us = child(args.pythonpath, args.count, args.repeat, args.event_ids)
+        us = child(args.pythonpath, args.count, args.repeat, *how)
         print(f"{us:.2f} us/message")
         return
-    us = measure(args.count, args.repeat, args.event_ids)
+    us = measure(args.count, args.repeat, *how)
     print(json.dumps({"us_per_message": us}) if args.json else f"{us:.2f} us/message")
 
 
