@@ -44,6 +44,42 @@ FIELDS = {
 }
 
 
+# The optional fields a client (event_id, at) or Celery (run_id too) adds, over
+# a few bodies of each type that the fast path takes.
+EXTRAS: dict[str, list[Any]] = {
+    "run_id": [MISSING, None, "r-1", "", "x" * 128, "x" * 129, "a\x00b", "é🙂\n", 5],
+    "event_id": [MISSING, None, "e-1", "", "x" * 128, "x" * 129, 3],
+    "at": [MISSING, None, 1.7e9, 0, -1, "1"],
+}
+BASES: dict[str, list[dict[str, Any]]] = {
+    "update_status": [
+        {"job_id": "j", "status": "running", "progress": 5},
+        {"job_id": "j", "status": "completed", "max_retries": 2},
+    ],
+    "job_completed": [
+        {"job_id": "j", "duration_ms": 5},
+        {"job_id": "j", "resource_usage": {"cpu_percent": 1}},
+    ],
+    "job_failed": [{"job_id": "j", "error": "e", "retries": 3}, {"job_id": "j"}],
+    "heartbeat": [{"job_id": "j", "ttl_ms": 10}, {"job_id": "j", "for_run": True}],
+    "get_stats": [{}],
+}
+
+
+@pytest.mark.parametrize("type_", sorted(FIELDS))
+def test_fast_path_agrees_with_run_ids_event_ids_and_at(type_: str) -> None:
+    fast_taken = 0
+    names = list(EXTRAS)
+    for base in BASES[type_]:
+        for values in itertools.product(*(EXTRAS[name] for name in names)):
+            body = {"type": type_, "msg_id": 1, **base}
+            body.update({n: v for n, v in zip(names, values, strict=True) if v is not MISSING})
+            for line in (orjson.dumps(body), enveloped(ENVELOPES[0], body)):
+                assert same(protocol.decode(line), protocol.decode_checked(line)), line
+            fast_taken += _try_wire(orjson.dumps(body)) is not None
+    assert fast_taken > 0
+
+
 def bodies(type_: str) -> list[dict[str, Any]]:
     names = FIELDS[type_]
     out = []

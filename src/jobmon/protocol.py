@@ -15,7 +15,7 @@ from typing import Annotated, Any, Union
 import msgspec
 import orjson
 
-from .commands import HANDLERS, ONCE, Handler
+from .commands import HANDLERS, ONCE, RUN_WIRES, Handler
 from .commands.fields import _show, event_id
 from .errors import Code, RequestError, malformed
 
@@ -32,8 +32,11 @@ log = logging.getLogger("jobmon.protocol")
 
 
 # The fast path: one C call decodes and validates a well-formed hot message.
-_WIRE_ROUTES: dict[type, tuple[Handler, Callable[[Any], tuple[Any, ...]], Handler | None]] = {
-    h.wire: (h, h.from_wire, ONCE.get(h.name))
+# Per Wire struct: its handler, its arguments, the handler once it carries an
+# event_id (commands.once), and its arguments once it carries a run_id.
+_Args = Callable[[Any], tuple[Any, ...]]
+_WIRE_ROUTES: dict[type, tuple[Handler, _Args, Handler | None, _Args | None]] = {
+    h.wire: (h, h.from_wire, ONCE.get(h.name), RUN_WIRES.get(h.name))
     for h in HANDLERS.values()
     if h.wire is not None and h.from_wire is not None
 }
@@ -72,17 +75,19 @@ def decode(line: bytes) -> Request | None:
         wire = _wire_decode(line)
     except _WIRE_ERRORS:
         return _decode_other(line)
-    handler, from_wire, once = _WIRE_ROUTES[type(wire)]
+    handler, from_wire, once, from_run = _WIRE_ROUTES[type(wire)]
+    args = from_wire(wire) if from_run is None or wire.run_id is None else from_run(wire)
     if once is None or wire.event_id is None:
-        return (None, wire.msg_id, handler, from_wire(wire))
-    return (None, wire.msg_id, once, (wire.event_id, handler.name, from_wire(wire)))
+        return (None, wire.msg_id, handler, args)
+    return (None, wire.msg_id, once, (wire.event_id, handler.name, args))
 
 
 def _routed(frame: Frame, wire: Any) -> Request:
-    handler, from_wire, once = _WIRE_ROUTES[type(wire)]
+    handler, from_wire, once, from_run = _WIRE_ROUTES[type(wire)]
+    args = from_wire(wire) if from_run is None or wire.run_id is None else from_run(wire)
     if once is None or wire.event_id is None:
-        return (frame, wire.msg_id, handler, from_wire(wire))
-    return (frame, wire.msg_id, once, (wire.event_id, handler.name, from_wire(wire)))
+        return (frame, wire.msg_id, handler, args)
+    return (frame, wire.msg_id, once, (wire.event_id, handler.name, args))
 
 
 def _decode_other(line: bytes) -> Request | None:
