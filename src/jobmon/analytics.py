@@ -12,85 +12,33 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from ddsketch.ddsketch import BaseDDSketch
-from ddsketch.mapping import LogarithmicMapping
-from ddsketch.store import CollapsingLowestDenseStore, DenseStore
 
+from .history import DURATION_BUCKETS_S, History
 from .model import Job
+from .sketches import _add, _percentiles, _sketch, _sketch_from_row, _sketch_row
 
-RELATIVE_ACCURACY = 0.02  # a reported percentile is within 2% of the true one
-SKETCH_BINS = 256  # per job: at 2%, 256 bins span durations over a 25,000x range
+__all__ = ["Analytics", "CostModel", "_add", "_sketch", "_sketch_row", "run_sums"]
+
 FAILURE_DAYS_KEPT = 30
 MAX_ARGUMENT_LISTS = 10_000  # distinct argument lists tracked for high memory
 MAX_JOBS_PER_ARGUMENT_LIST = 100  # job ids named per argument list
 SLOW_RUN_MIN_RUNS = 20
 SMALL_RUNS = 16  # durations per job kept as a list before its sketch starts
 P95_EVERY = 8
-
-_MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
-_NO_NEGATIVES = DenseStore(chunk_size=1)  # durations are never negative: shared, never written
-
-
-def _sketch() -> BaseDDSketch:
-    return BaseDDSketch(
-        _MAPPING, CollapsingLowestDenseStore(SKETCH_BINS, chunk_size=16), _NO_NEGATIVES, 0.0
-    )
-
-
-_MULTIPLIER = _MAPPING._multiplier
-_KEY_OFFSET = _MAPPING._offset
-_MIN_POSITIVE = _MAPPING.min_possible
-
-
-def _add(sketch: BaseDDSketch, value: float) -> None:
-    """``sketch.add(value)`` for positive values, on the hot path of every
-    completed run: the same key and bins as DDSketch's (tests compare), with
-    the common case (a bin already in range) done inline."""
-    if value > _MIN_POSITIVE:
-        key = int(math.ceil(math.log(value, 2) * _MULTIPLIER) + _KEY_OFFSET)
-        store = sketch._store
-        if store.min_key <= key <= store.max_key and store.count:
-            store.bins[key - store.offset] += 1.0
-            store.count += 1.0
-        else:
-            store.add(key)
-    else:
-        sketch._zero_count += 1.0
-    sketch._count += 1.0
-    sketch._sum += value
-    if value < sketch._min:
-        sketch._min = value
-    if value > sketch._max:
-        sketch._max = value
-
-
-def _sketch_row(sketch: BaseDDSketch) -> list[Any]:
-    store = sketch._store
-    return [
-        store.offset,
-        store.bins,
-        store.min_key,
-        store.max_key,
-        store.count,
-        sketch._zero_count,
-        sketch._count,
-        sketch._sum,
-        sketch._min,
-        sketch._max,
-    ]
-
-
-def _sketch_from_row(row: list[Any]) -> BaseDDSketch:
-    sketch = _sketch()
-    store = sketch._store
-    (store.offset, store.bins, store.min_key, store.max_key, store.count) = row[:5]
-    (sketch._zero_count, sketch._count, sketch._sum, sketch._min, sketch._max) = row[5:]
-    return sketch
+# What a run adds that changes no reply (the overall sketch, the duration
+# histogram, cost sums, failures by hour, high-memory argument lists) waits in
+# ``Analytics.pending`` until the engine's turn ends (``settle``), or until
+# anything reads it: the same additions in the same order as made at once, off
+# each message's apply. These tag the pending entries.
+COMPLETED_RUN, FAILED_RUN, FAILURE = 0, 1, 2
+SETTLE_AT = 4096  # pending entries settled anyway (a replay, a cluster's apply)
 
 
 @dataclass
@@ -134,12 +82,65 @@ class Analytics:
         self.costs: dict[str, list[float]] = {}
         # argument list (as a tuple) -> [runs over the threshold, {job ids}].
         self.high_memory: dict[tuple[str, ...], list[Any]] = {}
+        self.pending: list[tuple[Any, ...]] = []  # see COMPLETED_RUN
+        self.history = History()  # the store's (its duration histogram settles here)
+
+    # -- settling what waits for the end of the turn -------------------------------
+    def settle(self) -> None:
+        """Apply what ``pending`` holds, in order (the engine, after each turn's
+        batch; every reader, first)."""
+        pending = self.pending
+        if not pending:
+            return
+        self.pending = []
+        overall = self.overall
+        buckets = self.history.duration_buckets
+        costs = self.costs
+        model = self.cost_model
+        for entry in pending:
+            kind = entry[0]
+            if kind == COMPLETED_RUN:
+                _, job_id, duration_ms, usage, earlier_usage, earlier_ms, info = entry
+                _add(overall, duration_ms)
+                buckets[bisect_left(DURATION_BUCKETS_S, duration_ms / 1000)] += 1
+                sums = costs.get(job_id)
+                if sums is None:
+                    self.cost(job_id, usage, duration_ms, (earlier_usage, earlier_ms), True)
+                else:  # Analytics.cost's usual case, inline: the same arithmetic
+                    blocks = model.blocks(usage.get("memory_mb", 0) or 0)
+                    cpu = usage.get("cpu_percent", 0) or 0
+                    seconds = duration_ms / 1000
+                    sums[0] += 1
+                    sums[1] += blocks
+                    sums[2] += cpu
+                    sums[3] += seconds
+                    sums[4] += model.price(blocks, cpu, seconds)
+                if info is not None:
+                    self.memory(
+                        job_id,
+                        info.get("arguments"),
+                        usage.get("memory_mb"),
+                        info.get("memory_limit_mb"),
+                    )
+            elif kind == FAILURE:
+                self.failed(entry[1], entry[2])
+            else:
+                _, job_id, usage, spent_ms, earlier_usage, earlier_ms, info = entry
+                if usage:
+                    self.cost(job_id, usage, spent_ms, (earlier_usage, earlier_ms), False)
+                if info is not None:
+                    self.memory(
+                        job_id,
+                        info.get("arguments"),
+                        (usage or {}).get("memory_mb"),
+                        info.get("memory_limit_mb"),
+                    )
 
     # -- recording -----------------------------------------------------------------
     def duration(self, job_id: str, duration_ms: float, previous_ms: float | None) -> float | None:
         """A completed run's duration. Returns the job's p95 before this run when
-        it has enough runs to judge, else None."""
-        _add(self.overall, duration_ms)
+        it has enough runs to judge, else None. Only the job's own figures (the
+        overall sketch settles with the turn: it decides no alert)."""
         sketch = self.sketches.get(job_id)
         if sketch is None:
             # A job's first few durations are kept as they are (exact, and far
@@ -222,6 +223,7 @@ class Analytics:
     # -- reading -------------------------------------------------------------------
     def failures_last_hours(self, now: float, hours: int) -> list[tuple[int, int]]:
         """(epoch hour, failures) for the ``hours`` clock hours up to now, oldest first."""
+        self.settle()
         current = int(now // 3600)
         counts = self.failures_overall
         return [(hour, counts.get(hour, 0)) for hour in range(current - hours + 1, current + 1)]
@@ -234,6 +236,8 @@ class Analytics:
         jobs: dict[str, Job],
         prices: dict[str, float],
     ) -> dict[str, Any]:
+        self.settle()
+
         def last_duration(jid: str) -> float | None:
             job = jobs.get(jid)
             return job.duration_ms if job is not None else None
@@ -331,6 +335,7 @@ class Analytics:
 
     # -- snapshot ------------------------------------------------------------------
     def to_snapshot(self) -> dict[str, Any]:
+        self.settle()
         return {
             "overall": _sketch_row(self.overall),
             "sketches": {jid: _sketch_row(s) for jid, s in self.sketches.items()},
@@ -345,6 +350,7 @@ class Analytics:
         }
 
     def load_snapshot(self, snap: dict[str, Any] | None) -> None:
+        self.pending = []
         if snap is None:
             return
         self.overall = _sketch_from_row(snap["overall"])
@@ -360,18 +366,6 @@ class Analytics:
         self.high_memory = {tuple(k): [n, set(jobs)] for k, (n, jobs) in snap["high_memory"]}
 
 
-def _percentiles(sketch: BaseDDSketch) -> dict[str, Any]:
-    if sketch.count == 0:
-        return {"runs": 0, "p50": None, "p90": None, "p99": None}
-    return {
-        "runs": int(sketch.count),
-        **{
-            name: _rounded(sketch.get_quantile_value(q))
-            for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
-        },
-    }
-
-
 def run_sums(
     usage: dict[str, Any] | None, duration_ms: float | None, model: CostModel
 ) -> list[float] | None:
@@ -382,10 +376,6 @@ def run_sums(
     cpu = usage.get("cpu_percent", 0) or 0
     seconds = duration_ms / 1000
     return [1, blocks, cpu, seconds, model.price(blocks, cpu, seconds)]
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
 
 
 def _add_by_hour_of_day(buckets: list[int], hours: dict[int, int], tz: ZoneInfo) -> None:

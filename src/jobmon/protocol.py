@@ -40,7 +40,7 @@ _WIRE_ROUTES: dict[type, tuple[Handler, _Args, Handler | None, _Args | None]] = 
     for h in HANDLERS.values()
     if h.wire is not None and h.from_wire is not None
 }
-_WIRE_UNION = Union[tuple(_WIRE_ROUTES)]  # noqa: UP007
+_WIRE_UNION: Any = Union[tuple(_WIRE_ROUTES)]  # noqa: UP007
 _wire_decode = msgspec.json.Decoder(_WIRE_UNION).decode
 _Address = Annotated[str, msgspec.Meta(max_length=MAX_ADDRESS_CHARS)]
 
@@ -48,7 +48,7 @@ _Address = Annotated[str, msgspec.Meta(max_length=MAX_ADDRESS_CHARS)]
 class Envelope(msgspec.Struct, forbid_unknown_fields=True):
     """A Maelstrom envelope around a hot message: decoded, body and all, in one call."""
 
-    body: _WIRE_UNION  # type: ignore[valid-type]
+    body: _WIRE_UNION
     src: _Address | None = None
     dest: _Address | None = None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from .analytics import Analytics, CostModel
+from .analytics import COMPLETED_RUN, FAILED_RUN, FAILURE, SETTLE_AT, Analytics, CostModel
 from .deadlines import Deadlines
 from .errors import Code, RequestError
 from .hc.registry import Checks
@@ -47,6 +47,7 @@ class Store(Monitoring, RunIds):
         self.lost_grace_ms = 30_000
         self.history = History()
         self.analytics = Analytics()
+        self.analytics.history = self.history
         self.live_runs = {}  # runs with a run_id (see runs.py)
         self.checks = Checks(self)  # Healthchecks' checks (see hc/)
         self.seen_events = SeenEvents()  # event_id -> the reply it got (commands.once)
@@ -73,7 +74,13 @@ class Store(Monitoring, RunIds):
             "event_ids_kept": self.seen_events.max_kept,
         }
 
+    def settle(self) -> None:
+        """What this turn's runs added that changes no reply (see analytics.COMPLETED_RUN)."""
+        if self.analytics.pending:
+            self.analytics.settle()
+
     def apply_settings(self, settings: dict[str, Any]) -> None:
+        self.settle()  # under the cost model they were recorded with
         if "default_max_retries" in settings:
             self.default_max_retries = settings["default_max_retries"]
         if "slow_run_factor" in settings:
@@ -125,7 +132,10 @@ class Store(Monitoring, RunIds):
         if monitor is not None and monitor.heartbeat_for_run:
             self.run_heartbeats_end(job, monitor, now)
         if job.status is FAILED:
-            self.analytics.failed(job.job_id, now)
+            pending = self.analytics.pending
+            pending.append((FAILURE, job.job_id, now))
+            if len(pending) >= SETTLE_AT:
+                self.analytics.settle()
 
     def _fire(self, job: Job, kind: str, text: str, now: float) -> Alert | None:
         """Open an alert of this kind for the job, unless one is open already
@@ -257,7 +267,6 @@ class Store(Monitoring, RunIds):
         job.error = None
         self.timed_runs += 1
         self.duration_sum_ms += duration_ms
-        self.history.duration_observed(duration_ms)
         self._run_ended(job, now)
         job.run_info = info
         over = info is not None and self.watch_memory(job, resource_usage, info, now)
@@ -276,14 +285,13 @@ class Store(Monitoring, RunIds):
                 )
             elif job.alerts is not None:
                 self._resolve(job, "slow_run", now)
-        analytics.cost(job_id, resource_usage, duration_ms, (previous_usage, previous_ms), True)
-        if info is not None:
-            analytics.memory(
-                job_id,
-                info.get("arguments"),
-                resource_usage.get("memory_mb"),
-                info.get("memory_limit_mb"),
-            )
+        # Its histogram bucket, the overall sketch, cost and memory: at the turn's end.
+        pending = analytics.pending
+        pending.append(
+            (COMPLETED_RUN, job_id, duration_ms, resource_usage, previous_usage, previous_ms, info)
+        )
+        if len(pending) >= SETTLE_AT:
+            analytics.settle()
         monitor = job.monitor
         if monitor is not None and not self.observe_outcome(job, monitor, True, now):
             return job  # not yet enough good runs in a row to call it recovered
@@ -324,18 +332,14 @@ class Store(Monitoring, RunIds):
         if info is not None or usage:
             job.run_info = {**(info or {}), **({"resource_usage": usage} if usage else {})}
             self.watch_memory(job, usage or {}, info, now)
-            if usage:
-                started = job.started_at
-                spent_ms = None if started is None else max(0.0, (now - started) * 1000)
-                earlier = (job.resource_usage, job.duration_ms)
-                self.analytics.cost(job_id, usage, spent_ms, earlier, False)
-            if info is not None:
-                self.analytics.memory(
-                    job_id,
-                    info.get("arguments"),
-                    (usage or {}).get("memory_mb"),
-                    info.get("memory_limit_mb"),
-                )
+            started = job.started_at
+            spent_ms = None if started is None else max(0.0, (now - started) * 1000)
+            pending = self.analytics.pending
+            pending.append(
+                (FAILED_RUN, job_id, usage, spent_ms, job.resource_usage, job.duration_ms, info)
+            )
+            if len(pending) >= SETTLE_AT:
+                self.analytics.settle()
         monitor = job.monitor
         if exhausted:
             if job.finished_at is None:
@@ -401,6 +405,7 @@ class Store(Monitoring, RunIds):
     # -- snapshot ----------------------------------------------------------
     def to_snapshot(self) -> dict[str, Any]:
         """Everything, as rows for orjson (``model.snapshot_default`` writes alerts)."""
+        self.settle()
         alerts = {a.alert_id: a for a in self.alert_history}
         for job in self.jobs.values():
             if job.alerts is not None:

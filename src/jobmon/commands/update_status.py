@@ -33,7 +33,16 @@ from_wire = attrgetter("job_id", "status", "progress", "max_retries", "at")
 
 def from_run_wire(wire: Wire) -> tuple[Any, ...]:
     """One run's report (run_id), as ``parse`` makes it: no usage, no run info."""
-    return (wire.job_id, wire.status, wire.progress, wire.max_retries, wire.at, {}, None, wire.run_id)
+    return (
+        wire.job_id,
+        wire.status,
+        wire.progress,
+        wire.max_retries,
+        wire.at,
+        {},
+        None,
+        wire.run_id,
+    )
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:
