@@ -22,6 +22,7 @@ from ddsketch.ddsketch import BaseDDSketch
 
 from .history import DURATION_BUCKETS_S, History
 from .model import Job
+from .ranking import RANKED, CostRanking, Key
 from .sketches import _add, _percentiles, _sketch, _sketch_from_row, _sketch_row
 
 __all__ = ["Analytics", "CostModel", "_add", "_sketch", "_sketch_row", "run_sums"]
@@ -37,7 +38,9 @@ P95_EVERY = 8
 # ``Analytics.pending`` until the engine's turn ends (``settle``), or until
 # anything reads it: the same additions in the same order as made at once, off
 # each message's apply. These tag the pending entries.
-COMPLETED_RUN, FAILED_RUN, FAILURE = 0, 1, 2
+# PRICED_AGAIN: a job's last duration changed (update_status completed), so
+# its price from its record may have (see ``ranking``).
+COMPLETED_RUN, FAILED_RUN, FAILURE, PRICED_AGAIN = 0, 1, 2, 3
 SETTLE_AT = 4096  # pending entries settled anyway (a replay, a cluster's apply)
 
 
@@ -84,6 +87,8 @@ class Analytics:
         self.high_memory: dict[tuple[str, ...], list[Any]] = {}
         self.pending: list[tuple[Any, ...]] = []  # see COMPLETED_RUN
         self.history = History()  # the store's (its duration histogram settles here)
+        self.jobs: dict[str, Job] = {}  # the store's
+        self.ranking = CostRanking()  # the top jobs by cost at the configured prices
 
     # -- settling what waits for the end of the turn -------------------------------
     def settle(self) -> None:
@@ -97,6 +102,7 @@ class Analytics:
         buckets = self.history.duration_buckets
         costs = self.costs
         model = self.cost_model
+        offer = self.ranking.offer
         for entry in pending:
             kind = entry[0]
             if kind == COMPLETED_RUN:
@@ -106,6 +112,8 @@ class Analytics:
                 sums = costs.get(job_id)
                 if sums is None:
                     self.cost(job_id, usage, duration_ms, (earlier_usage, earlier_ms), True)
+                    if job_id not in costs:  # its first run: priced from its record
+                        offer(job_id, self._record_key(job_id))
                 else:  # Analytics.cost's usual case, inline: the same arithmetic
                     blocks = model.blocks(usage.get("memory_mb", 0) or 0)
                     cpu = usage.get("cpu_percent", 0) or 0
@@ -115,6 +123,7 @@ class Analytics:
                     sums[2] += cpu
                     sums[3] += seconds
                     sums[4] += model.price(blocks, cpu, seconds)
+                    offer(job_id, (-sums[4], 0, int(sums[5])))
                 if info is not None:
                     self.memory(
                         job_id,
@@ -124,6 +133,9 @@ class Analytics:
                     )
             elif kind == FAILURE:
                 self.failed(entry[1], entry[2])
+            elif kind == PRICED_AGAIN:
+                if entry[1] not in costs:
+                    offer(entry[1], self._record_key(entry[1]))
             else:
                 _, job_id, usage, spent_ms, earlier_usage, earlier_ms, info = entry
                 if usage:
@@ -197,11 +209,21 @@ class Analytics:
             first = run_sums(*earlier, self.cost_model)
             if first is None and completed:
                 return  # its first: kept by the job itself
-            sums = self.costs[job_id] = first or [0, 0, 0.0, 0.0, 0.0]
+            # The sixth: the order these sums were made in (see ``ranking``).
+            sums = self.costs[job_id] = [*(first or [0, 0, 0.0, 0.0, 0.0]), len(self.costs)]
         run = run_sums(usage, duration_ms, self.cost_model)
         assert run is not None  # usage and duration are both given
         for index, value in enumerate(run):
             sums[index] += value
+        self.ranking.offer(job_id, (-sums[4], 0, int(sums[5])))
+
+    def _record_key(self, job_id: str) -> Key | None:
+        """The rank key of a job priced from its one completed run (its record)."""
+        job = self.jobs.get(job_id)
+        sums = (
+            None if job is None else run_sums(job.resource_usage, job.duration_ms, self.cost_model)
+        )
+        return None if sums is None or job is None else (-sums[4], 1, job.seq)
 
     def memory(self, job_id: str, arguments: list[str] | None, memory_mb: Any, limit: Any) -> None:
         """A run with arguments: count it if it went over its limit (else the free memory)."""
@@ -295,12 +317,41 @@ class Analytics:
         return sums
 
     def _ranked(self, model: CostModel, top: int, jobs: dict[str, Job]) -> list[Any]:
-        """The ``top`` jobs by cost (nlargest: one pass; 0: none). Jobs with kept
-        sums rank by them; jobs that ran once are priced from their record, so
-        this reads every job: a slow question at a million jobs, asked by the
-        dashboard every 30 s, never per event."""
+        """The ``top`` jobs by cost (0: none): at the configured prices from the
+        ranking kept as costs change (``ranking``); at other prices, or when the
+        ranking must be made again, by reading every job (a slow question at a
+        million jobs)."""
         if top == 0:
             return []
+        ranking = self.ranking
+        if model == self.cost_model and ranking.valid and top <= RANKED:
+            out = []
+            for job_id in ranking.best(top):
+                sums = self.costs.get(job_id)
+                if sums is not None:
+                    out.append((sums[4], job_id, sums))
+                else:
+                    job = jobs[job_id]
+                    once = run_sums(job.resource_usage, job.duration_ms, model)
+                    assert once is not None  # ranked: it has a price
+                    out.append((once[4], job_id, once))
+            return out
+        ranked = self._rank_all(model, max(top, RANKED), jobs)
+        if model == self.cost_model:
+            ranking.rebuild(
+                [
+                    (
+                        (-total, 0 if job_id in self.costs else 1, _position(sums, jobs[job_id])),
+                        job_id,
+                    )
+                    for total, job_id, sums in ranked[:RANKED]
+                ]
+            )
+        return ranked[:top]
+
+    def _rank_all(self, model: CostModel, top: int, jobs: dict[str, Job]) -> list[Any]:
+        """nlargest over every job: those with kept sums first, then those priced
+        from their record, in first-seen order (equal totals keep that order)."""
         costs = self.costs
         if model == self.cost_model:
             kept = ((sums[4], jid, sums) for jid, sums in costs.items())
@@ -347,6 +398,7 @@ class Analytics:
             "high_memory": [
                 [list(k), [n, sorted(jobs)]] for k, (n, jobs) in self.high_memory.items()
             ],
+            "ranked": self.ranking.best(RANKED) if self.ranking.valid else None,
         }
 
     def load_snapshot(self, snap: dict[str, Any] | None) -> None:
@@ -359,11 +411,27 @@ class Analytics:
         self.small = snap.get("small", {})
         self.failures = {jid: dict(map(tuple, h)) for jid, h in snap["failures"].items()}
         self.costs = snap["costs"]
-        for sums in self.costs.values():
+        for position, sums in enumerate(self.costs.values()):
             if len(sums) == 4:  # written before totals were kept
                 sums.append(self.cost_model.price(*sums[1:4]))
+            if len(sums) == 5:  # written before the ranking was kept
+                sums.append(position)
         self.failures_overall = dict(map(tuple, snap.get("failures_overall", [])))
         self.high_memory = {tuple(k): [n, set(jobs)] for k, (n, jobs) in snap["high_memory"]}
+        ranked = snap.get("ranked")
+        self.ranking = CostRanking()
+        if ranked is None:
+            self.ranking.invalidate()  # made again by the first report
+        else:
+            for job_id in ranked:
+                kept = self.costs.get(job_id)
+                key = (-kept[4], 0, int(kept[5])) if kept is not None else self._record_key(job_id)
+                self.ranking.offer(job_id, key)
+
+
+def _position(sums: list[float], job: Job) -> int:
+    """A ranked job's place among equal totals: its sums' order, or its own."""
+    return int(sums[5]) if len(sums) > 5 else job.seq
 
 
 def run_sums(

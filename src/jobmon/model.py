@@ -53,6 +53,7 @@ class Job:
         "last_success_at",
         "recent_runs",
         "run_info",
+        "seq",
     )
 
     def __init__(self, job_id: str, status: Status, now: float) -> None:
@@ -80,12 +81,16 @@ class Job:
         # What a wrapper reported of the current run (arguments, exit_code,
         # output, memory_limit_mb, a failed run's resource_usage); usually None.
         self.run_info: dict[str, Any] | None = None
+        # Its place in the order jobs were first seen (the store's; not in snapshots).
+        self.seq = 0
 
 
-# A job as a snapshot row: every slot in order, read at C speed. orjson writes
+# What a snapshot row holds: every slot but ``seq`` (a row's place gives it).
+SNAPSHOT_FIELDS = Job.__slots__[:-1]
+# A job as a snapshot row: those slots in order, read at C speed. orjson writes
 # Status as its value and an Alert (through ``snapshot_default``) as its id;
 # ``Store.load_snapshot`` reads rows back.
-SNAPSHOT_ROW = attrgetter(*Job.__slots__)
+SNAPSHOT_ROW = attrgetter(*SNAPSHOT_FIELDS)
 
 
 class Monitor:

@@ -11,13 +11,31 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from .analytics import COMPLETED_RUN, FAILED_RUN, FAILURE, SETTLE_AT, Analytics, CostModel
+from .analytics import (
+    COMPLETED_RUN,
+    FAILED_RUN,
+    FAILURE,
+    PRICED_AGAIN,
+    SETTLE_AT,
+    Analytics,
+    CostModel,
+)
 from .deadlines import Deadlines
 from .errors import Code, RequestError
 from .hc.registry import Checks
 from .history import History
 from .idempotency import SeenEvents
-from .model import SNAPSHOT_ROW, STATUS_BY_NAME, TERMINAL, Alert, Job, Monitor, Status
+from .jobindex import BLOCK_BITS, StatusIndex
+from .model import (
+    SNAPSHOT_FIELDS,
+    SNAPSHOT_ROW,
+    STATUS_BY_NAME,
+    TERMINAL,
+    Alert,
+    Job,
+    Monitor,
+    Status,
+)
 from .monitoring import Monitoring
 from .runs import RunIds
 
@@ -34,6 +52,7 @@ class Store(Monitoring, RunIds):
         self.default_max_retries = default_max_retries
         self.jobs: dict[str, Job] = {}
         self.count_by_status: dict[Status, int] = {s: 0 for s in Status}
+        self.status_index = StatusIndex()  # list_jobs by status (jobindex)
         # Runs completed through job_completed: the mean duration is over these.
         self.timed_runs = 0
         self.duration_sum_ms: float = 0
@@ -48,6 +67,7 @@ class Store(Monitoring, RunIds):
         self.history = History()
         self.analytics = Analytics()
         self.analytics.history = self.history
+        self.analytics.jobs = self.jobs
         self.live_runs = {}  # runs with a run_id (see runs.py)
         self.checks = Checks(self)  # Healthchecks' checks (see hc/)
         self.seen_events = SeenEvents()  # event_id -> the reply it got (commands.once)
@@ -86,7 +106,10 @@ class Store(Monitoring, RunIds):
         if "slow_run_factor" in settings:
             self.analytics.slow_run_factor = settings["slow_run_factor"]
         if "cost_model" in settings:
-            self.analytics.cost_model = CostModel(**settings["cost_model"])
+            model = CostModel(**settings["cost_model"])
+            if model != self.analytics.cost_model:
+                self.analytics.ranking.invalidate()  # records are priced by it
+            self.analytics.cost_model = model
         if "event_ids_kept" in settings:
             self.seen_events.max_kept = settings["event_ids_kept"]
 
@@ -104,14 +127,19 @@ class Store(Monitoring, RunIds):
     # -- primitives ------------------------------------------------------
     def _create(self, job_id: str, status: Status, now: float) -> Job:
         job = Job(job_id, status, now)
+        job.seq = len(self.jobs)
         self.jobs[job_id] = job
         self.count_by_status[status] += 1
+        self.status_index.added(job)
         return job
 
     def _set_status(self, job: Job, status: Status) -> None:
         if job.status is not status:
             self.count_by_status[job.status] -= 1
             self.count_by_status[status] += 1
+            blocks, block = self.status_index.blocks, job.seq >> BLOCK_BITS
+            blocks[job.status][block] -= 1
+            blocks[status][block] += 1
             job.status = status
 
     @staticmethod
@@ -193,6 +221,9 @@ class Store(Monitoring, RunIds):
                 counts = self.count_by_status
                 counts[previous] -= 1
                 counts[status] += 1
+                blocks, block = self.status_index.blocks, job.seq >> BLOCK_BITS
+                blocks[previous][block] -= 1
+                blocks[status][block] += 1
                 job.status = status
             job.updated_at = now
         if status is RUNNING and job.started_at is None:
@@ -210,6 +241,8 @@ class Store(Monitoring, RunIds):
                     job.duration_ms = (
                         None if started_at is None else max(0, round((now - started_at) * 1000))
                     )
+                    if job.resource_usage is not None:  # its price from its record moved
+                        self.analytics.pending.append((PRICED_AGAIN, job_id))
                 self._run_ended(job, now)
         monitor = job.monitor
         moved = False
@@ -441,11 +474,12 @@ class Store(Monitoring, RunIds):
         counts = {s: 0 for s in Status}
         jobs = {}
         rows = snap["jobs"]
-        if rows and len(rows[0]) < len(Job.__slots__):  # written before the run history
-            missing = [None] * (len(Job.__slots__) - len(rows[0]))
+        if rows and len(rows[0]) < len(SNAPSHOT_FIELDS):  # written before the run history
+            missing = [None] * (len(SNAPSHOT_FIELDS) - len(rows[0]))
             rows = [row + missing for row in rows]
-        for row in rows:
+        for seq, row in enumerate(rows):
             job = new_job(Job)
+            job.seq = seq
             (
                 job.job_id,
                 status,
@@ -475,7 +509,9 @@ class Store(Monitoring, RunIds):
             jobs[job.job_id] = job
         self.jobs = jobs
         self.count_by_status = counts
+        self.status_index.rebuild(jobs)
         self.history.load_snapshot(snap.get("history"), jobs)
+        self.analytics.jobs = jobs
         self.analytics.load_snapshot(snap.get("analytics"))
         self.load_live_runs(snap.get("live_runs"))
         self.checks.load_snapshot(snap.get("checks"))
