@@ -102,28 +102,39 @@ class Analytics:
         buckets = self.history.duration_buckets
         costs = self.costs
         model = self.cost_model
+        free_mb, block_mb = model.free_memory_mb, model.memory_block_mb
+        per_block, per_cpu, per_second = (
+            model.price_per_block,
+            model.price_per_cpu_percent,
+            model.price_per_second,
+        )
         offer = self.ranking.offer
+        ceil = math.ceil
         for entry in pending:
             kind = entry[0]
             if kind == COMPLETED_RUN:
-                _, job_id, duration_ms, usage, earlier_usage, earlier_ms, info = entry
+                _, job, duration_ms, usage, earlier_usage, earlier_ms, info = entry
+                job_id = job.job_id
                 _add(overall, duration_ms)
                 buckets[bisect_left(DURATION_BUCKETS_S, duration_ms / 1000)] += 1
+                # CostModel.blocks and .price, inline: the same arithmetic.
+                blocks = max(0, ceil(((usage.get("memory_mb", 0) or 0) - free_mb) / block_mb))
+                cpu = usage.get("cpu_percent", 0) or 0
+                seconds = duration_ms / 1000
+                price = blocks * per_block + cpu * per_cpu + seconds * per_second
                 sums = costs.get(job_id)
-                if sums is None:
-                    self.cost(job_id, usage, duration_ms, (earlier_usage, earlier_ms), True)
-                    if job_id not in costs:  # its first run: priced from its record
-                        offer(job_id, self._record_key(job_id))
-                else:  # Analytics.cost's usual case, inline: the same arithmetic
-                    blocks = model.blocks(usage.get("memory_mb", 0) or 0)
-                    cpu = usage.get("cpu_percent", 0) or 0
-                    seconds = duration_ms / 1000
+                if sums is not None:  # Analytics.cost's usual case
                     sums[0] += 1
                     sums[1] += blocks
                     sums[2] += cpu
                     sums[3] += seconds
-                    sums[4] += model.price(blocks, cpu, seconds)
+                    sums[4] += price
                     offer(job_id, (-sums[4], 0, int(sums[5])))
+                elif earlier_usage is None or earlier_ms is None:
+                    # Its first costed run: priced from its record, which holds it.
+                    offer(job_id, (-price, 1, job.seq))
+                else:
+                    self.cost(job_id, usage, duration_ms, (earlier_usage, earlier_ms), True)
                 if info is not None:
                     self.memory(
                         job_id,
@@ -134,8 +145,8 @@ class Analytics:
             elif kind == FAILURE:
                 self.failed(entry[1], entry[2])
             elif kind == PRICED_AGAIN:
-                if entry[1] not in costs:
-                    offer(entry[1], self._record_key(entry[1]))
+                if entry[1].job_id not in costs:
+                    offer(entry[1].job_id, self._record_key(entry[1].job_id))
             else:
                 _, job_id, usage, spent_ms, earlier_usage, earlier_ms, info = entry
                 if usage:

@@ -25,7 +25,7 @@ from .errors import Code, RequestError
 from .hc.registry import Checks
 from .history import History
 from .idempotency import SeenEvents
-from .jobindex import BLOCK_BITS, StatusIndex
+from .jobindex import BLOCK_BITS, BLOCK_MASK, StatusIndex
 from .model import (
     SNAPSHOT_FIELDS,
     SNAPSHOT_ROW,
@@ -130,7 +130,12 @@ class Store(Monitoring, RunIds):
         job.seq = len(self.jobs)
         self.jobs[job_id] = job
         self.count_by_status[status] += 1
-        self.status_index.added(job)
+        index = self.status_index
+        if job.seq & BLOCK_MASK:  # jobindex.StatusIndex.added, inline
+            index.order.append(job)
+            index.blocks[status][job.seq >> BLOCK_BITS] += 1
+        else:
+            index.added(job)
         return job
 
     def _set_status(self, job: Job, status: Status) -> None:
@@ -242,7 +247,7 @@ class Store(Monitoring, RunIds):
                         None if started_at is None else max(0, round((now - started_at) * 1000))
                     )
                     if job.resource_usage is not None:  # its price from its record moved
-                        self.analytics.pending.append((PRICED_AGAIN, job_id))
+                        self.analytics.pending.append((PRICED_AGAIN, job))
                 self._run_ended(job, now)
         monitor = job.monitor
         moved = False
@@ -321,7 +326,7 @@ class Store(Monitoring, RunIds):
         # Its histogram bucket, the overall sketch, cost and memory: at the turn's end.
         pending = analytics.pending
         pending.append(
-            (COMPLETED_RUN, job_id, duration_ms, resource_usage, previous_usage, previous_ms, info)
+            (COMPLETED_RUN, job, duration_ms, resource_usage, previous_usage, previous_ms, info)
         )
         if len(pending) >= SETTLE_AT:
             analytics.settle()

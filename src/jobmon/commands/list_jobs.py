@@ -60,7 +60,7 @@ def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, An
     scanned = (
         enumerate(islice(jobs.values(), offset, None), offset)
         if status is None
-        else store.status_index.scan(jobs, status, offset)
+        else store.status_index.scan(status, offset)
     )
     for at, job in scanned:
         if (status is None or job.status is status) and (q is None or q in job.job_id):
