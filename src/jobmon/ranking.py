@@ -16,7 +16,7 @@ ranks every job once more (``valid`` is False until then).
 
 from __future__ import annotations
 
-from typing import Any
+from bisect import bisect_left, insort
 
 RANKED = 100  # get_analytics' largest ``top``
 Key = tuple[float, int, int]
@@ -25,51 +25,44 @@ Key = tuple[float, int, int]
 class CostRanking:
     def __init__(self) -> None:
         self.keys: dict[str, Key] = {}
+        self.ranked: list[tuple[Key, str]] = []  # the same, sorted: the worst last
         self.valid = True
-        self._worst: tuple[Key, str] | None = None  # the largest key, once full
 
     def offer(self, job_id: str, key: Key | None) -> None:
         """The job's key now (None: it has no cost)."""
         keys = self.keys
         old = keys.get(job_id)
+        ranked = self.ranked
         if old is not None:
+            del ranked[bisect_left(ranked, (old, job_id))]
             if key is None:
                 del keys[job_id]
                 if len(keys) == RANKED - 1:
                     self.valid = False  # a job left out may take its place
-            else:
-                keys[job_id] = key
-                if key > old and len(keys) == RANKED:
-                    self.valid = False
-            self._worst = None
+                return
+            keys[job_id] = key
+            insort(ranked, (key, job_id))
+            if key > old and len(keys) == RANKED:
+                self.valid = False  # got worse: a job left out may now be better
             return
         if key is None:
             return
-        if len(keys) < RANKED:
-            keys[job_id] = key
-            self._worst = None
-            return
-        worst = self._worst
-        if worst is None:
-            worst = self._worst = max((k, j) for j, k in keys.items())
-        if key < worst[0]:
-            del keys[worst[1]]
-            keys[job_id] = key
-            self._worst = None
+        if len(keys) == RANKED:
+            if key >= ranked[-1][0]:
+                return
+            del keys[ranked.pop()[1]]
+        keys[job_id] = key
+        insort(ranked, (key, job_id))
 
     def best(self, top: int) -> list[str]:
         """The ``top`` job ids, best first."""
-        return [job_id for job_id, _ in sorted(self.keys.items(), key=_second)[:top]]
+        return [job_id for _, job_id in self.ranked[:top]]
 
     def rebuild(self, ranked: list[tuple[Key, str]]) -> None:
         """From a ranking of every job (the RANKED best (key, job_id), best first)."""
         self.keys = {job_id: key for key, job_id in ranked}
-        self._worst = None
+        self.ranked = sorted(ranked)
         self.valid = True
 
     def invalidate(self) -> None:
         self.valid = False
-
-
-def _second(item: tuple[str, Key]) -> Any:
-    return item[1]

@@ -26,14 +26,22 @@ def _sketch() -> BaseDDSketch:
 _MULTIPLIER = _MAPPING._multiplier
 _KEY_OFFSET = _MAPPING._offset
 _MIN_POSITIVE = _MAPPING.min_possible
+KEYS_KEPT = 1 << 16  # distinct durations whose sketch key is remembered
+_KEYS: dict[float, int] = {}
 
 
 def _add(sketch: BaseDDSketch, value: float) -> None:
     """``sketch.add(value)`` for positive values, on the hot path of every
     completed run: the same key and bins as DDSketch's (tests compare), with
-    the common case (a bin already in range) done inline."""
+    the common case (a bin already in range) done inline, and each value's key
+    remembered (durations repeat)."""
     if value > _MIN_POSITIVE:
-        key = int(math.ceil(math.log(value, 2) * _MULTIPLIER) + _KEY_OFFSET)
+        key = _KEYS.get(value)
+        if key is None:
+            key = int(math.ceil(math.log(value, 2) * _MULTIPLIER) + _KEY_OFFSET)
+            if len(_KEYS) >= KEYS_KEPT:
+                _KEYS.clear()
+            _KEYS[value] = key
         store = sketch._store
         if store.min_key <= key <= store.max_key and store.count:
             store.bins[key - store.offset] += 1.0
