@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from ddsketch.ddsketch import BaseDDSketch
 
 from .history import DURATION_BUCKETS_S, History
@@ -78,7 +79,9 @@ class Analytics:
         # job_id -> {epoch hour: failed runs}, the last FAILURE_DAYS_KEPT days;
         # and the same for all jobs together (so the overall report reads at
         # most 720 hours, however many jobs failed).
-        self.failures: dict[str, dict[int, int]] = {}
+        # A job that failed in one hour only (most) keeps an int, ``hour << 20 | n``
+        # (``_hours`` reads either), a dict per job being ten times the size.
+        self.failures: dict[str, dict[int, int] | int] = {}
         self.failures_overall: dict[int, int] = {}
         # job_id -> [runs costed, memory blocks, cpu percent, seconds, cost at the
         # configured prices] (sums): the last ranks jobs without pricing each again.
@@ -194,12 +197,17 @@ class Analytics:
 
     def failed(self, job_id: str, now: float) -> None:
         hour = int(now // 3600)
-        for hours in (self.failures.setdefault(job_id, {}), self.failures_overall):
-            if hour not in hours:
-                oldest = hour - FAILURE_DAYS_KEPT * 24
-                for old in [h for h in hours if h <= oldest]:
-                    del hours[old]
-            hours[hour] = hours.get(hour, 0) + 1
+        failures = self.failures
+        kept = failures.get(job_id)
+        if kept is None:
+            failures[job_id] = hour << HOUR_SHIFT | 1
+        elif type(kept) is int and kept >> HOUR_SHIFT == hour and kept & COUNT_MASK < COUNT_MASK:
+            failures[job_id] = kept + 1
+        else:
+            hours = _hours(kept)
+            _count_failure(hours, hour)
+            failures[job_id] = _packed(hours)
+        _count_failure(self.failures_overall, hour)
 
     def cost(
         self,
@@ -305,7 +313,7 @@ class Analytics:
         }
         if job_id is not None:
             by_hour = [0] * 24
-            _add_by_hour_of_day(by_hour, self.failures.get(job_id, {}), tz)
+            _add_by_hour_of_day(by_hour, _hours(self.failures.get(job_id)), tz)
             sums = self.sums_of(job_id, jobs)
             total = model.price(*sums[1:4]) if sums else 0.0
             out["job"] = {
@@ -403,7 +411,7 @@ class Analytics:
             "sketches": {jid: _sketch_row(s) for jid, s in self.sketches.items()},
             "p95": self.p95,
             "small": self.small,
-            "failures": {jid: list(hours.items()) for jid, hours in self.failures.items()},
+            "failures": {jid: list(_hours(kept).items()) for jid, kept in self.failures.items()},
             "costs": self.costs,
             "failures_overall": list(self.failures_overall.items()),
             "high_memory": [
@@ -420,7 +428,7 @@ class Analytics:
         self.sketches = {jid: _sketch_from_row(row) for jid, row in snap["sketches"].items()}
         self.p95 = snap.get("p95", {})
         self.small = snap.get("small", {})
-        self.failures = {jid: dict(map(tuple, h)) for jid, h in snap["failures"].items()}
+        self.failures = {jid: _packed(dict(map(tuple, h))) for jid, h in snap["failures"].items()}
         self.costs = snap["costs"]
         for position, sums in enumerate(self.costs.values()):
             if len(sums) == 4:  # written before totals were kept
@@ -440,17 +448,51 @@ class Analytics:
                 self.ranking.offer(job_id, key)
 
 
+HOUR_SHIFT = 20
+COUNT_MASK = (1 << HOUR_SHIFT) - 1
+
+
+def _count_failure(hours: dict[int, int], hour: int) -> None:
+    """One failure in ``hour``; hours past FAILURE_DAYS_KEPT leave."""
+    if hour not in hours:
+        oldest = hour - FAILURE_DAYS_KEPT * 24
+        for old in [h for h in hours if h <= oldest]:
+            del hours[old]
+    hours[hour] = hours.get(hour, 0) + 1
+
+
+def _hours(kept: dict[int, int] | int | None) -> dict[int, int]:
+    """A job's failures by epoch hour, however kept."""
+    if kept is None:
+        return {}
+    if type(kept) is int:
+        return {kept >> HOUR_SHIFT: kept & COUNT_MASK}
+    assert isinstance(kept, dict)
+    return dict(kept)
+
+
+def _packed(hours: dict[int, int]) -> dict[int, int] | int:
+    if len(hours) == 1:
+        ((hour, count),) = hours.items()
+        if hour >= 0 and count <= COUNT_MASK:
+            return hour << HOUR_SHIFT | count
+    return hours
+
+
 def _position(sums: list[float], job: Job) -> int:
     """A ranked job's place among equal totals: its sums' order, or its own."""
     return int(sums[5]) if len(sums) > 5 else job.seq
 
 
 def run_sums(
-    usage: dict[str, Any] | None, duration_ms: float | None, model: CostModel
+    usage: dict[str, Any] | bytes | None, duration_ms: float | None, model: CostModel
 ) -> list[float] | None:
     """One completed run as cost sums, or None without its usage and duration."""
     if usage is None or duration_ms is None:
         return None
+    if type(usage) is bytes:  # as a job keeps it (Job.resource_usage)
+        usage = orjson.loads(usage)
+    assert isinstance(usage, dict)
     blocks = model.blocks(usage.get("memory_mb", 0) or 0)
     cpu = usage.get("cpu_percent", 0) or 0
     seconds = duration_ms / 1000

@@ -21,8 +21,9 @@ from typing import Any
 
 import orjson
 
+from .model import kept_json
+
 KEEP_S = 24 * 3600.0
-_dumps = orjson.dumps
 MAX_KEPT = 200_000
 
 
@@ -46,7 +47,7 @@ class SeenEvents:
         return reply
 
     def remember(self, event_id: str, now: float, reply: dict[str, Any]) -> None:
-        self.replies[event_id] = _dumps(reply)
+        self.replies[event_id] = kept_json(reply)
         order = self.order
         order.append((now, event_id))
         if len(order) > self.max_kept or order[0][0] < now - KEEP_S:

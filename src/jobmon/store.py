@@ -35,6 +35,7 @@ from .model import (
     Job,
     Monitor,
     Status,
+    kept_json,
 )
 from .monitoring import Monitoring
 from .runs import RunIds
@@ -301,7 +302,7 @@ class Store(Monitoring, RunIds):
         job.progress = 100
         job.finished_at = now
         job.duration_ms = duration_ms
-        job.resource_usage = resource_usage
+        job.resource_usage = kept_json(resource_usage)
         job.error = None
         self.timed_runs += 1
         self.duration_sum_ms += duration_ms
