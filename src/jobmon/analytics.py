@@ -12,60 +12,49 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from bisect import bisect_left
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
 from ddsketch.ddsketch import BaseDDSketch
 
-from .history import DURATION_BUCKETS_S, History
+from . import settling
+from .costs import CostModel, _position, run_sums
+from .history import History
+from .hours import (
+    FAILURE_DAYS_KEPT,
+    _add_by_hour_of_day,
+    _count_failure,
+    _hours,
+    _packed,
+    add_failure,
+)
 from .model import Job
 from .ranking import RANKED, CostRanking, Key
+from .settling import COMPLETED_RUN, FAILED_RUN, FAILURE, PRICED_AGAIN
 from .sketches import _add, _percentiles, _sketch, _sketch_from_row, _sketch_row
 
-__all__ = ["Analytics", "CostModel", "_add", "_sketch", "_sketch_row", "run_sums"]
+__all__ = [
+    "COMPLETED_RUN",
+    "FAILED_RUN",
+    "FAILURE",
+    "FAILURE_DAYS_KEPT",
+    "PRICED_AGAIN",
+    "Analytics",
+    "CostModel",
+    "_add",
+    "_sketch",
+    "_sketch_row",
+    "run_sums",
+]
 
-FAILURE_DAYS_KEPT = 30
 MAX_ARGUMENT_LISTS = 10_000  # distinct argument lists tracked for high memory
 MAX_JOBS_PER_ARGUMENT_LIST = 100  # job ids named per argument list
 SLOW_RUN_MIN_RUNS = 20
 SMALL_RUNS = 16  # durations per job kept as a list before its sketch starts
 P95_EVERY = 8
-# What a run adds that changes no reply (the overall sketch, the duration
-# histogram, cost sums, failures by hour, high-memory argument lists) waits in
-# ``Analytics.pending`` until the engine's turn ends (``settle``), or until
-# anything reads it: the same additions in the same order as made at once, off
-# each message's apply. These tag the pending entries.
-# PRICED_AGAIN: a job's last duration changed (update_status completed), so
-# its price from its record may have (see ``ranking``).
-COMPLETED_RUN, FAILED_RUN, FAILURE, PRICED_AGAIN = 0, 1, 2, 3
+# What a run adds that changes no reply waits in ``Analytics.pending`` until
+# the engine's turn ends, or until anything reads it (``settling``).
 SETTLE_AT = 4096  # pending entries settled anyway (a replay, a cluster's apply)
-
-
-@dataclass
-class CostModel:
-    """Seed 003's model: memory above a free allowance in started blocks, CPU
-    percent and seconds, each at a price. Thresholds apply as runs are recorded;
-    prices apply when the report is asked for."""
-
-    free_memory_mb: float = 1024
-    memory_block_mb: float = 256
-    price_per_block: float = 0.10
-    price_per_cpu_percent: float = 0.01
-    price_per_second: float = 0.05
-
-    def blocks(self, memory_mb: float) -> int:
-        return max(0, math.ceil((memory_mb - self.free_memory_mb) / self.memory_block_mb))
-
-    def price(self, blocks: float, cpu_percent: float, seconds: float) -> float:
-        return (
-            blocks * self.price_per_block
-            + cpu_percent * self.price_per_cpu_percent
-            + seconds * self.price_per_second
-        )
 
 
 class Analytics:
@@ -96,73 +85,10 @@ class Analytics:
     # -- settling what waits for the end of the turn -------------------------------
     def settle(self) -> None:
         """Apply what ``pending`` holds, in order (the engine, after each turn's
-        batch; every reader, first)."""
-        pending = self.pending
-        if not pending:
-            return
-        self.pending = []
-        overall = self.overall
-        buckets = self.history.duration_buckets
-        costs = self.costs
-        model = self.cost_model
-        free_mb, block_mb = model.free_memory_mb, model.memory_block_mb
-        per_block, per_cpu, per_second = (
-            model.price_per_block,
-            model.price_per_cpu_percent,
-            model.price_per_second,
-        )
-        offer = self.ranking.offer
-        ceil = math.ceil
-        for entry in pending:
-            kind = entry[0]
-            if kind == COMPLETED_RUN:
-                _, job, duration_ms, usage, earlier_usage, earlier_ms, info = entry
-                job_id = job.job_id
-                _add(overall, duration_ms)
-                buckets[bisect_left(DURATION_BUCKETS_S, duration_ms / 1000)] += 1
-                # CostModel.blocks and .price, inline: the same arithmetic.
-                blocks = max(0, ceil(((usage.get("memory_mb", 0) or 0) - free_mb) / block_mb))
-                cpu = usage.get("cpu_percent", 0) or 0
-                seconds = duration_ms / 1000
-                price = blocks * per_block + cpu * per_cpu + seconds * per_second
-                sums = costs.get(job_id)
-                if sums is not None:  # Analytics.cost's usual case
-                    sums[0] += 1
-                    sums[1] += blocks
-                    sums[2] += cpu
-                    sums[3] += seconds
-                    sums[4] += price
-                    offer(job_id, (-sums[4], 0, int(sums[5])))
-                elif earlier_usage is None or earlier_ms is None:
-                    # Its first costed run: priced from its record, which holds it.
-                    offer(job_id, (-price, 1, job.seq))
-                else:
-                    self.cost(job_id, usage, duration_ms, (earlier_usage, earlier_ms), True)
-                if info is not None:
-                    self.memory(
-                        job_id,
-                        info.get("arguments"),
-                        usage.get("memory_mb"),
-                        info.get("memory_limit_mb"),
-                    )
-            elif kind == FAILURE:
-                self.failed(entry[1], entry[2])
-            elif kind == PRICED_AGAIN:
-                if entry[1].job_id not in costs:
-                    offer(entry[1].job_id, self._record_key(entry[1].job_id))
-            else:
-                _, job_id, usage, spent_ms, earlier_usage, earlier_ms, info = entry
-                if usage:
-                    self.cost(job_id, usage, spent_ms, (earlier_usage, earlier_ms), False)
-                if info is not None:
-                    self.memory(
-                        job_id,
-                        info.get("arguments"),
-                        (usage or {}).get("memory_mb"),
-                        info.get("memory_limit_mb"),
-                    )
+        batch; every reader, first). See ``settling``."""
+        if self.pending:
+            settling.settle(self)
 
-    # -- recording -----------------------------------------------------------------
     def duration(self, job_id: str, duration_ms: float, previous_ms: float | None) -> float | None:
         """A completed run's duration. Returns the job's p95 before this run when
         it has enough runs to judge, else None. Only the job's own figures (the
@@ -197,16 +123,7 @@ class Analytics:
 
     def failed(self, job_id: str, now: float) -> None:
         hour = int(now // 3600)
-        failures = self.failures
-        kept = failures.get(job_id)
-        if kept is None:
-            failures[job_id] = hour << HOUR_SHIFT | 1
-        elif type(kept) is int and kept >> HOUR_SHIFT == hour and kept & COUNT_MASK < COUNT_MASK:
-            failures[job_id] = kept + 1
-        else:
-            hours = _hours(kept)
-            _count_failure(hours, hour)
-            failures[job_id] = _packed(hours)
+        add_failure(self.failures, job_id, hour)
         _count_failure(self.failures_overall, hour)
 
     def cost(
@@ -446,61 +363,3 @@ class Analytics:
                 kept = self.costs.get(job_id)
                 key = (-kept[4], 0, int(kept[5])) if kept is not None else self._record_key(job_id)
                 self.ranking.offer(job_id, key)
-
-
-HOUR_SHIFT = 20
-COUNT_MASK = (1 << HOUR_SHIFT) - 1
-
-
-def _count_failure(hours: dict[int, int], hour: int) -> None:
-    """One failure in ``hour``; hours past FAILURE_DAYS_KEPT leave."""
-    if hour not in hours:
-        oldest = hour - FAILURE_DAYS_KEPT * 24
-        for old in [h for h in hours if h <= oldest]:
-            del hours[old]
-    hours[hour] = hours.get(hour, 0) + 1
-
-
-def _hours(kept: dict[int, int] | int | None) -> dict[int, int]:
-    """A job's failures by epoch hour, however kept."""
-    if kept is None:
-        return {}
-    if type(kept) is int:
-        return {kept >> HOUR_SHIFT: kept & COUNT_MASK}
-    assert isinstance(kept, dict)
-    return dict(kept)
-
-
-def _packed(hours: dict[int, int]) -> dict[int, int] | int:
-    if len(hours) == 1:
-        ((hour, count),) = hours.items()
-        if hour >= 0 and count <= COUNT_MASK:
-            return hour << HOUR_SHIFT | count
-    return hours
-
-
-def _position(sums: list[float], job: Job) -> int:
-    """A ranked job's place among equal totals: its sums' order, or its own."""
-    return int(sums[5]) if len(sums) > 5 else job.seq
-
-
-def run_sums(
-    usage: dict[str, Any] | bytes | None, duration_ms: float | None, model: CostModel
-) -> list[float] | None:
-    """One completed run as cost sums, or None without its usage and duration."""
-    if usage is None or duration_ms is None:
-        return None
-    if type(usage) is bytes:  # as a job keeps it (Job.resource_usage)
-        usage = orjson.loads(usage)
-    assert isinstance(usage, dict)
-    blocks = model.blocks(usage.get("memory_mb", 0) or 0)
-    cpu = usage.get("cpu_percent", 0) or 0
-    seconds = duration_ms / 1000
-    return [1, blocks, cpu, seconds, model.price(blocks, cpu, seconds)]
-
-
-def _add_by_hour_of_day(buckets: list[int], hours: dict[int, int], tz: ZoneInfo) -> None:
-    # The middle of each UTC hour, so zones offset by half an hour land in one bucket.
-    for hour, count in hours.items():
-        local = datetime.fromtimestamp(hour * 3600 + 1800, UTC).astimezone(tz)
-        buckets[local.hour] += count

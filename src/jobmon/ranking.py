@@ -25,7 +25,9 @@ Key = tuple[float, int, int]
 class CostRanking:
     def __init__(self) -> None:
         self.keys: dict[str, Key] = {}
-        self.ranked: list[tuple[Key, str]] = []  # the same, sorted: the worst last
+        # The same, sorted, the worst last (settling reads both, to offer only
+        # what may be ranked).
+        self.ranked: list[tuple[Key, str]] = []
         self.valid = True
 
     def offer(self, job_id: str, key: Key | None) -> None:
@@ -60,8 +62,9 @@ class CostRanking:
 
     def rebuild(self, ranked: list[tuple[Key, str]]) -> None:
         """From a ranking of every job (the RANKED best (key, job_id), best first)."""
-        self.keys = {job_id: key for key, job_id in ranked}
-        self.ranked = sorted(ranked)
+        self.keys.clear()
+        self.keys.update((job_id, key) for key, job_id in ranked)
+        self.ranked[:] = sorted(ranked)
         self.valid = True
 
     def invalidate(self) -> None:
