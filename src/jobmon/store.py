@@ -8,7 +8,8 @@ to date as events arrive, so ``get_stats`` is O(1).
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
+from operator import attrgetter
 from typing import Any
 
 from .analytics import (
@@ -27,7 +28,6 @@ from .history import History
 from .idempotency import SeenEvents
 from .jobindex import BLOCK_BITS, BLOCK_MASK, StatusIndex
 from .model import (
-    SNAPSHOT_FIELDS,
     SNAPSHOT_ROW,
     STATUS_BY_NAME,
     TERMINAL,
@@ -41,6 +41,16 @@ from .monitoring import Monitoring
 from .runs import RunIds
 
 ALERT_HISTORY = 10_000
+STATUS_OF = attrgetter("status")
+
+
+def _job_of_row(row: list[Any]) -> Job:
+    """A snapshot row as orjson reads it (a cluster's snapshot); older rows are shorter."""
+    job = Job(*row)
+    job.status = STATUS_BY_NAME[row[1]]
+    return job
+
+
 # Plain names: Status.X is an attribute lookup on the Enum class, slow on the hot path.
 RUNNING = Status.RUNNING
 COMPLETED = Status.COMPLETED
@@ -127,8 +137,7 @@ class Store(Monitoring, RunIds):
 
     # -- primitives ------------------------------------------------------
     def _create(self, job_id: str, status: Status, now: float) -> Job:
-        job = Job(job_id, status, now)
-        job.seq = len(self.jobs)
+        job = Job(job_id, status, 0, now, now, seq=len(self.jobs))
         self.jobs[job_id] = job
         self.count_by_status[status] += 1
         index = self.status_index
@@ -474,45 +483,19 @@ class Store(Monitoring, RunIds):
         self.duration_sum_ms = snap["duration_sum_ms"]
         self.next_alert_id = snap["next_alert_id"]
         self.alert_history = deque((alerts[i] for i in snap["alert_history"]), maxlen=ALERT_HISTORY)
-        # Job.from_row, inlined: this loop runs once per job at every start.
-        new_job = Job.__new__
-        status_by_name = STATUS_BY_NAME
-        counts = {s: 0 for s in Status}
-        jobs = {}
         rows = snap["jobs"]
-        if rows and len(rows[0]) < len(SNAPSHOT_FIELDS):  # written before the run history
-            missing = [None] * (len(SNAPSHOT_FIELDS) - len(rows[0]))
-            rows = [row + missing for row in rows]
-        for seq, row in enumerate(rows):
-            job = new_job(Job)
+        if rows and type(rows[0]) is not Job:  # rows as orjson reads them (a cluster's)
+            rows = [_job_of_row(row) for row in rows]
+        # Once per job at every start: the rows are jobs already (model.JOB_ROWS).
+        for seq, job in enumerate(rows):
             job.seq = seq
-            (
-                job.job_id,
-                status,
-                job.progress,
-                job.created_at,
-                job.updated_at,
-                job.started_at,
-                job.finished_at,
-                job.runs,
-                job.duration_ms,
-                job.resource_usage,
-                job.error,
-                job.retries,
-                job.max_retries,
-                open_alerts,
-                monitor,
-                job.last_success_at,
-                job.recent_runs,
-                job.run_info,
-            ) = row
-            job.status = status = status_by_name[status]
-            job.alerts = (
-                None if open_alerts is None else {k: alerts[i] for k, i in open_alerts.items()}
-            )
-            job.monitor = None if monitor is None else Monitor.from_row(monitor)
-            counts[status] += 1
-            jobs[job.job_id] = job
+            if job.alerts is not None:
+                job.alerts = {k: alerts[i] for k, i in job.alerts.items()}
+            if job.monitor is not None:
+                job.monitor = Monitor.from_row(job.monitor)
+        jobs = {job.job_id: job for job in rows}
+        counts = {s: 0 for s in Status}
+        counts.update(Counter(map(STATUS_OF, rows)))
         self.jobs = jobs
         self.count_by_status = counts
         self.status_index.rebuild(jobs)
