@@ -239,6 +239,7 @@ def test_a_page_rendered_in_pieces_is_one_valid_page() -> None:
         by_status={"completed": 0},
         received_by_type={},
         errors_replied=0,
+        event_id_repeats=0,
         fired_by_kind={},
         firing_by_kind={},
         duration_buckets=[0] * (len(DURATION_BUCKETS_S) + 1),

@@ -35,6 +35,10 @@ class SeenEvents:
         self.replies: dict[str, bytes] = {}
         self.order: deque[tuple[float, str]] = deque()  # (applied at, event_id), oldest first
         self.forgotten_early = 0  # evicted by MAX_KEPT before KEEP_S had passed
+        # Retransmissions answered from memory, by this process (/metrics): a
+        # client's retry after a lost reply, or a cluster's nodes proposing the same
+        # event (each Celery receiver hears every event).
+        self.repeats = 0
 
     def __len__(self) -> int:
         return len(self.replies)
@@ -43,6 +47,7 @@ class SeenEvents:
         kept = self.replies.get(event_id)
         if kept is None:
             return None
+        self.repeats += 1
         reply: dict[str, Any] = orjson.loads(kept)
         return reply
 

@@ -43,6 +43,7 @@ class Reading:
     by_status: dict[str, int]
     received_by_type: dict[str, int]
     errors_replied: int
+    event_id_repeats: int
     fired_by_kind: dict[str, int]
     firing_by_kind: dict[str, int]
     duration_buckets: list[int]
@@ -75,6 +76,7 @@ async def read(server: Server) -> Reading:
         by_status={status.value: n for status, n in store.count_by_status.items()},
         received_by_type=dict(engine.received_by_type),
         errors_replied=engine.errors_replied,
+        event_id_repeats=store.seen_events.repeats,
         fired_by_kind=dict(history.fired_by_kind),
         firing_by_kind=dict(history.firing_by_kind),
         duration_buckets=list(history.duration_buckets),
@@ -184,6 +186,12 @@ class ReadingCollector(Collector):
             "jobmon_error_replies",
             "Requests answered with an error, since start.",
             r.errors_replied,
+        )
+        yield CounterMetricFamily(
+            "jobmon_event_id_repeats",
+            "Events whose event_id was applied already: answered with the original "
+            "reply, nothing changed, since start.",
+            r.event_id_repeats,
         )
         yield _by_label(
             CounterMetricFamily,
