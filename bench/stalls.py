@@ -134,7 +134,9 @@ def main() -> None:
         f"\n{args.jobs:,} jobs; probe's worst wait in the quiet 2 s before: "
         f"{worst_during(waits, *quiet):.1f} ms ({len(waits):,} probe requests in all)"
     )
-    print(f"| question | probe's worst wait, ms (median of {args.repeat}) | max | question's own ms |")
+    print(
+        f"| question | probe's worst wait, ms (median of {args.repeat}) | max | question's own ms |"
+    )
     print("|---|---|---|---|")
     for name, spans in windows.items():
         worst = [worst_during(waits, start, end) for start, end in spans]
