@@ -226,6 +226,8 @@ def test_an_enveloped_reply_is_the_bytes_of_the_whole_envelope() -> None:
         b'{"type":"update_status","job_id":"a","status":"running","progress":1e400}',
         b"",
         b"   ",
+        b"x",  # shorter than the envelope test's third byte
+        b"{}",
         b"\xef\xbb\xbf{}",
     ],
 )
