@@ -131,6 +131,13 @@ class LineClient:
             await self.writer.wait_closed()
 
 
+async def get_job(client: LineClient, job_id: str) -> dict[str, Any]:
+    reply = await client.request({"type": "get_job", "job_id": job_id})
+    assert reply["type"] == "job", reply
+    job: dict[str, Any] = reply["job"]
+    return job
+
+
 def jobmon_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "jobmon", *args]
 

@@ -142,6 +142,25 @@ async def test_events_topic_streams_accepted_job_events(
     await watcher.close()
 
 
+async def test_events_pipelined_after_a_subscribe_on_one_connection_are_pushed(
+    client: LineClient,
+) -> None:
+    # One write: the subscribe and the events after it arrive in the same turn.
+    await client.send(
+        {"type": "subscribe", "msg_id": 1, "topics": ["events"]},
+        {"type": "update_status", "msg_id": 2, "job_id": "p", "status": "running"},
+        {"type": "job_completed", "msg_id": 3, "job_id": "p", "duration_ms": 4},
+    )
+    lines = [await client.read() for _ in range(5)]
+    replies = [line for line in lines if line.get("type") != "event"]
+    pushed = [line["event"] for line in lines if line.get("type") == "event"]
+    assert [r["in_reply_to"] for r in replies] == [1, 2, 3]
+    assert [(e["type"], e["job_id"]) for e in pushed] == [
+        ("status_updated", "p"),
+        ("job_completed", "p"),
+    ]
+
+
 async def test_get_alerts_filters_newest_first(client: LineClient) -> None:
     for job_id in ("a", "b", "c"):
         await client.request({"type": "job_failed", "job_id": job_id, "error": "x", "retries": 3})

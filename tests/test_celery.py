@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from celery_support import ENABLED_LINE, RedisServer, Worker, client_app, stopped
-from helpers import LineClient, ServerProcess, free_port, jobmon_cmd
+from helpers import LineClient, ServerProcess, free_port, get_job, jobmon_cmd
 from jobmon.clock import FakeClock
 
 WAIT_S = 60.0  # generous: other suites share this machine's two cores
@@ -97,13 +97,6 @@ def alert(job_id: str, kind: str) -> Callable[[dict[str, Any]], bool]:
         return found.get("job_id") == job_id and found.get("kind") == kind
 
     return wanted
-
-
-async def get_job(client: LineClient, job_id: str) -> dict[str, Any]:
-    reply = await client.request({"type": "get_job", "job_id": job_id})
-    assert reply["type"] == "job", reply
-    job: dict[str, Any] = reply["job"]
-    return job
 
 
 async def job_when(
@@ -264,7 +257,7 @@ async def test_tasks_are_runs_of_their_names(
         assert server.terminate() == 0
 
 
-async def test_a_killed_worker_alerts_a_stopped_one_does_not(
+async def test_a_killed_worker_alerts_a_stopped_one_does_not_a_restart_is_a_new_run(
     redis: RedisServer, tmp_path: Path, celery_dir: Path
 ) -> None:
     killed = Worker(celery_dir, redis.url, "killed@test")
@@ -292,6 +285,17 @@ async def test_a_killed_worker_alerts_a_stopped_one_does_not(
         assert [a["kind"] for a in await alerts_of(client, killed_job)] == ["missed_heartbeat"]
         job = await get_job(client, killed_job)
         assert job["status"] == "running" and job["alerts"] == ["missed_heartbeat"]
+        first_start = job["started_at"]
+        # Started again under its name: its run is its uptime, so the killed
+        # one's ends (cancelled) and a new one starts; the alert resolves.
+        restarted = Worker(celery_dir, redis.url, "killed@test")
+        with stopped(restarted):
+            job = await job_when(client, killed_job, lambda j: j["runs"] == 2 and running(j))
+            assert job["started_at"] != first_start and "alerts" not in job
+            assert [r["status"] for r in job["recent_runs"]] == ["cancelled"]
+            assert job["recent_runs"][0]["started_at"] == first_start
+            states = [(a["kind"], a["state"]) for a in await alerts_of(client, killed_job)]
+            assert states == [("missed_heartbeat", "resolved")]  # one incident, nothing else
         await client.close()
         await watch.client.close()
         assert server.terminate() == 0

@@ -193,6 +193,76 @@ async def test_a_worker_as_a_heartbeat_job(
     assert back[1]["ttl_ms"] == 4000
 
 
+async def test_a_worker_restarted_without_a_clean_stop_starts_a_new_run(
+    client: LineClient, clock: FakeClock, server: Server
+) -> None:
+    """kill -9, then the worker comes back under its name: its run is its uptime,
+    so the old run ends (cancelled: it never said how) and a new one starts."""
+    job_id = "celery-worker:w1@vm"
+    translator = Translator()
+    now = clock.now()
+    await apply(client, translator.translate(worker("online", now, pid=100, freq=2.0)))
+    clock.advance(2)  # within its 4 s ttl: this test is about the restart alone
+    back = translator.translate(worker("online", now + 1.5, pid=200, freq=2.0))
+    assert short(back) == [
+        ("update_status", job_id, "cancelled", None),
+        ("update_status", job_id, "running", None),
+        ("heartbeat", job_id, None, None),
+    ]
+    # Its own event_ids: a node that did not know the worker was up sends only
+    # the start and the beat of this event, and each is still applied once.
+    plain = Translator().translate(worker("online", now + 1.5, pid=200, freq=2.0))
+    assert len({b["event_id"] for b in back + plain}) == 4
+    await apply(client, back)
+    job = (await client.request({"type": "get_job", "job_id": job_id}))["job"]
+    assert (job["status"], job["runs"]) == ("running", 2)
+    assert job["started_at"] == "2026-09-21T14:13:21.501Z"  # the second start (local_received)
+    old = job["recent_runs"][0]
+    assert (old["status"], old["started_at"], old["finished_at"]) == (
+        "cancelled",
+        "2026-09-21T14:13:20.000Z",
+        "2026-09-21T14:13:21.501Z",
+    )
+    # Restarted again, heard first by a heartbeat under yet another pid.
+    again = translator.translate(worker("heartbeat", now + 1.8, pid=300, freq=2.0, active=0))
+    assert [b.get("status", b["type"]) for b in again] == ["cancelled", "running", "heartbeat"]
+    await apply(client, again)
+    job = (await client.request({"type": "get_job", "job_id": job_id}))["job"]
+    assert (job["status"], job["runs"]) == ("running", 3)
+    # The same worker beating on is not a restart.
+    beat = translator.translate(worker("heartbeat", now + 1.9, pid=300, freq=2.0, active=0))
+    assert short(beat) == [("heartbeat", job_id, None, None)]
+    await apply(client, beat)
+    server.engine.wake()
+    assert (await client.request({"type": "get_alerts"}))["alerts"] == []  # nothing spurious
+    assert "missed_heartbeat" in job["monitor"]["deadlines"]  # its heartbeats are expected
+
+
+async def test_after_a_jobmon_restart_a_worker_online_again_ends_its_old_run(
+    client: LineClient, clock: FakeClock
+) -> None:
+    job_id = "celery-worker:w1@vm"
+    now = clock.now()
+    await apply(client, Translator().translate(worker("online", now, pid=100, freq=2.0)))
+    # A new translator (jobmon restarted): the store says the worker's run is going.
+    running = {job_id}
+    seeded = Translator(worker_live=running.__contains__)
+    # The worker that lived on beats: its run goes on.
+    beat = seeded.translate(worker("heartbeat", now + 1, pid=100, freq=2.0, active=0))
+    assert short(beat) == [
+        ("update_status", job_id, "running", None),
+        ("heartbeat", job_id, None, None),
+    ]
+    await apply(client, beat)
+    # A worker of that name coming online is a new one: the old run ends.
+    fresh = Translator(worker_live=running.__contains__)
+    back = fresh.translate(worker("online", now + 2, pid=200, freq=2.0))
+    assert [b.get("status", b["type"]) for b in back] == ["cancelled", "running", "heartbeat"]
+    await apply(client, back)
+    job = (await client.request({"type": "get_job", "job_id": job_id}))["job"]
+    assert (job["status"], job["runs"]) == ("running", 2)
+
+
 def test_event_ids_are_the_celery_events_own() -> None:
     started = task("started", 1796157943.4548671)
     assert (

@@ -116,7 +116,8 @@ async def test_reconnects_across_a_server_restart_without_losing_events(tmp_path
     port = free_port()
     data = tmp_path / "data"
     server = ServerProcess(data, "--port", str(port), "--fsync", "always").start()
-    client = Client(port=port, backoff_s=0.05, backoff_max_s=0.2)
+    # While the server is down a question waits this long for it, then raises.
+    client = Client(port=port, backoff_s=0.05, backoff_max_s=0.2, reply_timeout_s=1.0)
     try:
         assert await client.start(5)
         for n in range(50):

@@ -267,22 +267,75 @@ async def test_ten_thousand_jobs_are_paged_not_rendered_at_once(
     await shot(page, "dashboard-10k")
 
 
-async def test_readable_on_a_phone(page: Page, tcp: LineClient) -> None:
+PHONE = {"width": 375, "height": 812}  # an iPhone's CSS pixels, the narrowest in common use
+LONG_JOB = "a-rather-long-job-name-for-a-phone-that-goes-on-and-on"
+PAGE_OVERFLOW = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+# Each table's box: where its right edge is, how wide the table inside is, and
+# whether scrolling the box moves it (the page itself staying put).
+TABLE_BOXES = """() => [...document.querySelectorAll('.table-wrap')]
+  .filter((box) => box.offsetParent !== null)
+  .map((box) => {
+    box.scrollLeft = 10000;
+    const moved = box.scrollLeft;
+    box.scrollLeft = 0;
+    return {table: box.querySelector('table').id, right: box.getBoundingClientRect().right,
+            inner: box.scrollWidth, outer: box.clientWidth, moved, pageX: window.scrollX};
+  })"""
+
+
+async def test_at_phone_width_the_page_never_scrolls_sideways_its_tables_do(
+    page: Page, tcp: LineClient
+) -> None:
+    usage = {"cpu_percent": 95, "memory_mb": 4000}
+    for _ in range(2):
+        await tcp.request(
+            {"type": "job_completed", "job_id": LONG_JOB, "duration_ms": 123456,
+             "resource_usage": usage}
+        )  # fmt: skip
+    error = "Connection timeout while talking to db-primary.example.com:5432 after 30 s"
+    output = 'File "/usr/lib/python3/dist-packages/a/rather/long/path/module.py", line 1\nError'
     await tcp.request(
-        {
-            "type": "update_status",
-            "job_id": "a-rather-long-job-name-for-a-phone",
-            "status": "running",
-        }
+        {"type": "job_failed", "job_id": LONG_JOB, "error": error, "retries": 3, "output": output}
     )
-    await colour_of(page, "a-rather-long-job-name-for-a-phone", "yellow")
-    await page.set_viewport_size({"width": 390, "height": 844})
-    overflow = await page.evaluate(
-        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-    )
-    assert overflow == 0  # no sideways scrolling of the page
+    await page.set_viewport_size(PHONE)
+    await page.reload()  # analytics (the cost table) are read at load
+    await page.wait_for_selector(f'#costs tbody tr[data-job-id="{LONG_JOB}"]')
+    await colour_of(page, LONG_JOB, "red")
+    assert await page.evaluate(PAGE_OVERFLOW) == 0  # no sideways scrolling of the page
+    boxes = {box["table"]: box for box in await page.evaluate(TABLE_BOXES)}
+    assert set(boxes) == {"jobs", "costs"}
+    for box in boxes.values():
+        assert box["right"] <= PHONE["width"] and box["pageX"] == 0, box
+    # Wider than the phone, they scroll inside their box.
+    assert boxes["costs"]["inner"] > boxes["costs"]["outer"] and boxes["costs"]["moved"] > 0
     assert await page.locator("#jobs th.wide").first.is_visible() is False
+    # A long job id wraps in a readable column, not letter by letter.
+    cell_width = await page.eval_on_selector(
+        f"{row(LONG_JOB)} td.job", "cell => cell.getBoundingClientRect().width"
+    )
+    assert cell_width >= 100
+    # An alert's text has a line of its own under its kind and job.
+    # (Read in one evaluation: the list is redrawn whenever the alerts change.)
+    alert = f'#alerts li[data-job-id="{LONG_JOB}"]'
+    await page.wait_for_selector(f"{alert} .text")
+    kind, text = await page.eval_on_selector(
+        alert,
+        "item => ['.kind', '.text'].map((part) => {"
+        " const r = item.querySelector(part).getBoundingClientRect();"
+        " return {top: r.top, bottom: r.bottom, width: r.width}; })",
+    )
+    assert text["top"] >= kind["bottom"] and text["width"] > PHONE["width"] / 2
     await shot(page, "dashboard-phone")
+
+    await page.click(row(LONG_JOB))
+    await page.wait_for_selector("#runs tbody tr td.output")
+    detail = await page.locator("#detail").bounding_box()
+    assert detail is not None and detail["x"] >= 0 and detail["width"] <= PHONE["width"]
+    assert await page.evaluate(PAGE_OVERFLOW) == 0
+    runs = {box["table"]: box for box in await page.evaluate(TABLE_BOXES)}["runs"]
+    assert runs["right"] <= PHONE["width"] and runs["pageX"] == 0
+    assert runs["inner"] > runs["outer"] and runs["moved"] > 0
+    await shot(page, "dashboard-phone-detail")
 
 
 async def test_the_analytics_panel_shows_costs_hours_and_high_memory_arguments(
@@ -302,6 +355,9 @@ async def test_the_analytics_panel_shows_costs_hours_and_high_memory_arguments(
     await tcp.request({"type": "job_failed", "job_id": "render", "error": "oom", "retries": 3})
     await page.reload()  # analytics are read at load and every 30 s, not per event
     await page.wait_for_selector('#costs tbody tr[data-job-id="render"]')
+    # It counts attempts (a failed one that reported usage is costed too), not runs.
+    headers = await page.locator("#costs th").all_text_contents()
+    assert headers == ["Job", "Attempts", "Total", "Avg", "p50", "p99"]
     costs = await page.locator("#costs tbody tr").evaluate_all(
         "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
     )
@@ -316,7 +372,9 @@ async def test_the_analytics_panel_shows_costs_hours_and_high_memory_arguments(
     )
     await page.click('#costs tbody tr[data-job-id="render"]')
     await page.wait_for_selector("#detail-fields dt:text('cost')")
-    assert "$2.60 over 2 runs" in (await page.text_content("#detail-fields") or "")
+    assert "$2.60 over 2 attempts, $1.30 an attempt" in (
+        await page.text_content("#detail-fields") or ""
+    )
     await shot(page, "dashboard-analytics")
 
 

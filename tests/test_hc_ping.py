@@ -193,6 +193,43 @@ async def test_pause_manual_resume_and_resume(hc: tuple[Server, Hc], clock: Fake
     assert [f["up"] for f in flips] == [0, 0, 1]  # new, paused, up (newest first)
 
 
+async def test_resuming_a_check_that_was_down_makes_it_new_as_healthchecks_does(
+    hc: tuple[Server, Hc], clock: FakeClock
+) -> None:
+    # Healthchecks' resume (hc/api/views.py): status "new", a flip to new, and
+    # the incident over: the next failure is news again, the next success is not.
+    server, api = hc
+    uuid = (await api.create(name="Backups", timeout=3600, grace=60))["uuid"]
+    tcp = await LineClient.connect(server.port)
+
+    async def alerts(state: str) -> list[tuple[str, str]]:
+        reply = await tcp.request({"type": "get_alerts", "job_id": uuid, "state": state})
+        return [(a["kind"], a["state"]) for a in reply["alerts"]]
+
+    assert await api.ping(f"{uuid}/fail") == (200, "OK")
+    assert (await api.get(f"/api/v3/checks/{uuid}"))["status"] == "down"
+    assert await alerts("firing") == [("failed", "firing")]
+    clock.advance(60)
+    async with api.http.post(f"{api.base}/api/v3/checks/{uuid}/pause") as response:
+        assert (await response.json())["status"] == "paused"
+    clock.advance(60)
+    async with api.http.post(f"{api.base}/api/v3/checks/{uuid}/resume") as response:
+        assert response.status == 200
+        assert (await response.json())["status"] == "new"
+    assert (await api.get(f"/api/v3/checks/{uuid}"))["status"] == "new"
+    assert await alerts("firing") == []
+    flips = await api.get(f"/api/v3/checks/{uuid}/flips/")
+    assert [f["up"] for f in flips] == [0, 0, 0]  # new, paused, down (newest first)
+    clock.advance(60)
+    assert await api.ping(f"{uuid}/fail") == (200, "OK")  # a new incident: a new alert
+    assert (await api.get(f"/api/v3/checks/{uuid}"))["status"] == "down"
+    assert await alerts("all") == [("failed", "firing"), ("failed", "resolved")]
+    clock.advance(60)
+    assert await api.ping(uuid) == (200, "OK")
+    assert (await api.get(f"/api/v3/checks/{uuid}"))["status"] == "up"
+    await tcp.close()
+
+
 async def test_status_follows_the_clock_and_the_alert_fires(
     hc: tuple[Server, Hc], clock: FakeClock
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -125,8 +126,8 @@ async def test_errors_are_json_with_the_right_status(api: Any) -> None:
         ("POST", "/api/events", {"json": []}, 400, 12),
         ("GET", "/api/jobs", {"params": {"limit": "lots"}}, 400, 12),
         ("GET", "/api/alerts", {"params": {"limit": "9" * 5000}}, 400, 12),
-        ("DELETE", "/api/stats", {}, 405, 12),
-        ("GET", "/nowhere", {}, 404, 12),
+        ("DELETE", "/api/stats", {}, 405, 10),  # not supported
+        ("GET", "/nowhere", {}, 404, 20),  # not found, as an unknown job
         ("POST", "/api/events", {"data": b"[" + b"1," * 40_000 + b"1]"}, 413, 12),
     ]
     for method, path, kwargs, want_status, want_code in cases:
@@ -284,3 +285,50 @@ async def test_a_time_zone_name_that_is_a_directory_is_a_400(api: Any) -> None:
         status, reply = await call(api, "GET", "/api/analytics", params={"tz": zone})
         assert status == 400, zone
         assert reply["error"]["text"].startswith(f"unknown time zone {zone!r}")
+
+
+async def test_json_bodies_end_their_line_and_healthchecks_text_is_as_it_was(
+    api: Any, http_server: Server
+) -> None:
+    json_calls = [
+        ("GET", "/api/stats", {}),
+        ("GET", "/api/jobs", {}),
+        ("GET", "/api/jobs/nobody", {}),  # an error
+        ("GET", "/nowhere", {}),  # aiohttp's 404, worded by jobmon
+        ("DELETE", "/api/stats", {}),
+        ("POST", "/api/events", {"json": {"type": "get_stats", "msg_id": 1}}),
+        ("POST", "/api/events", {"json": [{"type": "get_stats"}, {"type": "get_stats"}]}),
+        ("POST", "/api/jobs/nightly/start", {}),
+        ("GET", "/api/openapi.json", {}),
+        ("GET", "/healthz", {}),
+        ("GET", "/api/v3/checks/", {}),
+    ]
+    for method, path, kwargs in json_calls:
+        async with api.request(method, path, **kwargs) as response:
+            assert response.content_type == "application/json", path
+            body = await response.read()
+            assert body.endswith(b"\n") and body.count(b"\n") == 1, (path, body[-40:])
+            orjson.loads(body)
+    async with api.post("/api/v3/checks/", json={"name": "x"}) as response:
+        uuid = (await response.json())["uuid"]
+    # Healthchecks' plain-text answers are byte for byte its own.
+    for path, want in ((f"/ping/{uuid}", (200, b"OK")), ("/ping/nobody", (404, b"not found"))):
+        async with api.get(path) as response:
+            assert (response.status, await response.read()) == want, path
+    async with api.post(f"/api/v3/checks/{uuid}/resume") as response:
+        assert (response.status, await response.read()) == (409, b"check is not paused")
+    # As a shell shows it: curl's output ends its line.
+    assert http_server.http is not None
+    # (curl runs beside the server's own event loop, which must keep serving.)
+    curl = await asyncio.create_subprocess_exec(
+        "curl",
+        "-sS",
+        f"http://127.0.0.1:{http_server.http.port}/api/stats",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await asyncio.wait_for(curl.communicate(), timeout=60)
+    assert (
+        curl.returncode == 0
+        and stdout.startswith(b'{"type":"job_stats",')
+        and stdout.endswith(b"}\n")
+    )

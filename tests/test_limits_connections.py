@@ -142,7 +142,7 @@ def test_http_headers_and_bodies_have_a_time_limit(tmp_path: Path) -> None:
         assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
         assert answer.endswith(
             b'{"error":{"code":12,"text":"the request body did not arrive within 500 ms '
-            b'(--http-timeout-ms)"}}'
+            b'(--http-timeout-ms)"}}\n'
         )
         # A whole request on a kept-alive connection is answered, then the idle
         # connection is closed after the same time.
@@ -150,7 +150,7 @@ def test_http_headers_and_bodies_have_a_time_limit(tmp_path: Path) -> None:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         answer = closed_by_server(sock)
         sock.close()
-        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b'{"status": "ok"}')
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b'{"status": "ok"}\n')
 
 
 def test_malformed_http_requests_are_logged_as_one_line_each(tmp_path: Path) -> None:

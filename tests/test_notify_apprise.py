@@ -120,10 +120,28 @@ async def test_a_checks_channels_route_its_alerts(
             assert check["channels"] == server.apprise.outboxes[0].channel.id  # type: ignore[union-attr]
             async with http.post(f"{base}/ping/{check['uuid']}/fail", data="no space left") as r:
                 assert (r.status, await r.text()) == (200, "OK")
-        subject, body = await inbox.next()
-        assert subject == "[jobmon] backups: failed firing"
-        assert "What happened: Job failed after 0 retries: failure signal" in body
-        assert f"Dashboard: {PUBLIC}/#job=backups" in body
+            subject, body = await inbox.next()
+            # Named by its name; the body says its uuid and its job (its slug).
+            assert subject == "[jobmon] Backups: failed firing"
+            assert body.strip().splitlines()[:2] == [
+                f"Check: Backups (uuid {check['uuid']})",
+                "Job: backups",
+            ]
+            assert "What happened: Job failed after 0 retries: failure signal" in body
+            assert f"Dashboard: {PUBLIC}/#job=backups" in body
+            # A name and no slug: its job_id is its uuid, its title still its name.
+            async with http.post(
+                f"{base}/api/v3/checks/", json={"name": "Nightly DB", "channels": "ops"}
+            ) as response:
+                unslugged = (await response.json())["uuid"]
+            async with http.post(f"{base}/ping/{unslugged}/fail") as r:
+                assert (r.status, await r.text()) == (200, "OK")
+            subject, body = await inbox.next()
+            assert subject == "[jobmon] Nightly DB: failed firing"
+            assert body.strip().splitlines()[:2] == [
+                f"Check: Nightly DB (uuid {unslugged})",
+                f"Job: {unslugged}",
+            ]
 
 
 async def metric(server: Server, line: str) -> None:
@@ -171,3 +189,32 @@ async def test_failed_deliveries_are_retried_logged_and_counted(
 def test_a_url_apprise_cannot_use_stops_the_start() -> None:
     with pytest.raises(ValueError, match="Apprise does not understand"):
         Server(Config(port=0, in_memory=True, notify=["ops=nosuchservice://x"]))
+
+
+async def test_register_job_refuses_a_channel_the_server_does_not_have(start_server: Any) -> None:
+    dead = f"json://127.0.0.1:{free_port()}/nobody"
+    async with start_server(notify=[f"ops={dead}", dead]) as server:
+        client = await LineClient.connect(server.port)
+        reply = await client.request(
+            {"type": "register_job", "msg_id": 1, "job_id": "j", "channels": ["ops", "opps"]}
+        )
+        assert reply == {
+            "type": "error",
+            "in_reply_to": 1,
+            "code": 12,
+            "text": "unknown channel 'opps' in channels: this server's named channels are ops",
+        }
+        assert "j" not in server.node.store.jobs  # and nothing was journaled
+        ok = await client.request({"type": "register_job", "job_id": "j", "channels": ["ops"]})
+        assert ok["type"] == "job_registered"
+        assert server.node.store.jobs["j"].monitor.channels == ["ops"]
+        check = {"type": "create_check", "uuid": "5a0c3d4e-6a37-4c84-9a4e-7c0d9f1b2e62"}
+        refused = await client.request({**check, "channels": ["opps"]})
+        assert refused["code"] == 12 and "unknown channel 'opps'" in refused["text"]
+        assert len(server.node.store.checks.by_uuid) == 0
+        await client.close()
+    async with start_server() as server:  # no named channel at all
+        client = await LineClient.connect(server.port)
+        reply = await client.request({"type": "register_job", "job_id": "k", "channels": ["ops"]})
+        assert reply["code"] == 12 and "none: no --notify NAME=URL was given" in reply["text"]
+        await client.close()

@@ -191,9 +191,21 @@ async def test_error_texts_name_the_problem(client: LineClient) -> None:
         {"type": "update_status", "msg_id": 2, "job_id": "j", "status": "zzz"}
     )
     assert reply["text"] == (
-        'unknown status a string "zzz": expected one of '
+        'unknown status "zzz": expected one of '
         "pending, queued, running, retrying, completed, failed, cancelled"
     )
+    reply = await client.request({"type": "list_jobs", "msg_id": 2, "status": "done"})
+    assert reply["text"].startswith('unknown status "done": expected one of pending, ')
+    # A limit's error says its real range, whichever side it is off.
+    for type_ in ("list_jobs", "get_alerts"):
+        for limit in (0, 5000, "ten"):
+            reply = await client.request({"type": type_, "msg_id": 2, "limit": limit})
+            assert reply["code"] == 12
+            assert reply["text"] == (
+                'limit must be an integer >= 1, got a string "ten"'
+                if limit == "ten"
+                else f"limit must be an integer between 1 and 1000, got {limit}"
+            )
     reply = await client.request({"type": "nope", "msg_id": 3})
     assert reply["code"] == 10 and "unknown message type 'nope'" in reply["text"]
     reply = await client.request({"type": "get_job", "msg_id": 4, "job_id": "ghost"})

@@ -55,7 +55,11 @@ Layout, from the wire inwards:
                   ``celery_receiver``, Celery's receiver in a child process;
                   ``celery_events`` turns its events into protocol messages.
 - ``stdio``       the same handlers over stdin/stdout (Maelstrom-style harness).
-- ``cli``         ``jobmon serve | stdio | send | compact``.
+- ``cli``         ``jobmon serve | stdio | send | compact | run``.
+- ``client/``     the worker side: ``Client`` (``core``; a method per message in
+                  ``messages``), ``track`` (``tracking``), ``SyncClient`` (``sync``).
+- ``runner``      ``jobmon run`` and launched jobs: attempts, limits, retries,
+                  reports; ``proctree`` the command's process tree and pipes.
 """
 
 __version__ = "0.1.0"

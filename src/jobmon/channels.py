@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,3 +57,17 @@ def names(value: Any, field: str = "channels") -> list[str]:
             '(--notify NAME=URL), such as ["ops", "email"]'
         )
     return sorted(set(value))
+
+
+def known(configured: frozenset[str] | None, chosen: Iterable[str] | None) -> None:
+    """Refuse a job's channel names the server was not started with: a typo would
+    route its alerts nowhere, silently. ``configured`` None: not checked (replay,
+    a cluster's apply; what the log holds was checked when it came in)."""
+    if configured is None or not chosen:
+        return
+    for name in chosen:
+        if name not in configured:
+            have = ", ".join(sorted(configured)) or "none: no --notify NAME=URL was given"
+            raise malformed(
+                f"unknown channel {name!r} in channels: this server's named channels are {have}"
+            )

@@ -1,10 +1,9 @@
-"""The command line: ``jobmon serve | stdio | send | compact``; serve flags also read JOBMON_*."""
+"""The command line: ``jobmon serve | stdio | send | run | compact`` (flags: ``cli_flags``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import ssl
 import sys
@@ -12,291 +11,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import logs, tls
-from .config import FSYNC_POLICIES, Config
+from . import envflags, logs, tls
+from .cli_flags import build_parser
+from .config import Config
 
 if TYPE_CHECKING:
     from .runner import RunSpec
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get("JOBMON_" + name, default)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
-def _named_path(text: str) -> tuple[str, str]:
-    name, _, path = text.partition("=")
-    if not name or not path.startswith("/"):
-        raise argparse.ArgumentTypeError(f"expected NAME=/absolute/path/to/program, got {text!r}")
-    return name, path
-
-
-def _cost_model(text: str) -> dict[str, float]:
-    from .analytics import CostModel
-
-    known = set(vars(CostModel()))
-    model: dict[str, float] = {}
-    for item in filter(None, text.split(",")):
-        name, _, value = item.partition("=")
-        try:
-            number = float(value)
-        except ValueError:
-            number = -1.0
-        if name not in known or number < 0:
-            raise argparse.ArgumentTypeError(
-                f"expected FIELD=NUMBER (>= 0) with FIELD one of {', '.join(sorted(known))}, "
-                f"got {item!r}"
-            )
-        model[name] = number
-    return model
-
-
-def _add_connect_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default=_env("HOST", "127.0.0.1"))
-    p.add_argument("--port", type=_positive_int, default=int(_env("PORT", "7070")))
-    p.add_argument(
-        "--token",
-        default=_env("TOKEN", "") or None,
-        help="shared secret: TCP clients send it first, HTTP as Authorization: Bearer",
-    )
-
-
-def _add_node_flags(p: argparse.ArgumentParser, defaults: Config) -> None:
-    """What the handlers need, in `serve` and `stdio` alike."""
-    p.add_argument(
-        "--max-retries",
-        type=_positive_int,
-        default=int(_env("MAX_RETRIES", str(defaults.max_retries))),
-    )
-    p.add_argument(
-        "--max-line-bytes",
-        type=_positive_int,
-        default=int(_env("MAX_LINE_BYTES", str(defaults.max_line_bytes))),
-    )
-    p.add_argument("--node-id", default=_env("NODE_ID", defaults.node_id))
-
-
-def _addresses(text: str) -> list[tuple[str, int]]:
-    out = []
-    for item in filter(None, text.split(",")):
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise argparse.ArgumentTypeError(f"expected HOST:PORT[,HOST:PORT...], got {item!r}")
-        out.append((host, int(port)))
-    return out
-
-
-def _add_cluster_flags(p: argparse.ArgumentParser, defaults: Config) -> None:
-    """Several nodes over one Redis (README: "Running several nodes")."""
-    p.add_argument(
-        "--redis",
-        default=_env("REDIS", "") or None,
-        metavar="URL",
-        help="join the cluster whose log is in this Redis: redis://HOST:PORT/DB, rediss:// "
-        "for TLS, redis://:PASSWORD@HOST:PORT (no local journal then)",
-    )
-    p.add_argument(
-        "--redis-sentinel",
-        type=_addresses,
-        default=_addresses(_env("REDIS_SENTINEL", "")),
-        metavar="HOST:PORT[,HOST:PORT...]",
-        help="find the Redis primary through these Sentinels (with --redis-master)",
-    )
-    p.add_argument("--redis-master", default=_env("REDIS_MASTER", "") or None, metavar="NAME")
-    p.add_argument(
-        "--redis-min-replicas",
-        type=_positive_int,
-        default=int(_env("REDIS_MIN_REPLICAS", "0")),
-        metavar="N",
-        help="acknowledge a state change only once Redis has it on N replicas (WAIT)",
-    )
-    p.add_argument(
-        "--cluster-name",
-        default=_env("CLUSTER_NAME", defaults.cluster_name),
-        help="the prefix of the cluster's keys, so several clusters can share a Redis",
-    )
-    p.add_argument(
-        "--lease-ms",
-        type=_positive_int,
-        default=int(_env("LEASE_MS", str(defaults.lease_ms))),
-        help="the leader's lease: a dead leader is replaced within about this long",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    defaults = Config()
-    parser = argparse.ArgumentParser(prog="jobmon", description="A durable job-monitoring server.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run the TCP server (env: JOBMON_<FLAG>)")
-    _add_connect_flags(serve)
-    serve.add_argument(
-        "--http-port",
-        type=_positive_int,
-        default=int(_env("HTTP_PORT", "7071")),
-        help="HTTP API on the same --host (0: off)",
-    )
-    serve.add_argument(
-        "--metrics-job-series",
-        type=_positive_int,
-        default=int(_env("METRICS_JOB_SERIES", str(defaults.metrics_job_series))),
-        metavar="N",
-        help="/metrics: per-job series for at most the first N jobs (0: none)",
-    )
-    serve.add_argument(
-        "--data-dir", type=Path, default=Path(_env("DATA_DIR", str(defaults.data_dir)))
-    )
-    serve.add_argument(
-        "--in-memory",
-        action="store_true",
-        default=_env("IN_MEMORY", "") not in ("", "0", "false"),
-        help="keep no journal (state is lost at exit)",
-    )
-    serve.add_argument("--fsync", choices=FSYNC_POLICIES, default=_env("FSYNC", defaults.fsync))
-    _add_node_flags(serve, defaults)
-    tls.add_server_flags(serve)
-    serve.add_argument(
-        "--lost-grace-ms",
-        type=_positive_int,
-        default=int(_env("LOST_GRACE_MS", str(defaults.lost_grace_ms))),
-        help="alert worker_lost when a running job's connection closed this long ago (0: off)",
-    )
-    serve.add_argument(
-        "--realert-ms",
-        type=_positive_int,
-        default=int(_env("REALERT_MS", "0")),
-        help="send a still-firing alert again this often (0: once)",
-    )
-    serve.add_argument(
-        "--webhook",
-        action="append",
-        default=[u for u in _env("WEBHOOK", "").split(",") if u],
-        metavar="URL",
-        help="POST every alert (firing and resolved) here; repeatable",
-    )
-    serve.add_argument(
-        "--alertmanager",
-        default=_env("ALERTMANAGER", "") or None,
-        metavar="URL",
-        help="Prometheus Alertmanager base URL, e.g. http://127.0.0.1:9093",
-    )
-    for flag, default, text in (
-        ("max-connections", defaults.max_connections, "TCP clients at once; the excess is closed"),
-        ("max-http-connections", defaults.max_http_connections, "HTTP clients at once"),
-        (
-            "auth-timeout-ms",
-            defaults.auth_timeout_ms,
-            "under --token: close clients not authenticated within this",
-        ),
-        (
-            "http-timeout-ms",
-            defaults.http_timeout_ms,
-            "time for an HTTP request's headers, and again for its body",
-        ),
-    ):
-        env = flag.upper().replace("-", "_")
-        serve.add_argument(
-            f"--{flag}", type=_positive_int, default=int(_env(env, str(default))), help=text
-        )
-    serve.add_argument(
-        "--compact-min-bytes",
-        type=_positive_int,
-        default=int(_env("COMPACT_MIN_BYTES", str(defaults.compact_min_bytes))),
-        help="compact once the journal is this big and bigger than the last snapshot",
-    )
-    serve.add_argument(
-        "--allow-command",
-        action="append",
-        type=_named_path,
-        default=[_named_path(c) for c in _env("ALLOW_COMMAND", "").split(",") if c],
-        metavar="NAME=PATH",
-        help="a command start_job / POST /api/jobs may run; repeatable; needs --token",
-    )
-    serve.add_argument(
-        "--slow-run-factor",
-        type=float,
-        default=float(_env("SLOW_RUN_FACTOR", str(defaults.slow_run_factor))),
-        help="slow_run alert when a run takes k x its job's p95 (0: off)",
-    )
-    serve.add_argument(
-        "--cost-model",
-        type=_cost_model,
-        default=_cost_model(_env("COST_MODEL", "")),
-        metavar="FIELD=NUMBER,...",
-        help="analytics cost model, e.g. free_memory_mb=2048,price_per_second=0.02",
-    )
-
-    serve.add_argument(
-        "--ping-key",
-        default=_env("PING_KEY", "") or None,
-        metavar="KEY",
-        help="Healthchecks-style slug ping URLs: /ping/KEY/<slug>",
-    )
-    serve.add_argument(
-        "--public-url",
-        default=_env("PUBLIC_URL", "") or None,
-        metavar="URL",
-        help="this server's address as users reach it (links in notifications, API replies)",
-    )
-    serve.add_argument(
-        "--notify",
-        action="append",
-        default=_env("NOTIFY", "").split(),
-        metavar="[NAME=]URL",
-        help="send alerts through Apprise (mailto://, slack://, json://...); NAME=URL is a "
-        "channel that jobs choose with their channels; repeatable",
-    )
-    serve.add_argument(
-        "--celery",
-        action="append",
-        default=_env("CELERY", "").split(),
-        metavar="URL",
-        help="watch the Celery cluster on this broker (redis://HOST:PORT/DB...) from its "
-        "events; repeatable; needs pip install 'jobmon[celery]'",
-    )
-    serve.add_argument(
-        "--event-ids-kept",
-        type=_positive_int,
-        default=int(_env("EVENT_IDS_KEPT", str(defaults.event_ids_kept))),
-        metavar="N",
-        help="remember the event_id of this many applied events (24 h at most; ~300 B each)",
-    )
-    _add_cluster_flags(serve, defaults)
-
-    stdio = sub.add_parser("stdio", help="serve one client on stdin/stdout, in memory")
-    _add_node_flags(stdio, defaults)
-
-    send = sub.add_parser("send", help="send messages (arguments, else stdin lines); print replies")
-    _add_connect_flags(send)
-    tls.add_client_flags(send)
-    send.add_argument("messages", nargs="*", help="JSON messages; read from stdin when none")
-
-    _add_run_parser(sub)
-
-    compact = sub.add_parser(
-        "compact", help="offline: snapshot the data dir, start a fresh journal"
-    )
-    compact.add_argument(
-        "--data-dir", type=Path, default=Path(_env("DATA_DIR", str(defaults.data_dir)))
-    )
-    for command in (serve, stdio, send, compact):
-        command.add_argument(
-            "--log-level",
-            default=_env("LOG_LEVEL", "info"),
-            choices=("debug", "info", "warning", "error"),
-            help="logs are JSON lines on stderr",
-        )
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # JOBMON_* values of this subcommand's flags, converted now; `run` runs its
+    # command whatever they say (a bad one is said, and its default used).
+    lenient = args.command == "run"
+    try:
+        problems = envflags.resolve(args, lenient=lenient)
+    except envflags.EnvError as exc:
+        for problem in str(exc).splitlines():
+            print(f"jobmon {args.command}: {problem}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(f"jobmon run: {problem}", file=sys.stderr)
     logs.setup(args.log_level)
     if args.command == "serve":
         return _serve(args)
@@ -380,36 +115,56 @@ def _send(
 ) -> int:
     lines = messages or [line for line in sys.stdin.read().splitlines()]
     lines = [line for line in lines if line.strip()]
-    if token is not None:
-        lines.insert(0, json.dumps({"type": "auth", "token": token}))
+    # Under --token the first line is our own auth: its answer is not printed nor counted.
+    auth = [json.dumps({"type": "auth", "token": token})] if token is not None else []
     try:
         sock = tls.connect(host, port, context, timeout=30)
     except OSError as exc:
         print(f"jobmon send: cannot connect to {host}:{port}: {exc}", file=sys.stderr)
         return 1
     received = answered = 0
+    refused = False
     try:
         with sock:
-            sock.sendall("".join(line + "\n" for line in lines).encode())
+            sock.sendall("".join(line + "\n" for line in auth + lines).encode())
             if context is None:
                 sock.shutdown(socket.SHUT_WR)  # the server closes once it has answered
             for reply in sock.makefile("rb"):
+                if auth and not answered:
+                    answered = 1
+                    refused = _refused(reply)
+                    continue
                 sys.stdout.write(reply.decode())
                 received += 1
                 answered += not _pushed(reply)
                 # TLS has no half-close (close_notify ends the connection): stop at the last answer.
-                if context is not None and answered == len(lines):
+                if context is not None and answered == len(auth) + len(lines):
                     break
     except OSError as exc:
         print(f"jobmon send: connection to {host}:{port} failed: {exc}", file=sys.stderr)
     sys.stdout.flush()
-    if received < len(lines):  # more is fine: a subscription pushes lines of its own
+    if received < len(lines) or refused:  # more is fine: a subscription pushes lines of its own
         # A TLS port closes a plaintext connection without a word.
-        unanswered = context is None and not received
+        unanswered = context is None and not received and not answered
         hint = " (if the server serves TLS, add --tls or --tls-ca FILE)" if unanswered else ""
         print(f"jobmon send: {len(lines)} sent, {received} replies{hint}", file=sys.stderr)
         return 1
     return 0
+
+
+def _refused(line: bytes) -> bool:
+    """The answer to our auth: anything but auth_ok is said on stderr."""
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        reply = None
+    body = reply.get("body", reply) if isinstance(reply, dict) else None
+    if isinstance(body, dict) and body.get("type") == "auth_ok":
+        return False
+    text = body.get("text") if isinstance(body, dict) else None
+    said = text or line.decode(errors="replace").strip()
+    print(f"jobmon send: jobmon refused the token: {said}", file=sys.stderr)
+    return True
 
 
 def _pushed(line: bytes) -> bool:
@@ -424,66 +179,6 @@ def _pushed(line: bytes) -> bool:
         and body.get("type") in ("alert", "event")
         and ("in_reply_to" not in body)
     )
-
-
-def _positive_number(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
-
-
-def _add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = sub.add_parser(
-        "run",
-        help="run a command as a monitored job: jobmon run --job-id ID [flags] -- CMD ARGS...",
-        description="Run CMD (no shell) and report it to jobmon: running, heartbeats, then "
-        "completed or failed with its exit code, duration, CPU and peak memory of its whole "
-        "process tree. Exits with the command's exit code (124 on --timeout, 128+N when "
-        "killed by signal N). If jobmon is unreachable the command runs anyway.",
-    )
-    run.add_argument("--job-id", required=True)
-    _add_connect_flags(run)
-    tls.add_client_flags(run)
-    run.add_argument(
-        "--retries",
-        type=_positive_int,
-        default=0,
-        metavar="N",
-        help="run a failed command again up to N times (the job's max_retries)",
-    )
-    run.add_argument(
-        "--retry-delay-ms", type=_positive_int, default=1000, metavar="D", help="between attempts"
-    )
-    run.add_argument(
-        "--memory-limit-mb",
-        type=_positive_number,
-        default=None,
-        metavar="M",
-        help="the process tree's RSS limit: over it, alert (and with --memory-action kill, stop)",
-    )
-    run.add_argument("--memory-action", choices=("kill", "alert"), default="alert")
-    run.add_argument(
-        "--timeout",
-        type=_positive_number,
-        default=None,
-        metavar="S",
-        help="stop an attempt after S seconds (SIGTERM to its process group, SIGKILL 2 s later)",
-    )
-    run.add_argument(
-        "--heartbeat-ms",
-        type=_positive_int,
-        default=0,
-        metavar="H",
-        help="send a heartbeat every H ms while it runs, with ttl_ms 3 x H (0: none)",
-    )
-    run.add_argument(
-        "--log-level",
-        default=_env("LOG_LEVEL", "warning"),
-        choices=("debug", "info", "warning", "error"),
-        help="jobmon's own logs (JSON lines on stderr, after the command's output)",
-    )
-    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -571,6 +266,7 @@ async def _run_reporting(
 
 
 def _compact(data_dir: Path) -> int:
+    from .datalock import DataDirLocked
     from .journal import CorruptData
     from .node import Node
     from .persistence import DataDir
@@ -585,6 +281,9 @@ def _compact(data_dir: Path) -> int:
         directory.recover(node, None)
     except CorruptData as exc:
         print(f"jobmon compact: {exc}", file=sys.stderr)
+        return 1
+    except DataDirLocked as exc:
+        print(f"jobmon compact: {exc.in_use()}: compact a stopped server's data", file=sys.stderr)
         return 1
     generation = directory.compact_now(node)
     directory.close()

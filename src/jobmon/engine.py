@@ -193,6 +193,9 @@ class Engine:
                             journal((handler.record, args))
                         if events is not None:
                             events.append(body)
+                    elif events is None and name == "subscribe" and self.publisher.wants_events():
+                        # Events pipelined after it, in this same turn, are its too.
+                        events = self.events = []
                 except RequestError as exc:
                     body = error_body(msg_id, exc.code, exc.text)
                     self.errors_replied += 1

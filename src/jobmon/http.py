@@ -38,6 +38,8 @@ STATUS_OF_CODE = {
     Code.PRECONDITION_FAILED: 409,
     Code.CRASH: 500,
 }
+# aiohttp's own refusals, in the error table's codes (the rest: malformed, 12).
+HTTP_CODES = {404: Code.NOT_FOUND, 405: Code.NOT_SUPPORTED}
 FAILURE_HOURS_SHOWN = 24
 # Open under --token: the health check, the page (it holds no data) and its sign-in.
 OPEN_PATHS = frozenset({"/healthz", "/", "/api/session"})
@@ -89,12 +91,25 @@ def _dumps_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+@web.middleware
+async def _json_ends_a_line(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every JSON body ends with a newline, so that curl's output ends its line
+    in a shell (the Healthchecks API's JSON too; its plain-text answers are its own)."""
+    response: web.StreamResponse = await handler(request)
+    if isinstance(response, web.Response) and response.content_type == "application/json":
+        body = response.body
+        if isinstance(body, bytes) and body and not body.endswith(b"\n"):
+            response.body = body + b"\n"
+    return response
+
+
 class HttpApi:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.app = web.Application(
             client_max_size=server.config.max_line_bytes,
             middlewares=[
+                _json_ends_a_line,
                 self._errors,
                 self._authorize,
                 httplimits.body_read_in_time(server.config),
@@ -181,7 +196,7 @@ class HttpApi:
                 text = f"{request.method} is not allowed on {request.path}"
             elif exc.status == 404:
                 text = f"no such path {request.path}"
-            return error(exc.status, Code.MALFORMED, text)
+            return error(exc.status, HTTP_CODES.get(exc.status, Code.MALFORMED), text)
         except Exception:
             log.exception("bug while handling %s %s", request.method, request.path)
             return error(500, Code.CRASH, "internal error; logged")
@@ -254,9 +269,7 @@ class HttpApi:
         line = await self.server.engine.ask_raw([body])
         if line.startswith(b'{"type":"error"'):
             return self.answer(orjson.loads(line))
-        return web.Response(
-            body=line.rstrip(b"\n"), content_type="application/json", charset="utf-8"
-        )
+        return web.Response(body=line, content_type="application/json", charset="utf-8")
 
     @staticmethod
     def answer(reply: dict[str, Any]) -> web.Response:
@@ -292,7 +305,7 @@ class HttpApi:
             # questions left are answered with error 12 (see batch.BatchSink).
             lines = await self.server.engine.ask_raw(body, MAX_BATCH_REPLY_BYTES)
             return web.Response(
-                body=b"[" + b",".join(lines.splitlines()) + b"]",
+                body=b"[" + b",".join(lines.splitlines()) + b"]\n",
                 content_type="application/json",
                 charset="utf-8",
             )

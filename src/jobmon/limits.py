@@ -142,7 +142,8 @@ def http_refusal(cap: int) -> bytes:
                 "text": f"max number of HTTP clients reached (--max-http-connections {cap}): "
                 "try again later",
             }
-        }
+        },
+        option=orjson.OPT_APPEND_NEWLINE,
     )
     head = (
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"

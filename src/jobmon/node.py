@@ -39,6 +39,9 @@ class Node:
         self.launcher: Launcher | None = None
         # --redis: this node's membership of a cluster (cluster.node.Member).
         self.cluster: Any = None
+        # The --notify NAME=URL names a job's channels may pick; None: not checked
+        # (replay, a cluster's apply: what the log holds was checked when it came in).
+        self.channels: frozenset[str] | None = None
 
     def subscribe(self, sink: Any, subscription: Subscription) -> None:
         self.unsubscribe(sink)  # a second subscribe replaces the first

@@ -159,7 +159,12 @@ class AppriseNotifier:
             else f"resolved at {iso(alert.resolved_at)} (fired at {iso(alert.fired_at)})"
         )
         max_retries = self.store.max_retries_of(job)
-        lines = [
+        # A Healthchecks check is named by its name (its job_id may be its uuid).
+        checks = self.store.checks
+        check = checks.by_uuid.get(checks.by_job.get(alert.job_id, ""))
+        name = check.name if check is not None and check.name else alert.job_id
+        lines = [f"Check: {name} (uuid {check.uuid})"] if check is not None else []
+        lines += [
             f"Job: {alert.job_id}",
             f"Alert: {alert.kind}, {when}",
             f"Expected: {expected(alert.kind, monitor, max_retries)}",
@@ -172,7 +177,7 @@ class AppriseNotifier:
         lines.append(
             f"Dashboard: {self.base_url().rstrip('/')}/#job={quote(alert.job_id, safe='')}"
         )
-        return Message(f"[jobmon] {alert.job_id}: {alert.kind} {state}", "\n".join(lines), firing)
+        return Message(f"[jobmon] {name}: {alert.kind} {state}", "\n".join(lines), firing)
 
     # -- delivery -----------------------------------------------------------------
     async def _deliver(self, outbox: Outbox) -> None:

@@ -3,6 +3,7 @@
 Files: ``snapshot-G.json`` is the state as of the start of ``journal-G.log``.
 Recovery loads the newest snapshot, replays every journal from its generation
 on (only the newest may have a torn tail), then appends to the newest journal.
+``LOCK`` is held by the one process using the directory (``datalock``).
 Compaction starts ``journal-(G+1)`` and forks: the child writes
 ``snapshot-(G+1)`` from its copy-on-write view of the state while the store
 goes on serving. Only once that file is renamed into place are older files
@@ -21,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import datalock
 from .commands import HANDLERS, ONCE, once
+from .datalock import DataDirLock
 from .errors import RequestError
 from .journal import (
     CorruptData,
@@ -83,25 +86,31 @@ class DataDir:
         self.compacting = False
         self.compactions = 0
         self.retry_at_bytes = 0  # after a failed compaction, wait for this much journal
+        self.lock: DataDirLock | None = None  # held from recovery until close (datalock)
 
     # -- start -------------------------------------------------------------
     def recover(self, node: Node, settings: dict[str, Any] | None) -> Recovery:
         """Load the snapshot and replay the journals; then, if ``settings`` (the
         server's, see ``Store.settings``) differ from those recorded, apply them
         from here on and journal them. ``None``: keep what was recorded."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.lock is None:  # before anything in it is read or changed
+            self.lock = datalock.acquire(self.path)
         # Recovery creates millions of long-lived objects and no garbage cycles:
         # the cyclic collector would only rescan them, over and over.
         collecting = gc.isenabled()
         gc.disable()
         try:
             return self._recover(node, settings)
+        except BaseException:
+            self.close()  # nothing was started here: the next one may try
+            raise
         finally:
             if collecting:
                 gc.enable()
 
     def _recover(self, node: Node, settings: dict[str, Any] | None) -> Recovery:
         started = time.perf_counter()
-        self.path.mkdir(parents=True, exist_ok=True)
         for leftover in self.path.glob("*.tmp"):
             leftover.unlink()  # a compaction that never finished; its journals remain
         journals, snapshots = _generations(self.path)
@@ -231,6 +240,9 @@ class DataDir:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def fork_writer(write: Callable[[], None], what: str) -> int:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import limits, tls, tls_listen
 from .analytics import CostModel
+from .channels import parse_all
 from .clock import Clock, SystemClock
 from .config import Config
 from .connection import Connection
@@ -59,7 +60,6 @@ class Server:
         )
         self.apprise = None
         if config.notify:  # --notify: alerts through Apprise
-            from .channels import parse_all
             from .notify_apprise import AppriseNotifier
 
             self.apprise = AppriseNotifier(
@@ -129,6 +129,10 @@ class Server:
         # full collection over a million jobs stalls every connection.
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
+        if not self.config.clustered:
+            self.node.channels = frozenset(
+                c.name for c in parse_all(self.config.notify) if c.name is not None
+            )
         firing = [a for a in self.node.store.recent_alerts() if a.resolved_at is None]
         await self.notifiers.start(firing)
         if self.engine.realert_s is not None:

@@ -19,15 +19,13 @@ import socket
 import ssl
 from pathlib import Path
 
+from . import envflags
+
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 
 
 def _env(name: str) -> str:
     return os.environ.get("JOBMON_" + name, "")
-
-
-def _env_on(name: str) -> bool:
-    return _env(name) not in ("", "0", "false")
 
 
 class _EncryptedKey(Exception):
@@ -96,7 +94,7 @@ def client_context(
     if isinstance(tls, ssl.SSLContext):
         return tls
     if tls is None and ca is None:
-        tls = _env_on("TLS")
+        tls = envflags.env_truth("TLS")
         ca = _env("TLS_CA") or None
     if not tls and ca is None:
         return None
@@ -133,31 +131,24 @@ def _ca_file(text: str) -> str:
 
 
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
-    for flag, env, text in (
-        (
-            "--tls-cert",
-            "TLS_CERT",
-            "serve TCP and HTTP over TLS only: this PEM certificate (chain)",
-        ),
-        ("--tls-key", "TLS_KEY", "the certificate's private key (PEM, unencrypted)"),
+    for flag, text in (
+        ("--tls-cert", "serve TCP and HTTP over TLS only: this PEM certificate (chain)"),
+        ("--tls-key", "the certificate's private key (PEM, unencrypted)"),
     ):
-        path = _env(env)
-        parser.add_argument(
-            flag, type=Path, default=Path(path) if path else None, metavar="FILE", help=text
-        )
+        envflags.add(parser, flag, type=Path, metavar="FILE", help=text)
 
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    envflags.add(
+        parser,
         "--tls",
         action="store_true",
-        default=_env_on("TLS"),
         help="connect over TLS, verifying the server's certificate and name (system CAs)",
     )
-    parser.add_argument(
+    envflags.add(
+        parser,
         "--tls-ca",
         type=_ca_file,
-        default=_env("TLS_CA") or None,
         metavar="FILE",
         help="trust this CA (PEM) for the server's certificate instead; implies --tls",
     )

@@ -22,9 +22,7 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     if type(state) is not str or state not in STATES:
         raise malformed(f"state must be one of {', '.join(STATES)}, got {fields._show(state)}")
     job_id = fields.job_id(body) if body.get("job_id") is not None else None
-    limit = fields.integer(body, "limit", 1)
-    if limit is not None and limit > MAX_LIMIT:
-        raise malformed(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+    limit = fields.integer(body, "limit", 1, MAX_LIMIT)
     before = fields.integer(body, "before", 1)  # an alert id: the alerts older than it
     return (state, job_id, limit or DEFAULT_LIMIT, before)
 

@@ -23,12 +23,9 @@ MAX_LIMIT = 1000
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     status = body.get("status")
     if status is not None and (type(status) is not str or status not in STATUS_BY_NAME):
-        raise malformed(
-            f"unknown status {fields._show(status)}: expected one of {', '.join(STATUS_BY_NAME)}"
-        )
-    limit = fields.integer(body, "limit", 1)
-    if limit is not None and limit > MAX_LIMIT:
-        raise malformed(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+        shown = fields._show(status).removeprefix("a string ")
+        raise malformed(f"unknown status {shown}: expected one of {', '.join(STATUS_BY_NAME)}")
+    limit = fields.integer(body, "limit", 1, MAX_LIMIT)
     cursor = body.get("cursor")
     if cursor is None:
         offset = 0

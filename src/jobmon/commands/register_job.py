@@ -68,6 +68,7 @@ def _labels(labels: Any) -> dict[str, str]:
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     job_id, settings = args
+    channels.known(node.channels, settings.get("channels"))
     job = node.store.register(now, job_id, settings)
     assert job.monitor is not None
     out = fields.reply("job_registered", msg_id)

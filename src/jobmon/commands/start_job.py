@@ -53,11 +53,17 @@ def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, An
     allowed = launcher.allowed if launcher is not None else {}
     path = allowed.get(command)
     if launcher is None or path is None:
-        listed = ", ".join(sorted(allowed)) or "none are"
+        if not allowed:
+            raise RequestError(
+                Code.NOT_SUPPORTED,
+                f"command {command!r} is not allowed: this server allows no commands "
+                "(its operator allows them with --allow-command NAME=PATH, with --token)",
+            )
         raise RequestError(
             Code.NOT_SUPPORTED,
             f"command {command!r} is not allowed: this server runs only the commands "
-            f"its operator listed with --allow-command NAME=PATH (allowed: {listed})",
+            f"its operator listed with --allow-command NAME=PATH "
+            f"(allowed: {', '.join(sorted(allowed))})",
         )
     launcher.launch(
         RunSpec(

@@ -56,7 +56,8 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     if type(status) is not str or status not in STATUS_BY_NAME:
         if status is None:
             raise malformed(f"missing field status: expected one of {_EXPECTED}")
-        raise malformed(f"unknown status {fields._show(status)}: expected one of {_EXPECTED}")
+        shown = fields._show(status).removeprefix("a string ")
+        raise malformed(f"unknown status {shown}: expected one of {_EXPECTED}")
     progress = get("progress")
     if progress is not None and (type(progress) not in fields.NUMBER or not 0 <= progress <= 100):
         fields.number(body, "progress", 0, 100)

@@ -17,6 +17,7 @@ from ..errors import Code, RequestError
 from ..model import TERMINAL, Job, Status
 from .model import (
     BODY_BUDGET,
+    DOWN_KINDS,
     MAX_CHECKS,
     OUTPUT_CHARS,
     P_BODY,
@@ -128,14 +129,18 @@ class Checks:
         self._flip(now, check)
 
     def resume(self, now: float, check: Check) -> None:
-        """Back to "new": nothing is expected until it is pinged again."""
+        """Back to "new", as Healthchecks' resume: nothing is expected until it is
+        pinged again, and the incident it was down for is over (its alerts
+        resolve), so its next failure alerts anew and its next success is no news."""
         job = self.job_of(check)
         if job.monitor is None or not job.monitor.is_paused(now):
             raise RequestError(Code.PRECONDITION_FAILED, "check is not paused")
+        check.armed = False
+        check.reset_at = now  # first: a flip as its alerts resolve reads "new"
         self.store.register(now, check.job_id, {"schedule": None, "max_runtime_ms": None})
         self.store.resume(now, check.job_id)
-        check.armed = False
-        check.reset_at = now
+        for kind in [kind for kind in job.alerts or () if kind in DOWN_KINDS]:
+            self.store._resolve(job, kind, now)
         self._flip(now, check)
 
     def delete(self, now: float, check: Check) -> None:
@@ -233,6 +238,9 @@ class Checks:
                 store.complete(now, job_id, None, {}, info or None)
             else:  # no start: a completed run without a duration
                 store.update_status(now, job_id, COMPLETED, None, None)
+                # After a failure (terminal to terminal) the store keeps the
+                # failure's finish; this success is the run's: "new" no more.
+                job.finished_at = now
                 self._stamp(job, info, None)
         else:  # fail: final, whatever the job's max_retries
             error = f"exit status {exit_status}" if exit_status else "failure signal"

@@ -31,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from ..batch import BatchSink
 from ..clock import iso
+from ..model import Status
 from ..protocol import decode
 from .celery_events import Translator, broker_job, redact, worker_job
 
@@ -56,7 +57,7 @@ class CeleryWatcher:
         self.cluster = redact(url)
         self.name = f"celery {self.cluster}"
         self.engine = engine
-        self.translator = Translator()
+        self.translator = Translator(worker_live=self._worker_live)
         self.connected = False
         self.paused: set[str] = set()  # worker jobs this watcher paused
         # received, dropped (by the child), applied (events), messages and
@@ -68,6 +69,10 @@ class CeleryWatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._tail = b""
+
+    def _worker_live(self, job_id: str) -> bool:
+        job = self.engine.node.store.jobs.get(job_id)
+        return job is not None and job.status is Status.RUNNING
 
     # -- the seam ----------------------------------------------------------
     async def start(self) -> None:

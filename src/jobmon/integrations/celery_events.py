@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,6 +38,10 @@ DEFAULT_FREQ_S = 2.0  # celery worker --heartbeat-interval's default
 EXPIRE_WINDOW = 2.0
 
 ENDED = frozenset({"succeeded", "failed", "rejected", "revoked", "cancelled"})
+# event_id parts of a worker event's messages: running 0, heartbeat 1 (0 alone),
+# and for a restart the old run's end and the new run's start.
+ENDED_PART = 2
+RESTARTED_PART = 3
 _NOT_REGISTERED = re.compile(r"NotRegistered\('(.+)'\)")
 _EMPTY_REPR = re.compile(r"\w+\(\)")
 
@@ -95,8 +100,13 @@ def ttl_ms(freq_s: float) -> int:
 class Translator:
     """One cluster's events -> message bodies for ``Engine.ask`` (in order)."""
 
-    def __init__(self, max_tasks: int = MAX_TASKS) -> None:
+    def __init__(
+        self, max_tasks: int = MAX_TASKS, worker_live: Callable[[str], bool] | None = None
+    ) -> None:
         self.max_tasks = max_tasks
+        # Whether a worker job's run is going, as the store has it: for a worker
+        # this translator has not heard yet (jobmon restarted since it came online).
+        self.worker_live = worker_live or (lambda job_id: False)
         self.tasks: OrderedDict[str, Seen] = OrderedDict()
         # hostname -> [heartbeat interval in s, main pid, online]
         self.workers: OrderedDict[str, list[Any]] = OrderedDict()
@@ -234,7 +244,7 @@ class Translator:
         at = _positive(event.get("local_received"))  # liveness by our clock, as Celery's
         if known is None:
             known = [freq if freq is not None else DEFAULT_FREQ_S]
-            known += [pid, False]
+            known += [None, self.worker_live(job_id)]  # its pid is learnt from this event
             self.workers[host] = known
             while len(self.workers) > MAX_WORKERS:
                 self.workers.popitem(last=False)
@@ -258,20 +268,31 @@ class Translator:
             self.ignored += 1
             return []
         out = []
-        if state == "online" or not known[2] or known[1] != pid:
-            # Online (or first heard of, or restarted under the same name): a run
-            # of the worker job, which its heartbeats keep alive until it ends.
-            known[1], known[2] = pid, True
-            out.append(
-                {**base, "type": "update_status", "status": "running", "event_id": event_id(event)}
-            )
+        # Online while its run is going, or beating under another pid: the worker
+        # was restarted without a clean stop (kill -9, a crash, a lost host). Its
+        # run is its uptime: the old one ends (cancelled: it never said how), a
+        # new one starts. Each message keeps its own event_id part, so nodes that
+        # knew the worker differently still apply each once.
+        restarted = bool(known[2]) and (
+            state == "online" or (known[1] is not None and pid is not None and known[1] != pid)
+        )
+        if restarted:
+            out.append({**base, "type": "update_status", "status": "cancelled",
+                        "event_id": event_id(event, ENDED_PART)})  # fmt: skip
+        if restarted or state == "online" or not known[2] or known[1] != pid:
+            # Online (or first heard of, or restarted): a run of the worker job,
+            # which its heartbeats keep alive until it ends.
+            part = RESTARTED_PART if restarted else 0
+            out.append({**base, "type": "update_status", "status": "running",
+                        "event_id": event_id(event, part)})  # fmt: skip
+        known[1], known[2] = pid, True
         out.append(
             {
                 **base,
                 "type": "heartbeat",
                 "ttl_ms": ttl_ms(known[0]),
                 "for_run": True,
-                "event_id": event_id(event, len(out)),
+                "event_id": event_id(event, 1 if out else 0),
             }
         )
         return out

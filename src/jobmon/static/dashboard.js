@@ -355,7 +355,7 @@ async function drawDetail() {
     const figures = (await getJSON(`/api/analytics?top=0&job_id=${encodeURIComponent(jobId)}`)).job;
     const d = figures.durations;
     if (d.runs) fields.push(["durations", `p50 ${duration(d.p50)} · p90 ${duration(d.p90)} · p99 ${duration(d.p99)}`]);
-    if (figures.cost.runs) fields.push(["cost", `${money(figures.cost.total)} over ${figures.cost.runs} runs, ${money(figures.cost.average)} a run`]);
+    if (figures.cost.runs) fields.push(["cost", `${money(figures.cost.total)} over ${figures.cost.runs} attempts, ${money(figures.cost.average)} an attempt`]);
   } catch (error) {
     if (!(error instanceof SignInNeeded)) fields.push(["analytics", error.message]);
   }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ... import channels
 from ...node import Node
 from .. import fields
 from . import spec
@@ -19,6 +20,7 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     uuid, settings, unique = args
+    channels.known(node.channels, settings.get("channels"))
     check, created = node.store.checks.upsert(now, uuid, settings, unique)
     out = fields.reply("check", msg_id)
     out["check"] = spec.record(node, check)

@@ -72,6 +72,7 @@ def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, An
         if matches:
             check = matches[0]
         elif create is not None:
+            channels.known(node.channels, create[1])
             settings = {"name": key, "slug": key, "channels": create[1]}
             check, created = checks.upsert(now, create[0], settings, [])
         else:

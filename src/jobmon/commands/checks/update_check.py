@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ... import channels
 from ...node import Node
 from .. import fields
 from . import spec
@@ -18,6 +19,7 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     key, settings = args
+    channels.known(node.channels, settings.get("channels"))
     check = spec.found(node, key)
     node.store.checks.update(now, check, settings)
     out = fields.reply("check", msg_id)

@@ -1,60 +1,33 @@
-"""The worker side: report jobs to jobmon from Python.
-
-``Client`` (asyncio) keeps one connection, pipelines requests and matches replies
-by ``msg_id``; ``SyncClient`` wraps it for scripts. Events (status, completion,
-failure, heartbeats) never fail because jobmon is unreachable: they wait in a
-bounded queue, stamped with the time they happened (``at``), and go out in order
-when the connection returns. An event in flight when the connection dropped is
-sent again; every event carries an ``event_id``, so a resend that jobmon had
-already applied is answered again and counted once. ``addresses``: the nodes
-of a cluster (``--redis``); after a lost connection the client tries the next.
-
-    async with Client(port=7070) as jobmon:
-        async with jobmon.track("nightly-backup", max_retries=3) as run:
-            await run.progress(40)
-"""
+"""``Client``: one connection (or a cluster's nodes in turn), requests
+pipelined and matched by ``msg_id``, events queued while jobmon is unreachable
+and sent again after a lost connection (their ``event_id`` makes that safe)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import inspect
 import logging
 import os
 import random
-import resource
 import ssl
-import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
-from .tls import client_context
+from ..tls import client_context
+from .errors import JobmonError, JobmonUnavailable, checked
+from .messages import Messages
 
 log = logging.getLogger("jobmon.client")
 
+
 EVENT_TYPES = frozenset({"update_status", "job_completed", "job_failed", "heartbeat"})
 _REQUEUED: dict[str, Any] = {"type": "requeued"}  # an event's reply when its connection dropped
-T = TypeVar("T")
-
-
-class JobmonError(Exception):
-    """jobmon answered a request with an error."""
-
-    def __init__(self, code: int, text: str) -> None:
-        super().__init__(f"jobmon error {code}: {text}")
-        self.code = code
-        self.text = text
-
-
-class JobmonUnavailable(ConnectionError):
-    """A question (not an event) could not be asked: jobmon is unreachable."""
 
 
 @dataclass
@@ -65,7 +38,7 @@ class _Outgoing:
     sent_once: bool = field(default=False)
 
 
-class Client:
+class Client(Messages):
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -111,12 +84,17 @@ class Client:
         self._delivered = asyncio.Event()  # set while nothing is queued or in flight
         self._delivered.set()
         self._disconnected = asyncio.Event()
+        self._attempted = asyncio.Event()  # a connection attempt has failed
         self._answered = False  # this connection has answered something
         self.last_failure: str | None = None  # why the last connection attempt failed
 
     # -- lifecycle ---------------------------------------------------------------
     async def __aenter__(self) -> Client:
-        await self.start()
+        # A bounded wait for the first connection, so that what the block sends
+        # goes out at once and its questions can be asked; unreachable, it goes
+        # on offline (events queue) once the first attempt has failed.
+        self._ensure_running()
+        await _first(self.connect_timeout_s, self._connected, self._attempted)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -147,21 +125,25 @@ class Client:
             return False
         return True
 
+    @property
+    def undelivered(self) -> int:
+        """Events queued or sent and not yet answered."""
+        in_flight = sum(o.body["type"] in EVENT_TYPES for o in self._in_flight.values())
+        return len(self.queued) + in_flight
+
     async def disconnected(self) -> None:
         """Wait until the connection is lost (or was never made)."""
         await self._disconnected.wait()
 
-    async def close(self, flush_s: float = 2.0) -> None:
-        """Give queued events ``flush_s`` to go out, then disconnect."""
+    async def close(self, flush_s: float | None = None) -> None:
+        """Give queued events ``flush_s`` (default: the reply timeout) to go out,
+        connecting if need be; then disconnect, warning of what was not delivered."""
         if self._task is None:
             return
-        if self._connected.is_set():
-            await self.delivered(flush_s)
-        if self.queued or self._in_flight:
-            log.warning(
-                "jobmon client closing with %d events undelivered",
-                len(self.queued) + len(self._in_flight),
-            )
+        await self.delivered(self.reply_timeout_s if flush_s is None else flush_s)
+        undelivered = self.undelivered
+        if undelivered:
+            log.warning("jobmon client closing with %d events undelivered", undelivered)
         self._closing = True
         self._wake.set()
         if self._writer is not None:
@@ -183,6 +165,7 @@ class Client:
                 )
             except (OSError, TimeoutError) as exc:
                 self.last_failure = str(exc) or type(exc).__name__
+                self._attempted.set()
                 self._warn_offline(f"cannot connect to jobmon at {self.host}:{self.port}: {exc}")
                 self._address += 1
                 await asyncio.sleep(delay * (0.5 + random.random()))
@@ -200,6 +183,7 @@ class Client:
                 self._warn_offline(f"lost the connection to jobmon: {exc}")
                 self._address += 1
             finally:
+                self._attempted.set()
                 if self._answered and self._connected.is_set():
                     delay = self.backoff_s  # it worked: a fresh start
                 else:  # refused (a wrong token), or closed unanswered: wait before trying again
@@ -330,94 +314,26 @@ class Client:
             return None  # still in flight: it will be answered, or sent again
         if answer is _REQUEUED:
             return None  # the connection dropped: it is queued and will be sent again
-        return _checked(answer)
+        return checked(answer)
 
     async def request(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A question; needs the connection (JobmonUnavailable without it)."""
+        """A question; needs the connection: it waits up to the reply timeout
+        for one, then raises JobmonUnavailable."""
         if body.get("type") in EVENT_TYPES:
             return await self.send_event(body) or {"type": "queued"}
-        if self._task is None:
-            await self.start(self.connect_timeout_s)
-        if not self.connected:
-            raise JobmonUnavailable(f"jobmon at {self.host}:{self.port} is unreachable")
+        if not await self.start(self.reply_timeout_s):
+            why = f" ({self.last_failure})" if self.last_failure else ""
+            raise JobmonUnavailable(
+                f"jobmon at {self.host}:{self.port} is unreachable{why}; "
+                f"no connection within {self.reply_timeout_s:g} s"
+            )
         reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         assert self._writer is not None
         self._delivered.clear()
         self._write(self._writer, _Outgoing(body, time.time(), reply))
-        return _checked(await reply)
+        return checked(await reply)
 
-    # -- one method per message ----------------------------------------------------------
-    async def update_status(
-        self,
-        job_id: str,
-        status: str,
-        progress: float | None = None,
-        max_retries: int | None = None,
-        run_id: str | None = None,
-    ) -> dict[str, Any] | None:
-        body: dict[str, Any] = {"type": "update_status", "job_id": job_id, "status": status}
-        _put(body, progress=progress, max_retries=max_retries, run_id=run_id)
-        return await self.send_event(body)
-
-    async def completed(
-        self,
-        job_id: str,
-        duration_ms: float | None = None,
-        resource_usage: dict[str, Any] | None = None,
-        **extra: Any,
-    ) -> dict[str, Any] | None:
-        body: dict[str, Any] = {"type": "job_completed", "job_id": job_id}
-        _put(body, duration_ms=duration_ms, resource_usage=resource_usage, **extra)
-        return await self.send_event(body)
-
-    async def failed(
-        self,
-        job_id: str,
-        error: str,
-        retries: int = 0,
-        max_retries: int | None = None,
-        **extra: Any,
-    ) -> dict[str, Any] | None:
-        body: dict[str, Any] = {"type": "job_failed", "job_id": job_id, "error": error}
-        _put(body, retries=retries, max_retries=max_retries, **extra)
-        return await self.send_event(body)
-
-    async def heartbeat(
-        self, job_id: str, ttl_ms: int | None = None, run_id: str | None = None
-    ) -> dict[str, Any] | None:
-        body: dict[str, Any] = {"type": "heartbeat", "job_id": job_id}
-        _put(body, ttl_ms=ttl_ms, run_id=run_id)
-        return await self.send_event(body)
-
-    async def register_job(self, job_id: str, **settings: Any) -> dict[str, Any]:
-        return await self.request({"type": "register_job", "job_id": job_id, **settings})
-
-    async def unregister_job(self, job_id: str) -> dict[str, Any]:
-        return await self.request({"type": "unregister_job", "job_id": job_id})
-
-    async def pause_job(self, job_id: str, **settings: Any) -> dict[str, Any]:
-        return await self.request({"type": "pause_job", "job_id": job_id, **settings})
-
-    async def resume_job(self, job_id: str) -> dict[str, Any]:
-        return await self.request({"type": "resume_job", "job_id": job_id})
-
-    async def get_stats(self) -> dict[str, Any]:
-        return await self.request({"type": "get_stats"})
-
-    async def get_job(self, job_id: str) -> dict[str, Any]:
-        reply = await self.request({"type": "get_job", "job_id": job_id})
-        job: dict[str, Any] = reply["job"]
-        return job
-
-    async def list_jobs(self, **query: Any) -> dict[str, Any]:
-        return await self.request({"type": "list_jobs", **query})
-
-    async def get_alerts(self, **query: Any) -> list[dict[str, Any]]:
-        alerts: list[dict[str, Any]] = (await self.request({"type": "get_alerts", **query}))[
-            "alerts"
-        ]
-        return alerts
-
+    # -- pushed alerts and events ----------------------------------------------------
     async def subscribe(
         self, topics: tuple[str, ...] = ("alerts",)
     ) -> AsyncIterator[dict[str, Any]]:
@@ -437,207 +353,17 @@ class Client:
         finally:
             self._subscriptions.remove(queue)
 
-    # -- tracking a run --------------------------------------------------------------------
-    def track(
-        self,
-        job_id: str,
-        max_retries: int | None = None,
-        attempt: int = 0,
-        retry_delay_s: float = 0.0,
-    ) -> Tracker:
-        return Tracker(self, job_id, max_retries, attempt, retry_delay_s)
-
-
-class Run:
-    """The run inside ``track``: report progress, add resource usage."""
-
-    def __init__(self, client: Client, job_id: str, attempt: int) -> None:
-        self.client = client
-        self.job_id = job_id
-        self.attempt = attempt
-        self.resource_usage: dict[str, float] = {}
-
-    async def progress(self, percent: float) -> None:
-        await _quietly(self.client.update_status(self.job_id, "running", progress=percent))
-
-
-class Tracker:
-    """``async with client.track(job_id) as run`` or ``@client.track(job_id)``.
-
-    Reports ``running`` on entry; on exit ``job_completed`` with the duration
-    and resource usage measured here, or ``job_failed`` with the exception. The
-    exception is never swallowed, and a reporting problem never raises.
-    As a decorator it also retries: up to ``max_retries`` more attempts,
-    ``retry_delay_s`` apart, each failure reported with its ``retries`` count.
-    """
-
-    def __init__(
-        self,
-        client: Client,
-        job_id: str,
-        max_retries: int | None,
-        attempt: int,
-        retry_delay_s: float,
-    ) -> None:
-        self.client = client
-        self.job_id = job_id
-        self.max_retries = max_retries
-        self.attempt = attempt
-        self.retry_delay_s = retry_delay_s
-        self._measure: _Measure | None = None
-        self._run: Run | None = None
-
-    async def __aenter__(self) -> Run:
-        self._measure = _Measure()
-        self._run = Run(self.client, self.job_id, self.attempt)
-        await _quietly(
-            self.client.update_status(self.job_id, "running", max_retries=self.max_retries)
-        )
-        return self._run
-
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        assert self._measure is not None and self._run is not None
-        duration_ms, usage = self._measure.done()
-        usage.update(self._run.resource_usage)
-        if exc is None:
-            await _quietly(self.client.completed(self.job_id, duration_ms, usage))
-        elif isinstance(exc, Exception):
-            error = f"{type(exc).__name__}: {exc}"
-            await _quietly(self.client.failed(self.job_id, error, self.attempt, self.max_retries))
-
-    def __call__(self, func: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-        @functools.wraps(func)
-        async def tracked(*args: Any, **kwargs: Any) -> T:
-            limit = self.max_retries or 0
-            for attempt in range(limit + 1):
-                tracker = Tracker(self.client, self.job_id, self.max_retries, attempt, 0)
-                try:
-                    async with tracker:
-                        return await func(*args, **kwargs)
-                except Exception:
-                    if attempt == limit:
-                        raise
-                    await asyncio.sleep(self.retry_delay_s)
-            raise AssertionError("unreachable")
-
-        return tracked
-
-
-class _Measure:
-    """Wall time and this process's CPU and memory over a run."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        self.cpu_started = usage.ru_utime + usage.ru_stime
-
-    def done(self) -> tuple[int, dict[str, float]]:
-        wall = time.perf_counter() - self.started
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = usage.ru_utime + usage.ru_stime - self.cpu_started
-        return round(wall * 1000), {
-            "cpu_percent": round(cpu / wall * 100, 1) if wall > 0 else 0.0,
-            "memory_mb": round(_rss_mb(), 1),
-        }
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:  # not Linux: the peak, as the OS keeps it (KiB on Linux and BSD)
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
 
 def new_event_id() -> str:
     """A fresh id for one event (see ``event_id`` in the README)."""
     return uuid.uuid4().hex
 
 
-def _put(body: dict[str, Any], **fields: Any) -> None:
-    for name, value in fields.items():
-        if value is not None:
-            body[name] = value
-
-
-def _checked(reply: dict[str, Any]) -> dict[str, Any]:
-    if reply.get("type") == "error":
-        raise JobmonError(reply.get("code", 0), reply.get("text", ""))
-    return reply
-
-
-async def _quietly(report: Awaitable[Any]) -> None:
-    """Monitoring never breaks the job: a refused report is logged, not raised."""
+async def _first(timeout_s: float, *events: asyncio.Event) -> None:
+    """Wait until any of ``events`` is set, at most ``timeout_s``."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
     try:
-        await report
-    except JobmonError as exc:
-        log.warning("jobmon refused a report: %s", exc.text)
-
-
-# -- the blocking client ---------------------------------------------------------------
-
-
-class SyncClient:
-    """``Client`` for code without an event loop: a private loop in a thread."""
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 7070, **options: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._client: Client = self._call(_make_client(host, port, options))
-        self._call(self._client.start(options.get("connect_timeout_s", 5.0)))
-
-    def _call(self, coro: Awaitable[T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
-
-    def __enter__(self) -> SyncClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._call(self._client.close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    @property
-    def client(self) -> Client:
-        return self._client
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._client, name)
-        if not inspect.iscoroutinefunction(method):
-            return method
-
-        def blocking(*args: Any, **kwargs: Any) -> Any:
-            return self._call(method(*args, **kwargs))
-
-        return blocking
-
-    @contextlib.contextmanager
-    def track(
-        self, job_id: str, max_retries: int | None = None, attempt: int = 0
-    ) -> Iterator[SyncRun]:
-        tracker = self._client.track(job_id, max_retries, attempt)
-        run = self._call(tracker.__aenter__())
-        try:
-            yield SyncRun(self, run)
-        except BaseException as exc:
-            self._call(tracker.__aexit__(type(exc), exc, None))
-            raise
-        self._call(tracker.__aexit__(None, None, None))
-
-
-class SyncRun:
-    def __init__(self, owner: SyncClient, run: Run) -> None:
-        self._owner = owner
-        self._run = run
-        self.resource_usage = run.resource_usage
-
-    def progress(self, percent: float) -> None:
-        self._owner._call(self._run.progress(percent))
-
-
-async def _make_client(host: str, port: int, options: dict[str, Any]) -> Client:
-    return Client(host, port, **options)
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
