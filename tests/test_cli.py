@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 
 from helpers import SEED_SAMPLE_CASES, ServerProcess, jobmon_cmd
+from jobmon.cli_flags import nodes
 
 
 def test_stdio_answers_maelstrom_envelopes_and_bare_bodies() -> None:
@@ -111,6 +112,49 @@ def test_send_reports_an_unreachable_server(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "cannot connect to 127.0.0.1:1" in result.stderr
+
+
+def test_run_and_send_try_a_clusters_nodes_in_turn(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "data") as server:
+        # The first node is down (nothing listens on port 1): the second is used.
+        nodes = f"127.0.0.1:1,localhost:{server.port}"
+        sent = subprocess.run(
+            jobmon_cmd("send", "--host", nodes, '{"type":"get_stats","msg_id":1}'),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert "cannot connect to 127.0.0.1:1" in sent.stderr
+        assert orjson.loads(sent.stdout)["type"] == "job_stats"
+        wrapped = subprocess.run(
+            jobmon_cmd("run", "--host", nodes, "--job-id", "two-nodes", "--", "true"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert wrapped.returncode == 0, wrapped.stderr
+        assert "unreachable" not in wrapped.stderr
+        asked = subprocess.run(
+            jobmon_cmd(
+                "send", "--port", str(server.port), '{"type":"get_job","job_id":"two-nodes"}'
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert orjson.loads(asked.stdout)["job"]["status"] == "completed"
+        server.terminate()
+
+
+def test_host_lists_take_ports_and_default_to_port() -> None:
+    assert nodes("a,b:7072,[::1]:7073,::1", 7070) == [
+        ("a", 7070),
+        ("b", 7072),
+        ("::1", 7073),
+        ("::1", 7070),
+    ]
+    assert nodes("", 7070) == [("127.0.0.1", 7070)]
 
 
 def test_serve_flags_come_from_the_environment(tmp_path: Path) -> None:

@@ -46,6 +46,8 @@ Layout, from the wire inwards:
                   ``tls_listen`` a TLS port: handshakes under a timeout, one log line
                   per failure.
 - ``http``        the HTTP API, the dashboard (``static/``) and ``/metrics``
+                  (``httpauth``: the token and the dashboard's cookie; ``httpbodies``:
+                  JSON bodies in and out)
                   (``metrics``: a prometheus-client collector); ``publish`` and
                   ``notify`` send alerts to subscribers, webhooks, Alertmanager;
                   ``notify_apprise`` through Apprise (``--notify``), by the

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import envflags, logs, tls
-from .cli_flags import build_parser
+from .cli_flags import build_parser, nodes
 from .config import Config
 
 if TYPE_CHECKING:
@@ -117,10 +117,15 @@ def _send(
     lines = [line for line in lines if line.strip()]
     # Under --token the first line is our own auth: its answer is not printed nor counted.
     auth = [json.dumps({"type": "auth", "token": token})] if token is not None else []
-    try:
-        sock = tls.connect(host, port, context, timeout=30)
-    except OSError as exc:
-        print(f"jobmon send: cannot connect to {host}:{port}: {exc}", file=sys.stderr)
+    sock = None
+    for node_host, node_port in nodes(host, port):  # a cluster's nodes: the first that answers
+        try:
+            sock = tls.connect(node_host, node_port, context, timeout=30)
+            host, port = node_host, node_port
+            break
+        except OSError as exc:
+            print(f"jobmon send: cannot connect to {node_host}:{node_port}: {exc}", file=sys.stderr)
+    if sock is None:
         return 1
     received = answered = 0
     refused = False
@@ -222,7 +227,9 @@ async def _run_reporting(
     from .client import Client
     from .runner import Runner
 
-    client = Client(host, port, token=token, tls=context or False)
+    addresses = nodes(host, port)
+    where = ",".join(f"{name}:{number}" for name, number in addresses)
+    client = Client(*addresses[0], token=token, tls=context or False, addresses=addresses)
     runner = Runner(spec, client.send_event)
     loop = asyncio.get_running_loop()
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -236,7 +243,7 @@ async def _run_reporting(
             said = True
             why = f" ({client.last_failure})" if client.last_failure else ""
             print(
-                f"jobmon run: jobmon at {host}:{port} is unreachable{why}; the command runs anyway",
+                f"jobmon run: jobmon at {where} is unreachable{why}; the command runs anyway",
                 file=sys.stderr,
                 flush=True,
             )
@@ -258,8 +265,7 @@ async def _run_reporting(
     await client.close(flush_s=2.0)
     if client.queued:
         print(
-            f"jobmon run: {len(client.queued)} reports to jobmon at {host}:{port} "
-            "could not be delivered",
+            f"jobmon run: {len(client.queued)} reports to jobmon at {where} could not be delivered",
             file=sys.stderr,
         )
     return result.exit_code

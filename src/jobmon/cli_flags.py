@@ -85,8 +85,31 @@ def _addresses(text: str) -> list[tuple[str, int]]:
     return out
 
 
+def nodes(host: str, port: int) -> list[tuple[str, int]]:
+    """``--host``: one host, or several ``HOST[:PORT]`` (``[v6]:PORT``), comma-separated;
+    a host without a port takes ``--port``."""
+    out = []
+    for item in filter(None, (part.strip() for part in host.split(","))):
+        if item.startswith("[") and "]" in item:  # [::1]:7070
+            name, _, rest = item[1:].partition("]")
+            out.append((name, int(rest[1:]) if rest[1:].isdigit() else port))
+        elif item.count(":") == 1 and item.rpartition(":")[2].isdigit():
+            name, _, given = item.rpartition(":")
+            out.append((name, int(given)))
+        else:
+            out.append((item, port))
+    return out or [("127.0.0.1", port)]
+
+
 def _add_connect_flags(p: argparse.ArgumentParser) -> None:
-    add(p, "--host", default="127.0.0.1", metavar="HOST", help="jobmon's address")
+    add(
+        p,
+        "--host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="jobmon's address; a cluster's nodes as HOST[:PORT],HOST[:PORT]... "
+        "(run and send try them in turn)",
+    )
     add(p, "--port", type=_positive_int, default=7070, metavar="PORT", help="jobmon's TCP port")
     add(
         p,

@@ -9,8 +9,6 @@ that fits: 400 bad input, 404 unknown job or path, 405, 409 precondition,
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -18,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from . import httplimits, limits, metrics, openapi, sse
+from . import httpauth, httplimits, limits, metrics, openapi, sse
 from .clock import iso
 from .errors import Code
 from .hc import routes as hc_routes
+from .httpbodies import dumps_text, error, json_body, json_ends_a_line
 from .tls_listen import TlsServer
 
 log = logging.getLogger("jobmon.http")
@@ -41,11 +40,6 @@ STATUS_OF_CODE = {
 # aiohttp's own refusals, in the error table's codes (the rest: malformed, 12).
 HTTP_CODES = {404: Code.NOT_FOUND, 405: Code.NOT_SUPPORTED}
 FAILURE_HOURS_SHOWN = 24
-# Open under --token: the health check, the page (it holds no data) and its sign-in.
-OPEN_PATHS = frozenset({"/healthz", "/", "/api/session"})
-# Healthchecks' APIs check their own secrets (the uuid, ping key, badge key, X-Api-Key).
-OPEN_PREFIXES = ("/static/", "/ping/", "/badge/", "/api/v1/", "/api/v2/", "/api/v3/")
-SESSION_COOKIE = "jobmon_session"
 # The dashboard's files, by URL name; nothing else is served from the package.
 STATIC_TYPES = {
     "index.html": "text/html",
@@ -76,52 +70,18 @@ SHORTCUTS = {
 }
 
 
-def _raw(text: str) -> bytes:
-    """A header value as the bytes that came (aiohttp decodes them with surrogateescape)."""
-    return text.encode("utf-8", "surrogateescape")
-
-
-def error(status: int, code: int, text: str) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "text": text}}, status=status, dumps=_dumps_text
-    )
-
-
-def _dumps_text(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-@web.middleware
-async def _json_ends_a_line(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every JSON body ends with a newline, so that curl's output ends its line
-    in a shell (the Healthchecks API's JSON too; its plain-text answers are its own)."""
-    response: web.StreamResponse = await handler(request)
-    if isinstance(response, web.Response) and response.content_type == "application/json":
-        body = response.body
-        if isinstance(body, bytes) and body and not body.endswith(b"\n"):
-            response.body = body + b"\n"
-    return response
-
-
 class HttpApi:
     def __init__(self, server: Server) -> None:
         self.server = server
+        self.access = httpauth.Access(server.config.token)
         self.app = web.Application(
             client_max_size=server.config.max_line_bytes,
             middlewares=[
-                _json_ends_a_line,
+                json_ends_a_line,
                 self._errors,
-                self._authorize,
+                self.access.authorize,
                 httplimits.body_read_in_time(server.config),
             ],
-        )
-        token = server.config.token
-        self._token = token.encode() if token is not None else None
-        # The dashboard's cookie carries this, not the token itself.
-        self._session = (
-            hmac.new(self._token, b"jobmon dashboard session", hashlib.sha256).hexdigest().encode()
-            if self._token is not None
-            else None
         )
         r = self.app.router
         r.add_post("/api/events", self.post_events)
@@ -137,7 +97,7 @@ class HttpApi:
         r.add_get("/metrics", self.metrics)
         r.add_get("/", self.dashboard)
         r.add_get("/static/{name}", self.static)
-        r.add_post("/api/session", self.session)
+        r.add_post("/api/session", self.access.session)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
         hc_routes.add(self)  # Healthchecks' pinging and management APIs, badges
@@ -201,65 +161,6 @@ class HttpApi:
             log.exception("bug while handling %s %s", request.method, request.path)
             return error(500, Code.CRASH, "internal error; logged")
 
-    @web.middleware
-    async def _authorize(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """--token: every request but the health check and the page's own files
-        carries it as ``Authorization: Bearer`` (or the dashboard's cookie)."""
-        if (
-            self._token is None
-            or request.path in OPEN_PATHS
-            or request.path.startswith(OPEN_PREFIXES)
-        ):
-            response: web.StreamResponse = await handler(request)
-            return response
-        given = request.headers.get("Authorization", "")
-        if given.startswith("Bearer "):
-            if hmac.compare_digest(_raw(given[7:].strip()), self._token):
-                response = await handler(request)
-                return response
-        elif request.method in ("GET", "HEAD"):
-            # The dashboard's cookie reads, never writes: a page on another local
-            # port is the same "site" to the browser and could send a form POST
-            # carrying it (cross-site request forgery). Writes need the Bearer token.
-            try:
-                cookie = request.cookies.get(SESSION_COOKIE)
-            except Exception:  # an unparseable Cookie header is no cookie
-                cookie = None
-            assert self._session is not None
-            if cookie is not None and hmac.compare_digest(_raw(cookie), self._session):
-                response = await handler(request)
-                return response
-        answer = error(
-            401,
-            Code.UNAUTHORIZED,
-            "this server requires its token: send Authorization: Bearer <token>"
-            if not given
-            else "the token is wrong",
-        )
-        answer.headers["WWW-Authenticate"] = 'Bearer realm="jobmon"'
-        return answer
-
-    async def session(self, request: web.Request) -> web.Response:
-        """The dashboard's sign-in: the token in, a same-site HttpOnly cookie out."""
-        body = await self.json_body(request, {})
-        token = body.get("token") if isinstance(body, dict) else None
-        if not isinstance(token, str) or not token:
-            return error(400, Code.MALFORMED, 'the body must be {"token": "..."}')
-        if self._token is None or self._session is None:
-            return web.json_response({"type": "session", "required": False})
-        if not hmac.compare_digest(token.encode(), self._token):
-            return error(401, Code.UNAUTHORIZED, "the token is wrong")
-        response = web.json_response({"type": "session", "required": True})
-        response.set_cookie(
-            SESSION_COOKIE,
-            self._session.decode(),
-            httponly=True,
-            samesite="Strict",
-            secure=request.secure,  # over https, never sent back over plain http
-            path="/",
-        )
-        return response
-
     async def ask(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Send protocol messages through the engine; their replies, in order."""
         return await self.server.engine.ask(bodies)
@@ -276,21 +177,11 @@ class HttpApi:
         if reply.get("type") == "error":
             status = STATUS_OF_CODE.get(reply["code"], 400)
             return error(status, reply["code"], reply["text"])
-        return web.json_response(reply, dumps=_dumps_text)
-
-    @staticmethod
-    async def json_body(request: web.Request, empty: Any) -> Any:
-        raw = await request.read()
-        if not raw.strip():
-            return empty
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise web.HTTPBadRequest(text=f"the body is not JSON ({exc})") from None
+        return web.json_response(reply, dumps=dumps_text)
 
     # -- endpoints -------------------------------------------------------------
     async def post_events(self, request: web.Request) -> web.Response:
-        body = await self.json_body(request, None)
+        body = await json_body(request, None)
         if isinstance(body, dict):
             return await self.ask_one(body)
         if isinstance(body, list) and body and all(isinstance(b, dict) for b in body):
@@ -315,7 +206,7 @@ class HttpApi:
 
     async def post_job(self, request: web.Request) -> web.Response:
         """Seed 003's POST /jobs: start an allowed command (start_job)."""
-        body = await self.json_body(request, None)
+        body = await json_body(request, None)
         if not isinstance(body, dict):
             return error(
                 400,
@@ -331,7 +222,7 @@ class HttpApi:
             return error(
                 404, Code.NOT_FOUND, f"no action {action!r}: expected one of {', '.join(SHORTCUTS)}"
             )
-        extra = await self.json_body(request, {})
+        extra = await json_body(request, {})
         if not isinstance(extra, dict):
             return error(400, Code.MALFORMED, "the body, when given, must be a JSON object")
         type_, fixed = SHORTCUTS[action]
@@ -403,7 +294,7 @@ class HttpApi:
         return await sse.serve(request, self.server, self.streams, wanted)
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(self._spec, dumps=_dumps_text)
+        return web.json_response(self._spec, dumps=dumps_text)
 
     async def dashboard(self, request: web.Request) -> web.Response:
         return self._page("index.html")
