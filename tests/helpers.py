@@ -142,8 +142,19 @@ def jobmon_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "jobmon", *args]
 
 
+async def communicate(proc: asyncio.subprocess.Process, timeout: float) -> tuple[bytes, bytes]:
+    """`proc.communicate()` within ``timeout``; a child still running after it is killed."""
+    try:
+        return await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 class ServerProcess:
-    """`jobmon serve` as a child process on a free port."""
+    """`jobmon serve` as a child process on a free port; its stderr read all along (kept in
+    `stderr_lines`, waited for with `wait_for_log`) so its logging never blocks on a full pipe."""
 
     def __init__(self, data_dir: Path, *extra: str) -> None:
         self.data_dir = data_dir
@@ -160,6 +171,8 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.stderr_lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader: threading.Thread | None = None
 
     def _spawn(self, **popen: Any) -> subprocess.Popen[bytes]:
         self.proc = subprocess.Popen(
@@ -173,69 +186,13 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         self._spawn()
-        assert self.proc is not None and self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            line = raw.decode()
-            self.stderr_lines.append(line)
-            match = re.match(r"jobmon listening on [\d.]+:(\d+)", line)
-            if match:
-                self.port = int(match.group(1))
-                return self
-        raise AssertionError("server exited before listening:\n" + "".join(self.stderr_lines))
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-        self._drain()
-
-    def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(30)
-        self._drain()
-        return code
-
-    def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        self.stderr_lines.extend(raw.decode() for raw in self.proc.stderr)
-        self.proc.stderr.close()
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.stderr_lines)
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-            self._drain()
-
-
-class WatchedServer(ServerProcess):
-    """`jobmon serve` whose stderr is read all along (so its logging never blocks
-    on a full pipe), with its HTTP port, and lines to wait for."""
-
-    def __init__(self, data_dir: Path, *extra: str, **popen: Any) -> None:
-        super().__init__(data_dir, *extra)
-        self.popen = popen
-        self.http_port = 0
-        self._changed = threading.Condition()
-        self._reader: threading.Thread | None = None
-
-    def start(self) -> WatchedServer:
-        self._spawn(**self.popen)
+        # Read stderr all along: a server logging more than a pipe holds must never block.
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.wait_for_log("jobmon listening on", 60)
-        for line in self.stderr_lines:
-            if match := re.match(r"jobmon http listening on [\d.]+:(\d+)", line):
-                self.http_port = int(match.group(1))
-            if match := re.match(r"jobmon listening on [\d.]+:(\d+)", line):
-                self.port = int(match.group(1))
+        line = self.wait_for_log("jobmon listening on", 60)
+        listening = re.search(r"jobmon listening on [\d.]+:(\d+)", line)
+        assert listening is not None, line
+        self.port = int(listening.group(1))
         return self
 
     def _read(self) -> None:
@@ -267,9 +224,64 @@ class WatchedServer(ServerProcess):
             + "".join(self.stderr_lines[-30:])
         )
 
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self._drain()
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # never leave it running
+            self.proc.wait(30)
+            self._drain()
+            raise AssertionError(
+                "the server did not exit within 60 s of SIGTERM (killed):\n"
+                + "".join(self.stderr_lines[-30:])
+            ) from None
+        self._drain()
+        return code
+
     def _drain(self) -> None:
         if self._reader is not None:
             self._reader.join(30)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.stderr_lines)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+            self._drain()
+
+
+class WatchedServer(ServerProcess):
+    """`jobmon serve` with extra Popen arguments, and its HTTP port when it serves HTTP."""
+
+    def __init__(self, data_dir: Path, *extra: str, **popen: Any) -> None:
+        super().__init__(data_dir, *extra)
+        self.popen = popen
+        self.http_port = 0
+
+    def _spawn(self, **popen: Any) -> subprocess.Popen[bytes]:
+        return super()._spawn(**self.popen, **popen)
+
+    def start(self) -> WatchedServer:
+        super().start()
+        with self._changed:  # logged before the line `start` waited for
+            for line in self.stderr_lines:
+                if match := re.match(r"jobmon http listening on [\d.]+:(\d+)", line):
+                    self.http_port = int(match.group(1))
+        return self
 
     def __enter__(self) -> WatchedServer:
         return self.start()

@@ -158,3 +158,20 @@ async def test_the_cookie_reads_but_never_writes(locked: Server) -> None:
             assert response.status == 401
         async with http.get("/api/stats") as response:
             assert (await response.json())["total"] == 0
+
+
+async def test_a_wrong_token_is_told_so_and_counted(locked: Server) -> None:
+    tcp = await LineClient.connect(locked.port)
+    reply = await tcp.request({"type": "auth", "msg_id": 1, "token": "nope"})
+    assert reply == {
+        "type": "error",
+        "in_reply_to": 1,
+        "code": 14,
+        "text": "the token is wrong (failure 1 of 3 before the connection is closed)",
+    }
+    reply = await tcp.request({"type": "get_stats", "msg_id": 2})
+    assert reply["text"] == (
+        'not authenticated: this server requires {"type":"auth","token":"..."} as the '
+        "first message (failure 2 of 3 before the connection is closed)"
+    )
+    await tcp.close()

@@ -222,3 +222,21 @@ def test_bad_cost_model_and_command_flags_say_what_is_expected() -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert "expected NAME=/absolute/path/to/program, got 'resize'" in command.stderr
+
+
+def test_run_with_a_wrong_token_says_so_not_unreachable(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "data", "--token", "s3cret") as server:
+        wrapped = subprocess.run(
+            jobmon_cmd(
+                "run", "--port", str(server.port), "--token", "nope", "--job-id", "j", "--", "true"
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert wrapped.returncode == 0  # the command's own exit: monitoring never breaks it
+        assert (
+            f"jobmon run: jobmon at 127.0.0.1:{server.port} refused the token (" in wrapped.stderr
+        )
+        assert "the token is wrong" in wrapped.stderr and "unreachable" not in wrapped.stderr
+        server.terminate()

@@ -12,7 +12,6 @@ import orjson
 import pytest
 
 from helpers import LineClient, ServerProcess, jobmon_cmd
-from jobmon.server import Server
 
 
 async def report_many(port: int, count: int) -> list[dict[str, object]]:
@@ -223,9 +222,17 @@ async def test_default_max_retries_change_does_not_rewrite_history(
 async def test_in_memory_writes_nothing(start_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     async with start_server(in_memory=True, data_dir=tmp_path / "unused") as server:
         client = await LineClient.connect(server.port)
-        await client.request({"type": "update_status", "job_id": "a", "status": "running"})
+        reply = await client.request({"type": "update_status", "job_id": "a", "status": "running"})
+        assert reply == {
+            "type": "status_updated",
+            "job_id": "a",
+            "status": "running",
+            "progress": 0,
+        }
+        job = (await client.request({"type": "get_job", "job_id": "a"}))["job"]
+        assert job["status"] == "running"  # applied, in memory only
         await client.close()
-        assert isinstance(server, Server)
+        assert server.data_dir is None
     assert not (tmp_path / "unused").exists()
 
 
@@ -260,8 +267,7 @@ async def test_restart_during_a_deadline_with_real_processes(data_dir: Path) -> 
     # The deadline passes while jobmon is down (wall-clock time is what is tested).
     await asyncio.sleep(max(0.0, deadline - time.time()) + 0.2)
     with ServerProcess(data_dir) as restarted:
-        assert restarted.proc is not None and restarted.proc.stderr is not None
-        line = await asyncio.wait_for(asyncio.to_thread(_next_alert_line, restarted), timeout=30)
+        line = await asyncio.to_thread(restarted.wait_for_log, '"jobmon.alert"', 30)
         alert = orjson.loads(line)
         assert alert["job_id"] == "db-sync" and alert["kind"] == "missed_heartbeat"
         assert alert["text"].endswith("(detected after a restart)")
@@ -273,17 +279,3 @@ async def test_restart_during_a_deadline_with_real_processes(data_dir: Path) -> 
         again.terminate()
     assert [(a["id"], a["state"]) for a in found] == [(1, "firing")]
     assert '"jobmon.alert"' not in again.stderr  # not fired a second time
-
-
-def _next_alert_line(server: ServerProcess) -> str:
-    """The first alert log line, logged before or after `listening`."""
-    assert server.proc is not None and server.proc.stderr is not None
-    for line in server.stderr_lines:
-        if '"jobmon.alert"' in line:
-            return line
-    for raw in server.proc.stderr:
-        line = raw.decode()
-        server.stderr_lines.append(line)
-        if '"jobmon.alert"' in line:
-            return line
-    raise AssertionError("server exited without an alert:\n" + server.stderr)

@@ -92,6 +92,9 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WatchedServer]:
     data = tmp_path_factory.mktemp("fuzz") / "data"
     with WatchedServer(data, "--http-port", str(free_port()), "--log-level", "error") as server:
         yield server
+        # The fuzz tests' last check, in the teardown of what they used: it runs after
+        # whichever of them ran, and never without them.
+        assert_still_well(server)
 
 
 def check(reply: Any, line: bytes) -> None:
@@ -101,9 +104,26 @@ def check(reply: Any, line: bytes) -> None:
         assert body["code"] in CLIENT_ERRORS, (line[:300], body)
 
 
+def assert_still_well(target: WatchedServer) -> None:
+    """Alive, answering on both ports, not bloated, stops cleanly, no bug logged."""
+    assert target.proc is not None and target.proc.poll() is None
+    tcp = Lines(target.port)
+    assert tcp.ask(b'{"type":"get_stats","msg_id":1}')["in_reply_to"] == 1
+    tcp.close()
+    answer = http_exchange(
+        target.http_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert proc_status_mb(target.proc.pid, "VmRSS") < 500
+    assert target.terminate() == 0
+    assert not [line for line in target.stderr_lines if '"level":"error"' in line]
+
+
 @pytest.fixture(scope="module")
-def tcp(target: WatchedServer) -> Lines:
-    return Lines(target.port)
+def tcp(target: WatchedServer) -> Iterator[Lines]:
+    lines = Lines(target.port)
+    yield lines
+    lines.close()
 
 
 # The same cases every run: derandomized, no database of earlier failures.
@@ -141,16 +161,3 @@ def test_http_survives_what_hypothesis_sends(
             check(one, line)
     elif status >= 400:
         assert reply["error"]["code"] in CLIENT_ERRORS | {14}, (line[:300], reply)
-
-
-def test_and_after_all_that_the_server_is_well(target: WatchedServer, tcp: Lines) -> None:
-    """Runs after the two above (file order): alive, answering, no bug logged."""
-    assert target.proc is not None and target.proc.poll() is None
-    assert tcp.ask(b'{"type":"get_stats","msg_id":1}')["in_reply_to"] == 1
-    answer = http_exchange(
-        target.http_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    assert answer.startswith(b"HTTP/1.1 200 ")
-    assert proc_status_mb(target.proc.pid, "VmRSS") < 500
-    assert target.terminate() == 0
-    assert not [line for line in target.stderr_lines if '"level":"error"' in line]

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from helpers import LineClient, free_port
+from helpers import LineClient, communicate, free_port
 from jobmon.clock import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ async def drive(port: int) -> dict[str, Any]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    out, err = await communicate(proc, 120)
     assert proc.returncode == 0, err.decode()
     result: dict[str, Any] = json.loads(out)
     return result

@@ -150,7 +150,7 @@ def test_http_headers_and_bodies_have_a_time_limit(tmp_path: Path) -> None:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         answer = closed_by_server(sock)
         sock.close()
-        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b'{"status": "ok"}\n')
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b'{"status":"ok"}\n')
 
 
 def test_malformed_http_requests_are_logged_as_one_line_each(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from certs import Certs, make_certs
-from helpers import LineClient, ServerProcess, free_port, jobmon_cmd
+from helpers import LineClient, ServerProcess, communicate, free_port, jobmon_cmd
 from jobmon.client import Client
 from jobmon.connection import WRITE_HIGH_WATER
 from jobmon.server import Server
@@ -99,7 +100,7 @@ async def jobmon_send(port: int, *flags: str) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    _, err = await communicate(proc, 60)
     assert proc.returncode is not None
     return proc.returncode, err.decode()
 
@@ -179,12 +180,17 @@ async def test_a_plaintext_client_says_why_and_backs_off(
     client = Client(port=server.port, tls=False, backoff_s=0.05, backoff_max_s=0.2)
     await client.start()
     assert await client.update_status("plain", "running") is None
-    await asyncio.sleep(1.0)  # a second of retries, to count them
+    records = await failures.wait_for(6)  # the first try and five retries
     assert client.last_failure == (
         "jobmon closed the connection before answering (if it serves TLS, connect with TLS)"
     )
     await client.close(flush_s=0)
-    assert 1 <= len(failures.records) <= 30  # backoff 0.05 s doubling to 0.2 s
+    # Each retry came after the client's backoff: 0.05 s doubling to 0.2 s, times a jitter
+    # of 0.5 to 1.5 (retrying at once would put them microseconds apart).
+    logged_at = [r.created for r in records[:6]]
+    gaps = [later - earlier for earlier, later in pairwise(logged_at)]
+    least = [0.5 * min(0.05 * 2**retry, 0.2) for retry in range(5)]
+    assert all(gap >= floor for gap, floor in zip(gaps, least, strict=True)), (gaps, least)
     code, err = await jobmon_send(server.port)
     assert code == 1
     assert "1 sent, 0 replies (if the server serves TLS, add --tls or --tls-ca FILE)" in err

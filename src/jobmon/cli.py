@@ -131,14 +131,18 @@ def _send(
     refused = False
     try:
         with sock:
-            sock.sendall("".join(line + "\n" for line in auth + lines).encode())
+            replies = sock.makefile("rb")
+            if auth:  # its answer first: after a refusal, the rest would count as failures too
+                sock.sendall((auth[0] + "\n").encode())
+                answered = 1
+                refused = _refused(replies.readline())
+                if refused:
+                    print(f"jobmon send: {len(lines)} messages not sent", file=sys.stderr)
+                    return 1
+            sock.sendall("".join(line + "\n" for line in lines).encode())
             if context is None:
                 sock.shutdown(socket.SHUT_WR)  # the server closes once it has answered
-            for reply in sock.makefile("rb"):
-                if auth and not answered:
-                    answered = 1
-                    refused = _refused(reply)
-                    continue
+            for reply in replies:
                 sys.stdout.write(reply.decode())
                 received += 1
                 answered += not _pushed(reply)
@@ -241,9 +245,16 @@ async def _run_reporting(
         nonlocal said
         if not said:
             said = True
-            why = f" ({client.last_failure})" if client.last_failure else ""
+            failure = client.last_failure or ""
+            said_what = (
+                f"refused the token ({failure.removeprefix('it refused the token: ')})"
+                if failure.startswith("it refused the token")
+                else f"is unreachable ({failure})"
+                if failure
+                else "is unreachable"
+            )
             print(
-                f"jobmon run: jobmon at {where} is unreachable{why}; the command runs anyway",
+                f"jobmon run: jobmon at {where} {said_what}; the command runs anyway",
                 file=sys.stderr,
                 flush=True,
             )

@@ -101,15 +101,33 @@ def nodes(host: str, port: int) -> list[tuple[str, int]]:
     return out or [("127.0.0.1", port)]
 
 
-def _add_connect_flags(p: argparse.ArgumentParser) -> None:
-    add(
-        p,
-        "--host",
-        default="127.0.0.1",
-        metavar="HOST",
-        help="jobmon's address; a cluster's nodes as HOST[:PORT],HOST[:PORT]... "
-        "(run and send try them in turn)",
-    )
+def _listen_host(text: str) -> str:
+    if "," in text or (text.count(":") == 1):
+        raise argparse.ArgumentTypeError(
+            f"expected one address to listen on (the port is --port), got {text!r}"
+        )
+    return text
+
+
+def _add_connect_flags(p: argparse.ArgumentParser, serving: bool = False) -> None:
+    if serving:
+        add(
+            p,
+            "--host",
+            type=_listen_host,
+            default="127.0.0.1",
+            metavar="HOST",
+            help="the address to listen on (0.0.0.0: every interface)",
+        )
+    else:
+        add(
+            p,
+            "--host",
+            default="127.0.0.1",
+            metavar="HOST",
+            help="jobmon's address; a cluster's nodes as HOST[:PORT],HOST[:PORT]... "
+            "(tried in turn)",
+        )
     add(p, "--port", type=_positive_int, default=7070, metavar="PORT", help="jobmon's TCP port")
     add(
         p,
@@ -191,7 +209,7 @@ def _add_cluster_flags(p: argparse.ArgumentParser, defaults: Config) -> None:
 
 
 def _add_serve_flags(serve: argparse.ArgumentParser, defaults: Config) -> None:
-    _add_connect_flags(serve)
+    _add_connect_flags(serve, serving=True)
     add(
         serve,
         "--http-port",

@@ -318,9 +318,9 @@ class HttpApi:
         return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return web.json_response({"status": "ok"}, dumps=dumps_text)
 
     async def readyz(self, request: web.Request) -> web.Response:
         if self.accepting and self.server.ready():
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "not ready"}, status=503)
+            return web.json_response({"status": "ready"}, dumps=dumps_text)
+        return web.json_response({"status": "not ready"}, status=503, dumps=dumps_text)

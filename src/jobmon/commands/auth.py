@@ -12,6 +12,7 @@ from . import fields
 NAME = "auth"
 MUTATES = False
 MAX_FAILURES = 3  # then the connection is closed
+WRONG = "the token is wrong"
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:
@@ -25,7 +26,7 @@ def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, An
     sink = node.sink
     if node.token is not None:
         if not hmac.compare_digest(args[0].encode(), node.token.encode()):
-            refuse(sink, "the token is wrong")
+            refuse(sink, WRONG)
         if sink is not None:
             sink.authenticated = True
     return fields.reply("auth_ok", msg_id)
@@ -39,8 +40,14 @@ def refuse(sink: Any, why: str) -> None:
         if failures >= MAX_FAILURES and hasattr(sink, "stop_reading"):
             sink.stop_reading()  # answered, then closed
             sink.inbox.clear()  # what it pipelined after this goes unanswered
+    # A connection that sent no auth yet is told what to send; one whose token
+    # was wrong already knows.
+    need = (
+        ""
+        if why == WRONG
+        else ': this server requires {"type":"auth","token":"..."} as the first message'
+    )
     raise RequestError(
         Code.UNAUTHORIZED,
-        f'{why}: this server requires {{"type":"auth","token":"..."}} as the first '
-        f"message (failure {failures} of {MAX_FAILURES} before the connection is closed)",
+        f"{why}{need} (failure {failures} of {MAX_FAILURES} before the connection is closed)",
     )
