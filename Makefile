@@ -38,6 +38,7 @@ bench: install
 	$(PY) bench/hotpath.py
 	$(PY) bench/storm.py
 	$(PY) bench/celery.py
+	$(PY) bench/stalls.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench docs

@@ -1,6 +1,8 @@
 """The ceiling: a bare uvloop server that parses each line with orjson and writes a reply, no state.
 
-jobmon's figures are reported as ratios to this, measured in the same run.
+jobmon's figures are reported as ratios to this, measured in the same run. A
+Maelstrom envelope is answered with one (what any server of that framing must
+at least do), a bare body bare.
 """
 
 from __future__ import annotations
@@ -28,8 +30,14 @@ class Bare(asyncio.Protocol):
         self.buffer = lines.pop()
         out = []
         for line in lines:
-            body = orjson.loads(line)
-            out.append(orjson.dumps({"type": "ok", "in_reply_to": body.get("msg_id")}, option=_NL))
+            obj = orjson.loads(line)
+            body = obj.get("body")
+            if body is None:
+                reply = {"type": "ok", "in_reply_to": obj.get("msg_id")}
+            else:
+                ok = {"type": "ok", "in_reply_to": body.get("msg_id")}
+                reply = {"src": obj.get("dest"), "dest": obj.get("src"), "body": ok}
+            out.append(orjson.dumps(reply, option=_NL))
         self.transport.write(b"".join(out))  # type: ignore[attr-defined]
 
 

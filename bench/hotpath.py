@@ -5,8 +5,10 @@ reply budget holds), journaling each turn to a file as the engine does.
 Prints microseconds per message, the best of --repeat passes (the least
 disturbed by other work on this shared machine). `--pythonpath DIR` measures
 another source tree (main's `src/`) in a child process, and `--against DIR`
-alternates the two, several times, and prints both and their ratio.
-`--event-ids`: every event carries an event_id, as jobmon.client stamps them.
+alternates the two, several times, and prints both and their ratio, each with
+where a message's time goes (decode, apply, settle, journal, publish).
+`--event-ids`: every event carries an event_id, as jobmon.client stamps them;
+`--framing envelope`: every line is a Maelstrom envelope.
 """
 
 from __future__ import annotations
@@ -24,19 +26,27 @@ from collections import deque
 from pathlib import Path
 
 TURN = 2600
+# Where a message's time goes: decoding (protocol.decode), applying (engine.execute,
+# without settle), settling once a turn (Store.settle, issue 11), the journal's
+# write of the turn's frame, publishing to subscribers.
+PHASES = ("decode", "execute", "settle", "journal", "publish")
 
 
 def with_event_ids(lines: list[bytes]) -> list[bytes]:
     import orjson
 
-    bodies = [orjson.loads(line) for line in lines]
-    return [
-        orjson.dumps(body if body["type"] == "get_stats" else {**body, "event_id": f"{i:032x}"})
-        for i, body in enumerate(bodies)
-    ]
+    def stamped(i: int, body: dict) -> dict:
+        if "body" in body:
+            return {**body, "body": stamped(i, body["body"])}
+        return body if body["type"] == "get_stats" else {**body, "event_id": f"{i:032x}"}
+
+    return [orjson.dumps(stamped(i, orjson.loads(line))) for i, line in enumerate(lines)]
 
 
-def measure(count: int, repeat: int, event_ids: bool = False) -> float:
+def measure(
+    count: int, repeat: int, event_ids: bool = False, framing: str = "bare"
+) -> dict[str, float]:
+    """Microseconds per message: the total and each phase of the fastest pass."""
     import asyncio
 
     from jobmon.clock import FakeClock
@@ -47,11 +57,11 @@ def measure(count: int, repeat: int, event_ids: bool = False) -> float:
     from jobmon.store import Store
     from load import make_lines
 
-    lines = [line.rstrip(b"\n") for line in make_lines(count, 10_000, seed=1)]
+    lines = [line.rstrip(b"\n") for line in make_lines(count, 10_000, 1, framing)]
     if event_ids:
         lines = with_event_ids(lines)
 
-    async def one_pass(data: Path) -> float:
+    async def one_pass(data: Path) -> dict[str, float]:
         clock = FakeClock()
         node = Node(Store())
         data_dir = DataDir(data, 1 << 40)
@@ -59,31 +69,57 @@ def measure(count: int, repeat: int, event_ids: bool = False) -> float:
         engine = Engine(node, clock, data_dir)
         writer = data_dir.writer
         assert writer is not None
-        started = time.perf_counter()
+        phases = dict.fromkeys(PHASES, 0.0)
+        store = node.store
+        settle = getattr(store, "settle", None)  # main before issue 11 has none
+        if settle is not None:
+
+            def timed_settle() -> None:
+                began = perf()
+                settle()
+                phases["settle"] += perf() - began
+
+            store.settle = timed_settle  # type: ignore[method-assign]
+        perf = time.perf_counter
+        started = perf()
         for start in range(0, len(lines), TURN):
+            t0 = perf()
             inbox = deque(r for r in map(decode, lines[start : start + TURN]) if r is not None)
+            t1 = perf()
             now = clock.now()
             engine.execute(inbox, now)
+            t2 = perf()
             writer.write(now)
+            t3 = perf()
             engine.publish(now)
+            t4 = perf()
+            phases["decode"] += t1 - t0
+            phases["execute"] += t2 - t1
+            phases["journal"] += t3 - t2
+            phases["publish"] += t4 - t3
             clock.advance(0.001)
-        elapsed = time.perf_counter() - started
+        elapsed = perf() - started
         data_dir.close()
-        return elapsed / len(lines) * 1e6
+        phases["execute"] -= phases["settle"]  # settle runs inside execute
+        phases["total"] = elapsed
+        return {name: seconds / len(lines) * 1e6 for name, seconds in phases.items()}
 
     logging.getLogger("jobmon.alert").setLevel(logging.ERROR)  # no alert lines on stderr
     best = []
     with tempfile.TemporaryDirectory() as work:
         for n in range(repeat):
             best.append(asyncio.run(one_pass(Path(work) / str(n))))
-    return min(best)
+    return min(best, key=lambda phases: phases["total"])
 
 
-def child(pythonpath: str | None, count: int, repeat: int, event_ids: bool = False) -> float:
+def child(
+    pythonpath: str | None, count: int, repeat: int, event_ids: bool = False, framing: str = "bare"
+) -> dict[str, float]:
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     flags = ["--event-ids"] if event_ids else []
+    flags += ["--framing", framing]
     out = subprocess.run(
         [
             sys.executable,
@@ -101,7 +137,13 @@ def child(pythonpath: str | None, count: int, repeat: int, event_ids: bool = Fal
         check=True,
         cwd=Path(__file__).parent,
     )
-    return float(json.loads(out.stdout)["us_per_message"])
+    phases: dict[str, float] = json.loads(out.stdout)
+    return phases
+
+
+def breakdown(passes: list[dict[str, float]]) -> str:
+    """The median of each phase over ``passes``, in microseconds per message."""
+    return ", ".join(f"{name} {statistics.median(p[name] for p in passes):.2f}" for name in PHASES)
 
 
 def main() -> None:
@@ -115,22 +157,31 @@ def main() -> None:
     parser.add_argument(
         "--event-ids", action="store_true", help="every event carries an event_id, as the client's"
     )
+    parser.add_argument("--framing", choices=("bare", "envelope"), default="bare")
     args = parser.parse_args()
+    how = (args.event_ids, args.framing)
     if args.against:
         this, other = [], []
         for _ in range(args.rounds):
-            other.append(child(args.against, args.count, args.repeat, args.event_ids))
-            this.append(child(args.pythonpath, args.count, args.repeat, args.event_ids))
-        print(f"this tree:   {statistics.median(this):.2f} us/message, rounds {this}")
-        print(f"{args.against}: {statistics.median(other):.2f} us/message, rounds {other}")
-        print(f"ratio this / other: {statistics.median(this) / statistics.median(other):.3f}")
+            other.append(child(args.against, args.count, args.repeat, *how))
+            this.append(child(args.pythonpath, args.count, args.repeat, *how))
+        for name, passes in (("this tree", this), (args.against, other)):
+            totals = [round(p["total"], 2) for p in passes]
+            print(f"{name}: {statistics.median(totals):.2f} us/message, rounds {totals}")
+            print(f"  per message (medians): {breakdown(passes)}")
+        ratio = statistics.median(p["total"] for p in this) / statistics.median(
+            p["total"] for p in other
+        )
+        print(f"ratio this / other: {ratio:.3f}")
         return
     if args.pythonpath:
-        us = child(args.pythonpath, args.count, args.repeat, args.event_ids)
-        print(f"{us:.2f} us/message")
+        phases = child(args.pythonpath, args.count, args.repeat, *how)
+    else:
+        phases = measure(args.count, args.repeat, *how)
+    if args.json:
+        print(json.dumps(phases))
         return
-    us = measure(args.count, args.repeat, args.event_ids)
-    print(json.dumps({"us_per_message": us}) if args.json else f"{us:.2f} us/message")
+    print(f"{phases['total']:.2f} us/message ({breakdown([phases])})")
 
 
 if __name__ == "__main__":

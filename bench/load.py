@@ -1,8 +1,11 @@
 """Load generator: many connections, a window of in-flight requests each, a realistic mix.
 
-Mix over a pool of job ids: 80% update_status, 10% job_completed, 8% job_failed,
-2% get_stats. Prints one JSON line: msgs/s, latency p50/p99 (ms), errors, and
-the server's peak RSS when --server-pid is given.
+Mix over a pool of job ids (issue 11's): 75% update_status, 19% job_completed
+(with a duration and resource usage), 5% job_failed (retries 0-3, so about a
+quarter exhaust and alert), 1% get_stats. ``--framing envelope`` sends the same
+bodies in Maelstrom envelopes (``{"src","dest","body"}``). Prints one JSON line:
+msgs/s, latency p50/p99 (ms), errors, and the server's peak RSS when
+--server-pid is given.
 """
 
 from __future__ import annotations
@@ -23,13 +26,17 @@ import uvloop
 BUCKETS_PER_DECADE = 50
 
 
-def make_lines(count: int, jobs: int, seed: int) -> list[bytes]:
+FRAMINGS = ("bare", "envelope")
+
+
+def make_lines(count: int, jobs: int, seed: int, framing: str = "bare") -> list[bytes]:
     rng = random.Random(seed)
     lines = []
     for msg_id in range(count):
         job_id = f"job-{rng.randrange(jobs)}"
         roll = rng.random()
-        if roll < 0.80:
+        body: dict[str, object]
+        if roll < 0.75:
             body = {
                 "type": "update_status",
                 "msg_id": msg_id,
@@ -37,7 +44,7 @@ def make_lines(count: int, jobs: int, seed: int) -> list[bytes]:
                 "status": rng.choice(("queued", "running", "running", "running")),
                 "progress": rng.randrange(101),
             }
-        elif roll < 0.90:
+        elif roll < 0.94:
             body = {
                 "type": "job_completed",
                 "msg_id": msg_id,
@@ -48,7 +55,7 @@ def make_lines(count: int, jobs: int, seed: int) -> list[bytes]:
                     "memory_mb": rng.randrange(16, 8192),
                 },
             }
-        elif roll < 0.98:
+        elif roll < 0.99:
             body = {
                 "type": "job_failed",
                 "msg_id": msg_id,
@@ -58,6 +65,8 @@ def make_lines(count: int, jobs: int, seed: int) -> list[bytes]:
             }
         else:
             body = {"type": "get_stats", "msg_id": msg_id}
+        if framing == "envelope":
+            body = {"src": "worker", "dest": "monitor", "body": body}
         lines.append(orjson.dumps(body) + b"\n")
     return lines
 
@@ -172,7 +181,7 @@ def peak_rss_mb(pid: int) -> float | None:
 
 async def main(args: argparse.Namespace) -> dict[str, float | int | None]:
     loop = asyncio.get_running_loop()
-    lines = make_lines(args.lines, args.jobs, args.seed)
+    lines = make_lines(args.lines, args.jobs, args.seed, args.framing)
     run = Run()
     conns = []
     context = ssl.create_default_context(cafile=args.tls_ca) if args.tls_ca else None
@@ -200,6 +209,7 @@ async def main(args: argparse.Namespace) -> dict[str, float | int | None]:
     return {
         "conns": args.conns,
         "window": args.window,
+        "framing": args.framing,
         "msgs_per_s": round(run.received / elapsed),
         "p50_ms": round(run.hist.quantile(0.50) * 1000, 3),
         "p99_ms": round(run.hist.quantile(0.99) * 1000, 3),
@@ -224,6 +234,7 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--server-pid", type=int)
     parser.add_argument("--tls-ca", help="connect over TLS, trusting this CA (PEM)")
+    parser.add_argument("--framing", choices=FRAMINGS, default="bare")
     result = uvloop.run(main(parser.parse_args()))
     print(orjson.dumps(result).decode())
     sys.stdout.flush()

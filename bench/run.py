@@ -1,9 +1,11 @@
 """`make bench`: jobmon under the load generator, for each fsync mode, beside the bare ceiling.
 
-Each round starts a fresh server per target and runs bench/load.py twice against
-it: pipelined (window 64) for throughput, request/response (window 1) for
-latency. Rounds interleave the targets, so the ratios compare figures measured
-minutes apart on this shared machine; the medians over rounds are reported.
+Each round starts a fresh server per target and runs bench/load.py against it
+in both framings (bare bodies, then Maelstrom envelopes): pipelined (window 64)
+for throughput, request/response (window 1) for latency. Rounds interleave the
+targets, so the ratios compare figures measured minutes apart on this shared
+machine; the medians over rounds are reported, as ratios to the ceiling's
+(bare) figures of the same rounds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ TARGETS = ["ceiling", "jobmon --fsync no", "jobmon --fsync everysec", "jobmon --
 TLS_TARGET = "jobmon --fsync everysec --tls"
 
 
+FRAMINGS = ("bare", "envelope")
+
+
 def one_round(target: str, args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]:
     data_dir = work / "data"
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -33,12 +38,20 @@ def one_round(target: str, args: argparse.Namespace, work: Path) -> dict[str, di
     else:
         fsync = target.rsplit(" ", 1)[1]
         server = servers.jobmon(data_dir, "--fsync", fsync, log_dir=work)
+    out = {}
     try:
-        pipelined = servers.run_load(server.port, 64, args.duration, args.conns, server.pid, ca)
-        reqrep = servers.run_load(server.port, 1, args.latency_duration, args.conns, server.pid, ca)
+        for framing in args.framings:
+            suffix = "" if framing == "bare" else "_envelope"
+            port, pid = server.port, server.pid
+            out["pipelined" + suffix] = servers.run_load(
+                port, 64, args.duration, args.conns, pid, ca, framing
+            )
+            out["reqrep" + suffix] = servers.run_load(
+                port, 1, args.latency_duration, args.conns, pid, ca, framing
+            )
     finally:
         server.stop()
-    return {"pipelined": pipelined, "reqrep": reqrep}
+    return out
 
 
 def main() -> None:
@@ -51,20 +64,27 @@ def main() -> None:
     parser.add_argument(
         "--tls", action="store_true", help=f"also {TLS_TARGET!r}: TLS 1.3, a certificate made here"
     )
+    parser.add_argument("--framings", nargs="+", choices=FRAMINGS, default=list(FRAMINGS))
+    parser.add_argument("--targets", nargs="+", help="a subset of the targets (ceiling always)")
     args = parser.parse_args()
     work = servers.scratch()
     targets = TARGETS + [TLS_TARGET] if args.tls else TARGETS
+    if args.targets:
+        targets = ["ceiling"] + [t for t in targets if t in args.targets and t != "ceiling"]
     runs: dict[str, list[dict[str, dict[str, float]]]] = {t: [] for t in targets}
     for round_no in range(args.rounds):
         for target in targets:
             result = one_round(target, args, work)
             runs[target].append(result)
-            p, r = result["pipelined"], result["reqrep"]
-            print(
-                f"round {round_no + 1} {target:24} {p['msgs_per_s']:>9,.0f} msgs/s pipelined  "
-                f"p99 {r['p99_ms']:.2f} ms req/rep  errors {p['errors'] + r['errors']}",
-                flush=True,
-            )
+            for framing in args.framings:
+                suffix = "" if framing == "bare" else "_envelope"
+                p, r = result["pipelined" + suffix], result["reqrep" + suffix]
+                print(
+                    f"round {round_no + 1} {target:24} {framing:8} {p['msgs_per_s']:>9,.0f} "
+                    f"msgs/s pipelined  p99 {r['p99_ms']:.2f} ms req/rep  "
+                    f"errors {p['errors'] + r['errors']}",
+                    flush=True,
+                )
 
     def med(target: str, mode: str, key: str) -> float:
         return statistics.median(run[mode][key] for run in runs[target])
@@ -75,38 +95,57 @@ def main() -> None:
     print()
     print(
         f"medians of {args.rounds} rounds, {args.conns} connections, "
-        f"{time.strftime('%Y-%m-%d')} on this machine"
+        f"{time.strftime('%Y-%m-%d')} on this machine; x ceiling: to the ceiling's bare figures"
     )
     print(
-        "| target | pipelined msgs/s | x ceiling | p50 ms | p99 ms | req/rep msgs/s "
-        "| req/rep p99 ms | p99 x ceiling | peak RSS MB |"
+        "| target | framing | pipelined msgs/s | x ceiling | p50 ms | p99 ms | req/rep msgs/s "
+        "| req/rep p99 ms | p99 x ceiling | server us/msg | peak RSS MB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for target in targets:
-        row = {
-            "msgs_per_s": med(target, "pipelined", "msgs_per_s"),
-            "p50_ms": med(target, "pipelined", "p50_ms"),
-            "p99_ms": med(target, "pipelined", "p99_ms"),
-            "reqrep_msgs_per_s": med(target, "reqrep", "msgs_per_s"),
-            "reqrep_p99_ms": med(target, "reqrep", "p99_ms"),
-            "peak_rss_mb": max(run["reqrep"]["server_peak_rss_mb"] or 0 for run in runs[target]),
-        }
-        for mode, prefix in (("pipelined", ""), ("reqrep", "reqrep_")):
-            for side in ("server", "load"):
-                key = f"{side}_cpu_us_per_msg"
-                row[prefix + key] = med(target, mode, key)
-        row["throughput_x_ceiling"] = row["msgs_per_s"] / ceiling_tput
-        row["p99_x_ceiling"] = row["reqrep_p99_ms"] / ceiling_p99
-        summary[target] = row
-        print(
-            f"| {target} | {row['msgs_per_s']:,.0f} | {row['throughput_x_ceiling']:.2f} "
-            f"| {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['reqrep_msgs_per_s']:,.0f} "
-            f"| {row['reqrep_p99_ms']:.2f} | {row['p99_x_ceiling']:.2f} "
-            f"| {row['peak_rss_mb']:.0f} |"
-        )
-    always = summary["jobmon --fsync always"]["msgs_per_s"]
-    everysec = summary["jobmon --fsync everysec"]["msgs_per_s"]
-    print(f"\nfsync always / everysec throughput: {always / everysec:.2f}")
+        for framing in args.framings:
+            suffix = "" if framing == "bare" else "_envelope"
+            pipe, rr = "pipelined" + suffix, "reqrep" + suffix
+            row = {
+                "msgs_per_s": med(target, pipe, "msgs_per_s"),
+                "p50_ms": med(target, pipe, "p50_ms"),
+                "p99_ms": med(target, pipe, "p99_ms"),
+                "reqrep_msgs_per_s": med(target, rr, "msgs_per_s"),
+                "reqrep_p99_ms": med(target, rr, "p99_ms"),
+                "peak_rss_mb": max(run[rr]["server_peak_rss_mb"] or 0 for run in runs[target]),
+            }
+            for mode, prefix in ((pipe, ""), (rr, "reqrep_")):
+                for side in ("server", "load"):
+                    key = f"{side}_cpu_us_per_msg"
+                    row[prefix + key] = med(target, mode, key)
+            row["throughput_x_ceiling"] = row["msgs_per_s"] / ceiling_tput
+            row["p99_x_ceiling"] = row["reqrep_p99_ms"] / ceiling_p99
+            summary[target + suffix] = row
+            print(
+                f"| {target} | {framing} | {row['msgs_per_s']:,.0f} "
+                f"| {row['throughput_x_ceiling']:.2f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+                f"| {row['reqrep_msgs_per_s']:,.0f} | {row['reqrep_p99_ms']:.2f} "
+                f"| {row['p99_x_ceiling']:.2f} | {row['server_cpu_us_per_msg']:.2f} "
+                f"| {row['peak_rss_mb']:.0f} |"
+            )
+    print()
+    for framing in args.framings:
+        suffix = "" if framing == "bare" else "_envelope"
+        if "jobmon --fsync always" in targets and "jobmon --fsync everysec" in targets:
+            always = summary["jobmon --fsync always" + suffix]["msgs_per_s"]
+            everysec = summary["jobmon --fsync everysec" + suffix]["msgs_per_s"]
+            print(f"{framing}: fsync always / everysec throughput: {always / everysec:.2f}")
+    if "envelope" in args.framings and "bare" in args.framings:
+        for target in targets:
+            ratios = [
+                run["pipelined_envelope"]["msgs_per_s"] / run["pipelined"]["msgs_per_s"]
+                for run in runs[target]
+            ]
+            print(
+                f"{target}: envelope / bare pipelined throughput, median of the rounds' "
+                f"ratios: {statistics.median(ratios):.2f} (rounds {[round(r, 2) for r in ratios]})"
+            )
+    everysec = summary.get("jobmon --fsync everysec", {}).get("msgs_per_s", 0.0)
     if args.tls:
         tls, plain = summary[TLS_TARGET], summary["jobmon --fsync everysec"]
         per_round = statistics.median(

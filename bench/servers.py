@@ -108,6 +108,7 @@ def run_load(
     conns: int = 50,
     server_pid: int | None = None,
     tls_ca: Path | None = None,
+    framing: str = "bare",
 ) -> dict[str, float]:
     """bench/load.py in its own process (the other core); its JSON result."""
     argv = [
@@ -121,6 +122,8 @@ def run_load(
         str(window),
         "--duration",
         str(duration),
+        "--framing",
+        framing,
     ]
     if server_pid is not None:
         argv += ["--server-pid", str(server_pid)]

@@ -44,6 +44,42 @@ FIELDS = {
 }
 
 
+# The optional fields a client (event_id, at) or Celery (run_id too) adds, over
+# a few bodies of each type that the fast path takes.
+EXTRAS: dict[str, list[Any]] = {
+    "run_id": [MISSING, None, "r-1", "", "x" * 128, "x" * 129, "a\x00b", "é🙂\n", 5],
+    "event_id": [MISSING, None, "e-1", "", "x" * 128, "x" * 129, 3],
+    "at": [MISSING, None, 1.7e9, 0, -1, "1"],
+}
+BASES: dict[str, list[dict[str, Any]]] = {
+    "update_status": [
+        {"job_id": "j", "status": "running", "progress": 5},
+        {"job_id": "j", "status": "completed", "max_retries": 2},
+    ],
+    "job_completed": [
+        {"job_id": "j", "duration_ms": 5},
+        {"job_id": "j", "resource_usage": {"cpu_percent": 1}},
+    ],
+    "job_failed": [{"job_id": "j", "error": "e", "retries": 3}, {"job_id": "j"}],
+    "heartbeat": [{"job_id": "j", "ttl_ms": 10}, {"job_id": "j", "for_run": True}],
+    "get_stats": [{}],
+}
+
+
+@pytest.mark.parametrize("type_", sorted(FIELDS))
+def test_fast_path_agrees_with_run_ids_event_ids_and_at(type_: str) -> None:
+    fast_taken = 0
+    names = list(EXTRAS)
+    for base in BASES[type_]:
+        for values in itertools.product(*(EXTRAS[name] for name in names)):
+            body = {"type": type_, "msg_id": 1, **base}
+            body.update({n: v for n, v in zip(names, values, strict=True) if v is not MISSING})
+            for line in (orjson.dumps(body), enveloped(ENVELOPES[0], body)):
+                assert same(protocol.decode(line), protocol.decode_checked(line)), line
+            fast_taken += _try_wire(orjson.dumps(body)) is not None
+    assert fast_taken > 0
+
+
 def bodies(type_: str) -> list[dict[str, Any]]:
     names = FIELDS[type_]
     out = []
@@ -85,6 +121,96 @@ def _try_wire(line: bytes) -> Any:
         return None
 
 
+def _try_envelope(line: bytes) -> Any:
+    try:
+        return protocol._envelope_decode(line)
+    except protocol._WIRE_ERRORS:
+        return None
+
+
+# Envelopes around the bodies: the keys in Maelstrom's order and in others, a
+# missing or null address, addresses that are too long or not strings, and
+# extra keys (each variant a list of (key, value) pairs in order; MISSING: left out).
+ENVELOPES: list[list[tuple[str, Any]]] = [
+    [("src", "worker"), ("dest", "monitor")],
+    [("dest", "monitor"), ("src", "c1")],
+    [("src", "c1")],
+    [("src", None), ("dest", None)],
+    [("src", "x" * 256), ("dest", "é🙂")],
+    [("src", "x" * 257), ("dest", "monitor")],
+    [("src", 3), ("dest", "monitor")],
+    [("src", "c1"), ("dest", ["monitor"])],
+    [("src", "c1"), ("dest", "monitor"), ("id", 7)],
+    [("src", "c1"), ("dest", "monitor"), ("type", None)],
+    [("src", "c1"), ("dest", "monitor"), ("type", "get_stats")],
+]
+
+
+def enveloped(pairs: list[tuple[str, Any]], body: Any, body_first: bool = False) -> bytes:
+    out: dict[str, Any] = {"body": body} if body_first else {}
+    out.update(pairs)
+    out["body"] = body
+    return orjson.dumps(out)
+
+
+@pytest.mark.parametrize("type_", sorted(FIELDS))
+def test_fast_path_agrees_with_the_checked_path_in_envelopes(type_: str) -> None:
+    fast_taken = 0
+    for n, body in enumerate(bodies(type_)):
+        line = enveloped(ENVELOPES[0], body)
+        assert same(protocol.decode(line), protocol.decode_checked(line)), line
+        fast_taken += _try_envelope(line) is not None
+        if n % 7 == 0:  # every odd envelope, around a sample of the bodies
+            for pairs in ENVELOPES[1:]:
+                for body_first in (False, True):
+                    line = enveloped(pairs, body, body_first)
+                    assert same(protocol.decode(line), protocol.decode_checked(line)), line
+    assert fast_taken > 0
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"src":"c1","dest":"n1","body":{"type":"get_stats"},"body":{"type":"get_job"}}',
+        b'{"src":"c1","dest":"n1","body":"get_stats"}',
+        b'{"src":"c1","dest":"n1","body":null}',
+        b'{"src":"c1","dest":"n1"}',
+        b'{"src":"c1","dest":"n1","body":{"type":"get_stats"}} x',
+        b'{"src":"c1","src":"c2","dest":"n1","body":{"type":"get_stats","msg_id":2}}',
+        b'{"src":"\\ud800","dest":"n1","body":{"type":"get_stats"}}',
+        b'{"src":"c1","dest":"n1","body":{"type":"update_status","job_id":"\xff"}}',
+        b'{"src":"c1","dest":"n1","body":{"type":"subscribe","msg_id":1}}',
+        b'{"src":"c1","dest":"n1","body":{"body":{"type":"get_stats"}}}',
+        b' {"src":"c1","dest":"n1","body":{"type":"get_stats"}}',
+        b'{"src":"c1","dest":"n1","body":{"type":"get_stats"}} ',
+        b'{"src":"c1","dest":"n1","body": {"type":"get_stats"} }',
+        b'{"src":"c\\"1","dest":"n1","body":{"type":"get_stats","msg_id":1}}',
+        b'{"src":"c\\u0041","dest":"n1","body":{"type":"get_stats","msg_id":1}}',
+        b'{"src":"c\t1","dest":"n1","body":{"type":"get_stats","msg_id":1}}',
+        b'{"src":"\xc3\xa9","dest":"n1","body":{"type":"get_stats","msg_id":1}}',
+        b'{"src":"\xff","dest":"n1","body":{"type":"get_stats","msg_id":1}}',
+        b'{"src":"c1","dest":"n1","body":{"type":"get_stats"},"dest":"n2"}',
+        b'{"src":"c1","dest":"n1","src":"c2","body":{"type":"get_stats"}}',
+        b'{"src":"c1","dest":null,"body":{"type":"get_stats"}}',
+        b'{"src":"c1","dest":"n1","body":{"type":"get_stats"}}}',
+        b'{"src":"c1","dest":"n1","body":{"type":"get_stats","x":{"body":1}}}',
+        b'{"src":"c1","dest":"n1","body":[1]}',
+        b'{"src":"c1","dest":"n1","body":}',
+        b'{"src":"c1","dest":"n1","body":{"type":"update_status","job_id":"a","status":"running"}}',
+    ],
+)
+def test_odd_envelopes_get_the_same_answer_both_ways(line: bytes) -> None:
+    assert same(protocol.decode(line), protocol.decode_checked(line))
+
+
+def test_an_enveloped_reply_is_the_bytes_of_the_whole_envelope() -> None:
+    body = {"type": "job_stats", "in_reply_to": 3, "total": 1, "avg_duration_ms": 2.5}
+    for frame in (("monitor", "worker"), (None, "c1"), ("é🙂", None), ('a"b', "x" * 256)):
+        src, dest = frame
+        whole = {"src": "n1" if src is None else src, "dest": dest, "body": body}
+        assert protocol.encode(frame, body, "n1") == orjson.dumps(whole) + b"\n"
+
+
 @pytest.mark.parametrize(
     "line",
     [
@@ -100,6 +226,8 @@ def _try_wire(line: bytes) -> Any:
         b'{"type":"update_status","job_id":"a","status":"running","progress":1e400}',
         b"",
         b"   ",
+        b"x",  # shorter than the envelope test's third byte
+        b"{}",
         b"\xef\xbb\xbf{}",
     ],
 )

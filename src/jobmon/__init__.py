@@ -8,12 +8,15 @@ Layout, from the wire inwards:
 - ``connection``  transport and framing: reads large chunks, splits lines,
                   enforces the line limit, applies backpressure, writes replies.
 - ``protocol``    one line -> a validated request (bare or Maelstrom envelope;
-                  a msgspec fast path for the hot messages), errors, framing.
+                  a msgspec fast path for the hot messages), errors, framing;
+                  ``framing`` reads an envelope's head once per client and
+                  writes a reply's around its encoded body.
 - ``commands/``   one module per message type; each owns its parsing
                   (``parse``, and a msgspec ``Wire`` struct for the hot ones)
                   and its effect plus reply (``apply``).
 - ``store``       all job state and O(1) aggregates; plain synchronous
-                  mutations, called only from the engine task.
+                  mutations, called only from the engine task. ``jobindex``:
+                  jobs by status, for ``list_jobs``.
 - ``monitoring``  negative alerting (mixed into the store); ``deadlines`` keeps
                   every pending deadline in one heap; ``schedule`` reads cron.
 - ``runs``        runs with a ``run_id`` (mixed into the store): several live
@@ -22,7 +25,10 @@ Layout, from the wire inwards:
                   check is a job (``hc.registry`` keeps checks in the store).
 - ``history``     what the store keeps of past runs and alerts (recent runs,
                   failures per hour, duration histogram, alert counts).
-- ``model``       the record types (``Job``, ``Alert``) and ``Status``.
+- ``analytics``   failures by hour (``hours``), duration sketches (``sketches``),
+                  costs (``costs``) and the top jobs by cost (``ranking``); what
+                  a run adds that changes no reply settles once a turn (``settling``).
+- ``model``       the record types (``Job``: a msgspec Struct, ``Alert``) and ``Status``.
 - ``engine``      the single store task: answers every ready connection's
                   inbox, journals the turn, one fsync per group, releases replies;
                   fires due deadlines a slice a turn. ``batch``: messages from

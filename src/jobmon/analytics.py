@@ -12,108 +12,49 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from ddsketch.ddsketch import BaseDDSketch
-from ddsketch.mapping import LogarithmicMapping
-from ddsketch.store import CollapsingLowestDenseStore, DenseStore
 
+from . import settling
+from .costs import CostModel, _position, run_sums
+from .history import History
+from .hours import (
+    FAILURE_DAYS_KEPT,
+    _add_by_hour_of_day,
+    _count_failure,
+    _hours,
+    _packed,
+    add_failure,
+)
 from .model import Job
+from .ranking import RANKED, CostRanking, Key
+from .settling import COMPLETED_RUN, FAILED_RUN, FAILURE, PRICED_AGAIN
+from .sketches import _add, _percentiles, _sketch, _sketch_from_row, _sketch_row
 
-RELATIVE_ACCURACY = 0.02  # a reported percentile is within 2% of the true one
-SKETCH_BINS = 256  # per job: at 2%, 256 bins span durations over a 25,000x range
-FAILURE_DAYS_KEPT = 30
+__all__ = [
+    "COMPLETED_RUN",
+    "FAILED_RUN",
+    "FAILURE",
+    "FAILURE_DAYS_KEPT",
+    "PRICED_AGAIN",
+    "Analytics",
+    "CostModel",
+    "_add",
+    "_sketch",
+    "_sketch_row",
+    "run_sums",
+]
+
 MAX_ARGUMENT_LISTS = 10_000  # distinct argument lists tracked for high memory
 MAX_JOBS_PER_ARGUMENT_LIST = 100  # job ids named per argument list
 SLOW_RUN_MIN_RUNS = 20
 SMALL_RUNS = 16  # durations per job kept as a list before its sketch starts
 P95_EVERY = 8
-
-_MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
-_NO_NEGATIVES = DenseStore(chunk_size=1)  # durations are never negative: shared, never written
-
-
-def _sketch() -> BaseDDSketch:
-    return BaseDDSketch(
-        _MAPPING, CollapsingLowestDenseStore(SKETCH_BINS, chunk_size=16), _NO_NEGATIVES, 0.0
-    )
-
-
-_MULTIPLIER = _MAPPING._multiplier
-_KEY_OFFSET = _MAPPING._offset
-_MIN_POSITIVE = _MAPPING.min_possible
-
-
-def _add(sketch: BaseDDSketch, value: float) -> None:
-    """``sketch.add(value)`` for positive values, on the hot path of every
-    completed run: the same key and bins as DDSketch's (tests compare), with
-    the common case (a bin already in range) done inline."""
-    if value > _MIN_POSITIVE:
-        key = int(math.ceil(math.log(value, 2) * _MULTIPLIER) + _KEY_OFFSET)
-        store = sketch._store
-        if store.min_key <= key <= store.max_key and store.count:
-            store.bins[key - store.offset] += 1.0
-            store.count += 1.0
-        else:
-            store.add(key)
-    else:
-        sketch._zero_count += 1.0
-    sketch._count += 1.0
-    sketch._sum += value
-    if value < sketch._min:
-        sketch._min = value
-    if value > sketch._max:
-        sketch._max = value
-
-
-def _sketch_row(sketch: BaseDDSketch) -> list[Any]:
-    store = sketch._store
-    return [
-        store.offset,
-        store.bins,
-        store.min_key,
-        store.max_key,
-        store.count,
-        sketch._zero_count,
-        sketch._count,
-        sketch._sum,
-        sketch._min,
-        sketch._max,
-    ]
-
-
-def _sketch_from_row(row: list[Any]) -> BaseDDSketch:
-    sketch = _sketch()
-    store = sketch._store
-    (store.offset, store.bins, store.min_key, store.max_key, store.count) = row[:5]
-    (sketch._zero_count, sketch._count, sketch._sum, sketch._min, sketch._max) = row[5:]
-    return sketch
-
-
-@dataclass
-class CostModel:
-    """Seed 003's model: memory above a free allowance in started blocks, CPU
-    percent and seconds, each at a price. Thresholds apply as runs are recorded;
-    prices apply when the report is asked for."""
-
-    free_memory_mb: float = 1024
-    memory_block_mb: float = 256
-    price_per_block: float = 0.10
-    price_per_cpu_percent: float = 0.01
-    price_per_second: float = 0.05
-
-    def blocks(self, memory_mb: float) -> int:
-        return max(0, math.ceil((memory_mb - self.free_memory_mb) / self.memory_block_mb))
-
-    def price(self, blocks: float, cpu_percent: float, seconds: float) -> float:
-        return (
-            blocks * self.price_per_block
-            + cpu_percent * self.price_per_cpu_percent
-            + seconds * self.price_per_second
-        )
+# What a run adds that changes no reply waits in ``Analytics.pending`` until
+# the engine's turn ends, or until anything reads it (``settling``).
+SETTLE_AT = 4096  # pending entries settled anyway (a replay, a cluster's apply)
 
 
 class Analytics:
@@ -127,19 +68,31 @@ class Analytics:
         # job_id -> {epoch hour: failed runs}, the last FAILURE_DAYS_KEPT days;
         # and the same for all jobs together (so the overall report reads at
         # most 720 hours, however many jobs failed).
-        self.failures: dict[str, dict[int, int]] = {}
+        # A job that failed in one hour only (most) keeps an int, ``hour << 20 | n``
+        # (``_hours`` reads either), a dict per job being ten times the size.
+        self.failures: dict[str, dict[int, int] | int] = {}
         self.failures_overall: dict[int, int] = {}
         # job_id -> [runs costed, memory blocks, cpu percent, seconds, cost at the
         # configured prices] (sums): the last ranks jobs without pricing each again.
         self.costs: dict[str, list[float]] = {}
         # argument list (as a tuple) -> [runs over the threshold, {job ids}].
         self.high_memory: dict[tuple[str, ...], list[Any]] = {}
+        self.pending: list[tuple[Any, ...]] = []  # see COMPLETED_RUN
+        self.history = History()  # the store's (its duration histogram settles here)
+        self.jobs: dict[str, Job] = {}  # the store's
+        self.ranking = CostRanking()  # the top jobs by cost at the configured prices
 
-    # -- recording -----------------------------------------------------------------
+    # -- settling what waits for the end of the turn -------------------------------
+    def settle(self) -> None:
+        """Apply what ``pending`` holds, in order (the engine, after each turn's
+        batch; every reader, first). See ``settling``."""
+        if self.pending:
+            settling.settle(self)
+
     def duration(self, job_id: str, duration_ms: float, previous_ms: float | None) -> float | None:
         """A completed run's duration. Returns the job's p95 before this run when
-        it has enough runs to judge, else None."""
-        _add(self.overall, duration_ms)
+        it has enough runs to judge, else None. Only the job's own figures (the
+        overall sketch settles with the turn: it decides no alert)."""
         sketch = self.sketches.get(job_id)
         if sketch is None:
             # A job's first few durations are kept as they are (exact, and far
@@ -170,12 +123,8 @@ class Analytics:
 
     def failed(self, job_id: str, now: float) -> None:
         hour = int(now // 3600)
-        for hours in (self.failures.setdefault(job_id, {}), self.failures_overall):
-            if hour not in hours:
-                oldest = hour - FAILURE_DAYS_KEPT * 24
-                for old in [h for h in hours if h <= oldest]:
-                    del hours[old]
-            hours[hour] = hours.get(hour, 0) + 1
+        add_failure(self.failures, job_id, hour)
+        _count_failure(self.failures_overall, hour)
 
     def cost(
         self,
@@ -196,11 +145,21 @@ class Analytics:
             first = run_sums(*earlier, self.cost_model)
             if first is None and completed:
                 return  # its first: kept by the job itself
-            sums = self.costs[job_id] = first or [0, 0, 0.0, 0.0, 0.0]
+            # The sixth: the order these sums were made in (see ``ranking``).
+            sums = self.costs[job_id] = [*(first or [0, 0, 0.0, 0.0, 0.0]), len(self.costs)]
         run = run_sums(usage, duration_ms, self.cost_model)
         assert run is not None  # usage and duration are both given
         for index, value in enumerate(run):
             sums[index] += value
+        self.ranking.offer(job_id, (-sums[4], 0, int(sums[5])))
+
+    def _record_key(self, job_id: str) -> Key | None:
+        """The rank key of a job priced from its one completed run (its record)."""
+        job = self.jobs.get(job_id)
+        sums = (
+            None if job is None else run_sums(job.resource_usage, job.duration_ms, self.cost_model)
+        )
+        return None if sums is None or job is None else (-sums[4], 1, job.seq)
 
     def memory(self, job_id: str, arguments: list[str] | None, memory_mb: Any, limit: Any) -> None:
         """A run with arguments: count it if it went over its limit (else the free memory)."""
@@ -222,6 +181,7 @@ class Analytics:
     # -- reading -------------------------------------------------------------------
     def failures_last_hours(self, now: float, hours: int) -> list[tuple[int, int]]:
         """(epoch hour, failures) for the ``hours`` clock hours up to now, oldest first."""
+        self.settle()
         current = int(now // 3600)
         counts = self.failures_overall
         return [(hour, counts.get(hour, 0)) for hour in range(current - hours + 1, current + 1)]
@@ -234,6 +194,8 @@ class Analytics:
         jobs: dict[str, Job],
         prices: dict[str, float],
     ) -> dict[str, Any]:
+        self.settle()
+
         def last_duration(jid: str) -> float | None:
             job = jobs.get(jid)
             return job.duration_ms if job is not None else None
@@ -268,7 +230,7 @@ class Analytics:
         }
         if job_id is not None:
             by_hour = [0] * 24
-            _add_by_hour_of_day(by_hour, self.failures.get(job_id, {}), tz)
+            _add_by_hour_of_day(by_hour, _hours(self.failures.get(job_id)), tz)
             sums = self.sums_of(job_id, jobs)
             total = model.price(*sums[1:4]) if sums else 0.0
             out["job"] = {
@@ -291,12 +253,41 @@ class Analytics:
         return sums
 
     def _ranked(self, model: CostModel, top: int, jobs: dict[str, Job]) -> list[Any]:
-        """The ``top`` jobs by cost (nlargest: one pass; 0: none). Jobs with kept
-        sums rank by them; jobs that ran once are priced from their record, so
-        this reads every job: a slow question at a million jobs, asked by the
-        dashboard every 30 s, never per event."""
+        """The ``top`` jobs by cost (0: none): at the configured prices from the
+        ranking kept as costs change (``ranking``); at other prices, or when the
+        ranking must be made again, by reading every job (a slow question at a
+        million jobs)."""
         if top == 0:
             return []
+        ranking = self.ranking
+        if model == self.cost_model and ranking.valid and top <= RANKED:
+            out = []
+            for job_id in ranking.best(top):
+                sums = self.costs.get(job_id)
+                if sums is not None:
+                    out.append((sums[4], job_id, sums))
+                else:
+                    job = jobs[job_id]
+                    once = run_sums(job.resource_usage, job.duration_ms, model)
+                    assert once is not None  # ranked: it has a price
+                    out.append((once[4], job_id, once))
+            return out
+        ranked = self._rank_all(model, max(top, RANKED), jobs)
+        if model == self.cost_model:
+            ranking.rebuild(
+                [
+                    (
+                        (-total, 0 if job_id in self.costs else 1, _position(sums, jobs[job_id])),
+                        job_id,
+                    )
+                    for total, job_id, sums in ranked[:RANKED]
+                ]
+            )
+        return ranked[:top]
+
+    def _rank_all(self, model: CostModel, top: int, jobs: dict[str, Job]) -> list[Any]:
+        """nlargest over every job: those with kept sums first, then those priced
+        from their record, in first-seen order (equal totals keep that order)."""
         costs = self.costs
         if model == self.cost_model:
             kept = ((sums[4], jid, sums) for jid, sums in costs.items())
@@ -331,65 +322,44 @@ class Analytics:
 
     # -- snapshot ------------------------------------------------------------------
     def to_snapshot(self) -> dict[str, Any]:
+        self.settle()
         return {
             "overall": _sketch_row(self.overall),
             "sketches": {jid: _sketch_row(s) for jid, s in self.sketches.items()},
             "p95": self.p95,
             "small": self.small,
-            "failures": {jid: list(hours.items()) for jid, hours in self.failures.items()},
+            "failures": {jid: list(_hours(kept).items()) for jid, kept in self.failures.items()},
             "costs": self.costs,
             "failures_overall": list(self.failures_overall.items()),
             "high_memory": [
                 [list(k), [n, sorted(jobs)]] for k, (n, jobs) in self.high_memory.items()
             ],
+            "ranked": self.ranking.best(RANKED) if self.ranking.valid else None,
         }
 
     def load_snapshot(self, snap: dict[str, Any] | None) -> None:
+        self.pending = []
         if snap is None:
             return
         self.overall = _sketch_from_row(snap["overall"])
         self.sketches = {jid: _sketch_from_row(row) for jid, row in snap["sketches"].items()}
         self.p95 = snap.get("p95", {})
         self.small = snap.get("small", {})
-        self.failures = {jid: dict(map(tuple, h)) for jid, h in snap["failures"].items()}
+        self.failures = {jid: _packed(dict(map(tuple, h))) for jid, h in snap["failures"].items()}
         self.costs = snap["costs"]
-        for sums in self.costs.values():
+        for position, sums in enumerate(self.costs.values()):
             if len(sums) == 4:  # written before totals were kept
                 sums.append(self.cost_model.price(*sums[1:4]))
+            if len(sums) == 5:  # written before the ranking was kept
+                sums.append(position)
         self.failures_overall = dict(map(tuple, snap.get("failures_overall", [])))
         self.high_memory = {tuple(k): [n, set(jobs)] for k, (n, jobs) in snap["high_memory"]}
-
-
-def _percentiles(sketch: BaseDDSketch) -> dict[str, Any]:
-    if sketch.count == 0:
-        return {"runs": 0, "p50": None, "p90": None, "p99": None}
-    return {
-        "runs": int(sketch.count),
-        **{
-            name: _rounded(sketch.get_quantile_value(q))
-            for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
-        },
-    }
-
-
-def run_sums(
-    usage: dict[str, Any] | None, duration_ms: float | None, model: CostModel
-) -> list[float] | None:
-    """One completed run as cost sums, or None without its usage and duration."""
-    if usage is None or duration_ms is None:
-        return None
-    blocks = model.blocks(usage.get("memory_mb", 0) or 0)
-    cpu = usage.get("cpu_percent", 0) or 0
-    seconds = duration_ms / 1000
-    return [1, blocks, cpu, seconds, model.price(blocks, cpu, seconds)]
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
-
-
-def _add_by_hour_of_day(buckets: list[int], hours: dict[int, int], tz: ZoneInfo) -> None:
-    # The middle of each UTC hour, so zones offset by half an hour land in one bucket.
-    for hour, count in hours.items():
-        local = datetime.fromtimestamp(hour * 3600 + 1800, UTC).astimezone(tz)
-        buckets[local.hour] += count
+        ranked = snap.get("ranked")
+        self.ranking = CostRanking()
+        if ranked is None:
+            self.ranking.invalidate()  # made again by the first report
+        else:
+            for job_id in ranked:
+                kept = self.costs.get(job_id)
+                key = (-kept[4], 0, int(kept[5])) if kept is not None else self._record_key(job_id)
+                self.ranking.offer(job_id, key)

@@ -113,7 +113,7 @@ class Connection(asyncio.Protocol):
         limit = self.max_line_bytes
         inbox = self.inbox
         if len(data) <= limit:  # no line in it can be too long
-            inbox.extend(r for r in map(decode, lines) if r is not None)
+            inbox.extend(filter(None, map(decode, lines)))  # None: a blank line
         else:
             for line in lines:
                 request = line_too_long(limit) if len(line) > limit else decode(line)

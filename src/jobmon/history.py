@@ -9,7 +9,6 @@ journal rebuilds the same figures.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import Any
 
 from .model import TERMINAL, Job, Status
@@ -90,11 +89,7 @@ class History:
     def last_success_at(job: Job) -> float | None:
         return job.finished_at if job.status is COMPLETED else job.last_success_at
 
-    # -- recording (store task only) -------------------------------------------
-
-    def duration_observed(self, duration_ms: float) -> None:
-        self.duration_buckets[bisect_left(DURATION_BUCKETS_S, duration_ms / 1000)] += 1
-
+    # -- recording (store task only; the duration histogram: Analytics.settle) --------
     def alert_fired(self, kind: str) -> None:
         self.fired_by_kind[kind] = self.fired_by_kind.get(kind, 0) + 1
         self.firing_by_kind[kind] = self.firing_by_kind.get(kind, 0) + 1

@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from .model import kept_json
+
 KEEP_S = 24 * 3600.0
 MAX_KEPT = 200_000
 
@@ -50,13 +52,20 @@ class SeenEvents:
         return reply
 
     def remember(self, event_id: str, now: float, reply: dict[str, Any]) -> None:
-        self.replies[event_id] = orjson.dumps(reply)
+        self.replies[event_id] = kept_json(reply)
         order = self.order
         order.append((now, event_id))
+        if len(order) > self.max_kept or order[0][0] < now - KEEP_S:
+            self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        """The oldest past the bound, and those older than KEEP_S."""
+        order = self.order
+        replies = self.replies
         horizon = now - KEEP_S
         while len(order) > self.max_kept or order[0][0] < horizon:
             applied_at, oldest = order.popleft()
-            del self.replies[oldest]
+            del replies[oldest]
             if applied_at >= horizon:
                 self.forgotten_early += 1
 

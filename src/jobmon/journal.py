@@ -261,7 +261,10 @@ def write_snapshot(
     return len(header) + len(body) + 2
 
 
-def read_snapshot(path: Path) -> dict[str, Any]:
+def read_snapshot(
+    path: Path, loads: Callable[[memoryview], dict[str, Any]] = orjson.loads
+) -> dict[str, Any]:
+    """The snapshot's body, checked, read by ``loads`` (``model.load_state``)."""
     data = path.read_bytes()
     newline = data.find(b"\n")
     try:
@@ -277,8 +280,7 @@ def read_snapshot(path: Path) -> dict[str, Any]:
         raise CorruptData(
             path, 0, f"snapshot header's length {length!r} or crc {crc!r} is out of range"
         )
-    body = data[newline + 1 : newline + 1 + length]
+    body = memoryview(data)[newline + 1 : newline + 1 + length]  # not copied
     if len(body) != length or zlib.crc32(body) != crc:
         raise CorruptData(path, newline + 1, "snapshot body is truncated or its checksum differs")
-    state: dict[str, Any] = orjson.loads(body)
-    return state
+    return loads(body)

@@ -66,6 +66,7 @@ class Reading:
 
 async def read(server: Server) -> Reading:
     store = server.node.store
+    store.settle()
     engine = server.engine
     history = store.history
     data_dir = server.data_dir

@@ -6,6 +6,9 @@ from enum import Enum
 from operator import attrgetter
 from typing import Any
 
+import msgspec
+import orjson
+
 from .clock import iso
 
 
@@ -24,68 +27,70 @@ TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 ACTIVE = frozenset({Status.PENDING, Status.QUEUED, Status.RUNNING, Status.RETRYING})
 
 
-class Job:
+class Job(msgspec.Struct, array_like=True, gc=False, eq=False):
     """One tracked job; one object per job_id.
 
     Status, progress, the timestamps, error and retries describe the current run;
     duration_ms and resource_usage are those of the last completed run.
+    Timestamps are epoch seconds; ``runs`` counts runs ever seen.
 
-    ``__slots__`` keeps a job well under 1 KiB, so a million fit in memory.
-    Timestamps are epoch seconds (floats); ``runs`` counts runs ever seen.
+    A msgspec Struct, so a snapshot's rows decode straight into jobs (in C, the
+    bulk of a restart), and small: no ``__dict__``, and no garbage-collector
+    header (``gc=False``: a job refers to no object that refers back to it).
+    ``Job(job_id, status, 0, now, now)`` makes a new one.
     """
 
-    __slots__ = (
-        "job_id",
-        "status",
-        "progress",
-        "created_at",
-        "updated_at",
-        "started_at",
-        "finished_at",
-        "runs",
-        "duration_ms",
-        "resource_usage",
-        "error",
-        "retries",
-        "max_retries",
-        "alerts",
-        "monitor",
-        "last_success_at",
-        "recent_runs",
-        "run_info",
-    )
-
-    def __init__(self, job_id: str, status: Status, now: float) -> None:
-        self.job_id = job_id
-        self.status = status
-        self.progress: float = 0
-        self.created_at = now
-        self.updated_at = now
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self.runs = 1
-        self.duration_ms: float | None = None
-        self.resource_usage: dict[str, Any] | None = None
-        self.error: str | None = None
-        self.retries = 0
-        self.max_retries: int | None = None
-        # Open alerts by kind (at most one per kind); None while there are none.
-        self.alerts: dict[str, Alert] | None = None
-        # Negative-alerting settings and timers; None for jobs that only report.
-        self.monitor: Monitor | None = None
-        # Both as of the run before the current one (see ``history``).
-        self.last_success_at: float | None = None
-        # Earlier finished runs (``history.RUN_FIELDS`` tuples), newest last.
-        self.recent_runs: list[tuple[Any, ...]] | None = None
-        # What a wrapper reported of the current run (arguments, exit_code,
-        # output, memory_limit_mb, a failed run's resource_usage); usually None.
-        self.run_info: dict[str, Any] | None = None
+    job_id: str
+    status: Status
+    progress: int | float = 0
+    created_at: int | float = 0.0
+    updated_at: int | float = 0.0
+    started_at: int | float | None = None
+    finished_at: int | float | None = None
+    runs: int = 1
+    duration_ms: int | float | None = None
+    # The last completed run's, as JSON (bytes are a third of the dict's
+    # memory); a dict when read back from a snapshot (``usage_of`` reads both).
+    resource_usage: Any = None
+    error: str | None = None
+    retries: int = 0
+    max_retries: int | None = None
+    # Open alerts by kind (at most one per kind); None while there are none.
+    # (A snapshot row holds their ids; ``Store.load_snapshot`` puts the alerts back.)
+    alerts: Any = None
+    # Negative-alerting settings and timers; None for jobs that only report.
+    monitor: Any = None
+    # Both as of the run before the current one (see ``history``).
+    last_success_at: int | float | None = None
+    # Earlier finished runs (``history.RUN_FIELDS`` tuples, or lists as a
+    # snapshot gives them back), newest last.
+    recent_runs: Any = None
+    # What a wrapper reported of the current run (arguments, exit_code,
+    # output, memory_limit_mb, a failed run's resource_usage); usually None.
+    run_info: Any = None
+    # Its place in the order jobs were first seen (the store's; not in snapshots).
+    seq: int = 0
 
 
-# A job as a snapshot row: every slot in order, read at C speed. orjson writes
+JOB_ROWS = msgspec.json.Decoder(list[Job])
+_SECTIONS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def load_state(body: bytes | memoryview) -> dict[str, Any]:
+    """A snapshot's body (``Store.to_snapshot``), its job rows decoded straight
+    into jobs; every other part as orjson reads it."""
+    return {
+        key: JOB_ROWS.decode(raw) if key == "jobs" else orjson.loads(memoryview(raw))
+        for key, raw in _SECTIONS.decode(body).items()
+    }
+
+
+# What a snapshot row holds: every slot but ``seq`` (a row's place gives it).
+SNAPSHOT_FIELDS = Job.__struct_fields__[:-1]
+# A job as a snapshot row: those slots in order, read at C speed. orjson writes
 # Status as its value and an Alert (through ``snapshot_default``) as its id;
 # ``Store.load_snapshot`` reads rows back.
-SNAPSHOT_ROW = attrgetter(*Job.__slots__)
+SNAPSHOT_ROW = attrgetter(*SNAPSHOT_FIELDS)
 
 
 class Monitor:
@@ -227,11 +232,26 @@ class Alert:
         }
 
 
+def kept_json(value: Any) -> bytes:
+    """``value`` as JSON, to keep: orjson's output holds on to the buffer it was
+    written into (some 4 KiB, whatever its length), so what is kept long is
+    copied into bytes of its own size (a tenth of a million kept replies' RSS)."""
+    return bytes(memoryview(orjson.dumps(value)))
+
+
+def usage_of(job: Job) -> Any:
+    """A job's ``resource_usage`` for a reply (orjson writes a Fragment as it is)."""
+    usage = job.resource_usage
+    return orjson.Fragment(usage) if type(usage) is bytes else usage
+
+
 def snapshot_default(value: Any) -> Any:
     """orjson's hook for what it cannot write itself: a job's open alerts (by id)
     and its monitor (as a row)."""
     if isinstance(value, Alert):
         return value.alert_id
+    if type(value) is bytes:  # Job.resource_usage, JSON already
+        return orjson.Fragment(value)
     if isinstance(value, Monitor):
         return value.to_row()
     raise TypeError(f"cannot snapshot {type(value).__name__}")

@@ -46,9 +46,10 @@ class Monitoring:
         raise NotImplementedError
 
     def _monitor(self, job: Job) -> Monitor:
-        if job.monitor is None:
-            job.monitor = Monitor()
-        return job.monitor
+        monitor: Monitor | None = job.monitor
+        if monitor is None:
+            monitor = job.monitor = Monitor()
+        return monitor
 
     def _known(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)

@@ -35,7 +35,7 @@ from .journal import (
     read_snapshot,
     write_snapshot,
 )
-from .model import snapshot_default
+from .model import load_state, snapshot_default
 from .node import Node
 
 log = logging.getLogger("jobmon.persistence")
@@ -270,9 +270,8 @@ class _Malformed(Exception):
 
 
 def _load_snapshot(node: Node, path: Path) -> None:
-    state = read_snapshot(path)
     try:
-        node.store.load_snapshot(state)
+        node.store.load_snapshot(read_snapshot(path, load_state))
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         with open(path, "rb") as f:
             body_offset = len(f.readline())

@@ -149,9 +149,11 @@ class RunIds:
         if status is RUNNING and run.started_at is None:
             run.started_at = now
         job = self.jobs.get(job_id)
-        others_running = any(
-            r.status is RUNNING for r in self.live_runs[job_id].values() if r is not run
-        )
+        others_running = False
+        for other in self.live_runs[job_id].values():
+            if other.status is RUNNING and other is not run:
+                others_running = True
+                break
         if job is not None and others_running and status is not RUNNING:
             # Another run is running: so is the job; this one waits its turn.
             job.updated_at = now
@@ -276,10 +278,11 @@ class RunIds:
         if job.status is status and info is not None and info.get("run_id") == run_id:
             return True
         value = status.value
-        return any(
-            run[2] == value and run[6] is not None and run[6].get("run_id") == run_id
-            for run in job.recent_runs or ()
-        )
+        for run in job.recent_runs or ():  # a loop: any() of a generator is thrice the cost
+            info = run[6]
+            if info is not None and info.get("run_id") == run_id and run[2] == value:
+                return True
+        return False
 
     def _abandon_stale(self, now: float, job_id: str, starting: str) -> None:
         """Before another run starts: runs past the job's max_runtime_ms, and the

@@ -8,20 +8,49 @@ to date as events arrive, so ``get_stats`` is O(1).
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
+from operator import attrgetter
 from typing import Any
 
-from .analytics import Analytics, CostModel
+from .analytics import (
+    COMPLETED_RUN,
+    FAILED_RUN,
+    FAILURE,
+    PRICED_AGAIN,
+    SETTLE_AT,
+    Analytics,
+    CostModel,
+)
 from .deadlines import Deadlines
 from .errors import Code, RequestError
 from .hc.registry import Checks
 from .history import History
 from .idempotency import SeenEvents
-from .model import SNAPSHOT_ROW, STATUS_BY_NAME, TERMINAL, Alert, Job, Monitor, Status
+from .jobindex import BLOCK_BITS, BLOCK_MASK, StatusIndex
+from .model import (
+    SNAPSHOT_ROW,
+    STATUS_BY_NAME,
+    TERMINAL,
+    Alert,
+    Job,
+    Monitor,
+    Status,
+    kept_json,
+)
 from .monitoring import Monitoring
 from .runs import RunIds
 
 ALERT_HISTORY = 10_000
+STATUS_OF = attrgetter("status")
+
+
+def _job_of_row(row: list[Any]) -> Job:
+    """A snapshot row as orjson reads it (a cluster's snapshot); older rows are shorter."""
+    job = Job(*row)
+    job.status = STATUS_BY_NAME[row[1]]
+    return job
+
+
 # Plain names: Status.X is an attribute lookup on the Enum class, slow on the hot path.
 RUNNING = Status.RUNNING
 COMPLETED = Status.COMPLETED
@@ -34,6 +63,7 @@ class Store(Monitoring, RunIds):
         self.default_max_retries = default_max_retries
         self.jobs: dict[str, Job] = {}
         self.count_by_status: dict[Status, int] = {s: 0 for s in Status}
+        self.status_index = StatusIndex()  # list_jobs by status (jobindex)
         # Runs completed through job_completed: the mean duration is over these.
         self.timed_runs = 0
         self.duration_sum_ms: float = 0
@@ -47,6 +77,8 @@ class Store(Monitoring, RunIds):
         self.lost_grace_ms = 30_000
         self.history = History()
         self.analytics = Analytics()
+        self.analytics.history = self.history
+        self.analytics.jobs = self.jobs
         self.live_runs = {}  # runs with a run_id (see runs.py)
         self.checks = Checks(self)  # Healthchecks' checks (see hc/)
         self.seen_events = SeenEvents()  # event_id -> the reply it got (commands.once)
@@ -73,13 +105,22 @@ class Store(Monitoring, RunIds):
             "event_ids_kept": self.seen_events.max_kept,
         }
 
+    def settle(self) -> None:
+        """What this turn's runs added that changes no reply (see analytics.COMPLETED_RUN)."""
+        if self.analytics.pending:
+            self.analytics.settle()
+
     def apply_settings(self, settings: dict[str, Any]) -> None:
+        self.settle()  # under the cost model they were recorded with
         if "default_max_retries" in settings:
             self.default_max_retries = settings["default_max_retries"]
         if "slow_run_factor" in settings:
             self.analytics.slow_run_factor = settings["slow_run_factor"]
         if "cost_model" in settings:
-            self.analytics.cost_model = CostModel(**settings["cost_model"])
+            model = CostModel(**settings["cost_model"])
+            if model != self.analytics.cost_model:
+                self.analytics.ranking.invalidate()  # records are priced by it
+            self.analytics.cost_model = model
         if "event_ids_kept" in settings:
             self.seen_events.max_kept = settings["event_ids_kept"]
 
@@ -96,15 +137,24 @@ class Store(Monitoring, RunIds):
 
     # -- primitives ------------------------------------------------------
     def _create(self, job_id: str, status: Status, now: float) -> Job:
-        job = Job(job_id, status, now)
+        job = Job(job_id, status, 0, now, now, seq=len(self.jobs))
         self.jobs[job_id] = job
         self.count_by_status[status] += 1
+        index = self.status_index
+        if job.seq & BLOCK_MASK:  # jobindex.StatusIndex.added, inline
+            index.order.append(job)
+            index.blocks[status][job.seq >> BLOCK_BITS] += 1
+        else:
+            index.added(job)
         return job
 
     def _set_status(self, job: Job, status: Status) -> None:
         if job.status is not status:
             self.count_by_status[job.status] -= 1
             self.count_by_status[status] += 1
+            blocks, block = self.status_index.blocks, job.seq >> BLOCK_BITS
+            blocks[job.status][block] -= 1
+            blocks[status][block] += 1
             job.status = status
 
     @staticmethod
@@ -125,7 +175,10 @@ class Store(Monitoring, RunIds):
         if monitor is not None and monitor.heartbeat_for_run:
             self.run_heartbeats_end(job, monitor, now)
         if job.status is FAILED:
-            self.analytics.failed(job.job_id, now)
+            pending = self.analytics.pending
+            pending.append((FAILURE, job.job_id, now))
+            if len(pending) >= SETTLE_AT:
+                self.analytics.settle()
 
     def _fire(self, job: Job, kind: str, text: str, now: float) -> Alert | None:
         """Open an alert of this kind for the job, unless one is open already
@@ -183,6 +236,9 @@ class Store(Monitoring, RunIds):
                 counts = self.count_by_status
                 counts[previous] -= 1
                 counts[status] += 1
+                blocks, block = self.status_index.blocks, job.seq >> BLOCK_BITS
+                blocks[previous][block] -= 1
+                blocks[status][block] += 1
                 job.status = status
             job.updated_at = now
         if status is RUNNING and job.started_at is None:
@@ -200,6 +256,8 @@ class Store(Monitoring, RunIds):
                     job.duration_ms = (
                         None if started_at is None else max(0, round((now - started_at) * 1000))
                     )
+                    if job.resource_usage is not None:  # its price from its record moved
+                        self.analytics.pending.append((PRICED_AGAIN, job))
                 self._run_ended(job, now)
         monitor = job.monitor
         moved = False
@@ -253,11 +311,10 @@ class Store(Monitoring, RunIds):
         job.progress = 100
         job.finished_at = now
         job.duration_ms = duration_ms
-        job.resource_usage = resource_usage
+        job.resource_usage = kept_json(resource_usage)
         job.error = None
         self.timed_runs += 1
         self.duration_sum_ms += duration_ms
-        self.history.duration_observed(duration_ms)
         self._run_ended(job, now)
         job.run_info = info
         over = info is not None and self.watch_memory(job, resource_usage, info, now)
@@ -276,14 +333,13 @@ class Store(Monitoring, RunIds):
                 )
             elif job.alerts is not None:
                 self._resolve(job, "slow_run", now)
-        analytics.cost(job_id, resource_usage, duration_ms, (previous_usage, previous_ms), True)
-        if info is not None:
-            analytics.memory(
-                job_id,
-                info.get("arguments"),
-                resource_usage.get("memory_mb"),
-                info.get("memory_limit_mb"),
-            )
+        # Its histogram bucket, the overall sketch, cost and memory: at the turn's end.
+        pending = analytics.pending
+        pending.append(
+            (COMPLETED_RUN, job, duration_ms, resource_usage, previous_usage, previous_ms, info)
+        )
+        if len(pending) >= SETTLE_AT:
+            analytics.settle()
         monitor = job.monitor
         if monitor is not None and not self.observe_outcome(job, monitor, True, now):
             return job  # not yet enough good runs in a row to call it recovered
@@ -324,18 +380,14 @@ class Store(Monitoring, RunIds):
         if info is not None or usage:
             job.run_info = {**(info or {}), **({"resource_usage": usage} if usage else {})}
             self.watch_memory(job, usage or {}, info, now)
-            if usage:
-                started = job.started_at
-                spent_ms = None if started is None else max(0.0, (now - started) * 1000)
-                earlier = (job.resource_usage, job.duration_ms)
-                self.analytics.cost(job_id, usage, spent_ms, earlier, False)
-            if info is not None:
-                self.analytics.memory(
-                    job_id,
-                    info.get("arguments"),
-                    (usage or {}).get("memory_mb"),
-                    info.get("memory_limit_mb"),
-                )
+            started = job.started_at
+            spent_ms = None if started is None else max(0.0, (now - started) * 1000)
+            pending = self.analytics.pending
+            pending.append(
+                (FAILED_RUN, job_id, usage, spent_ms, job.resource_usage, job.duration_ms, info)
+            )
+            if len(pending) >= SETTLE_AT:
+                self.analytics.settle()
         monitor = job.monitor
         if exhausted:
             if job.finished_at is None:
@@ -401,6 +453,7 @@ class Store(Monitoring, RunIds):
     # -- snapshot ----------------------------------------------------------
     def to_snapshot(self) -> dict[str, Any]:
         """Everything, as rows for orjson (``model.snapshot_default`` writes alerts)."""
+        self.settle()
         alerts = {a.alert_id: a for a in self.alert_history}
         for job in self.jobs.values():
             if job.alerts is not None:
@@ -430,47 +483,24 @@ class Store(Monitoring, RunIds):
         self.duration_sum_ms = snap["duration_sum_ms"]
         self.next_alert_id = snap["next_alert_id"]
         self.alert_history = deque((alerts[i] for i in snap["alert_history"]), maxlen=ALERT_HISTORY)
-        # Job.from_row, inlined: this loop runs once per job at every start.
-        new_job = Job.__new__
-        status_by_name = STATUS_BY_NAME
-        counts = {s: 0 for s in Status}
-        jobs = {}
         rows = snap["jobs"]
-        if rows and len(rows[0]) < len(Job.__slots__):  # written before the run history
-            missing = [None] * (len(Job.__slots__) - len(rows[0]))
-            rows = [row + missing for row in rows]
-        for row in rows:
-            job = new_job(Job)
-            (
-                job.job_id,
-                status,
-                job.progress,
-                job.created_at,
-                job.updated_at,
-                job.started_at,
-                job.finished_at,
-                job.runs,
-                job.duration_ms,
-                job.resource_usage,
-                job.error,
-                job.retries,
-                job.max_retries,
-                open_alerts,
-                monitor,
-                job.last_success_at,
-                job.recent_runs,
-                job.run_info,
-            ) = row
-            job.status = status = status_by_name[status]
-            job.alerts = (
-                None if open_alerts is None else {k: alerts[i] for k, i in open_alerts.items()}
-            )
-            job.monitor = None if monitor is None else Monitor.from_row(monitor)
-            counts[status] += 1
-            jobs[job.job_id] = job
+        if rows and type(rows[0]) is not Job:  # rows as orjson reads them (a cluster's)
+            rows = [_job_of_row(row) for row in rows]
+        # Once per job at every start: the rows are jobs already (model.JOB_ROWS).
+        for seq, job in enumerate(rows):
+            job.seq = seq
+            if job.alerts is not None:
+                job.alerts = {k: alerts[i] for k, i in job.alerts.items()}
+            if job.monitor is not None:
+                job.monitor = Monitor.from_row(job.monitor)
+        jobs = {job.job_id: job for job in rows}
+        counts = {s: 0 for s in Status}
+        counts.update(Counter(map(STATUS_OF, rows)))
         self.jobs = jobs
         self.count_by_status = counts
+        self.status_index.rebuild(jobs)
         self.history.load_snapshot(snap.get("history"), jobs)
+        self.analytics.jobs = jobs
         self.analytics.load_snapshot(snap.get("analytics"))
         self.load_live_runs(snap.get("live_runs"))
         self.checks.load_snapshot(snap.get("checks"))

@@ -104,3 +104,10 @@ ONCE: dict[str, Handler] = {
     if h.mutates
 }
 once.TARGETS.update((name, HANDLERS[name]) for name in ONCE)
+
+# The fast path of a hot event with a run_id (commands.run_ids): its Wire
+# struct's arguments as the event's ``parse`` makes them.
+RUN_WIRES: dict[str, Callable[[Any], tuple[Any, ...]]] = {
+    module.NAME: module.from_run_wire
+    for module in (update_status, job_completed, job_failed, heartbeat)
+}

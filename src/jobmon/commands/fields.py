@@ -9,6 +9,7 @@ import orjson
 
 from ..clock import MAX_SPAN_MS, MAX_TIME, MIN_TIME
 from ..errors import Code, RequestError, malformed
+from ..runs import MAX_RUN_ID_CHARS
 
 MAX_JOB_ID_CHARS = 256
 # Numbers beyond 2**53 lose integer precision as floats, and sums of them can
@@ -49,6 +50,10 @@ WireMsgId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 # event_id (see commands.once): the sender's id for one event, so a retry applies once.
 MAX_EVENT_ID_CHARS = 128
 WireEventId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID_CHARS)]
+# run_id (see commands.run_ids): one of several live runs of a job, without NUL.
+WireRunId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=MAX_RUN_ID_CHARS, pattern="\\A[^\\x00]*\\Z")
+]
 WirePercent = (
     Annotated[int, msgspec.Meta(ge=0, le=100)] | Annotated[float, msgspec.Meta(ge=0, le=100)]
 )

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..clock import iso
 from ..history import History
-from ..model import Job
+from ..model import Job, usage_of
 from ..node import Node
 from . import fields
 
@@ -29,7 +29,7 @@ def record(node: Node, job: Job) -> dict[str, Any]:
         "finished_at": iso(job.finished_at),
         "runs": job.runs,
         "duration_ms": job.duration_ms,
-        "resource_usage": job.resource_usage,
+        "resource_usage": usage_of(job),
         "error": job.error,
         "retries": job.retries,
         "max_retries": node.store.max_retries_of(job),

@@ -23,9 +23,15 @@ class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=Tru
     for_run: bool = False
     msg_id: fields.WireMsgId | None = None
     event_id: fields.WireEventId | None = None
+    run_id: fields.WireRunId | None = None
 
 
 from_wire = attrgetter("job_id", "ttl_ms", "at", "for_run")
+
+
+def from_run_wire(wire: Wire) -> tuple[Any, ...]:
+    """One run's beat (run_id), as ``parse`` makes it."""
+    return (wire.job_id, wire.ttl_ms, wire.at, wire.for_run, wire.run_id)
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:

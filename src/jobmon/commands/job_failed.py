@@ -22,9 +22,15 @@ class Wire(msgspec.Struct, tag_field="type", tag=NAME, forbid_unknown_fields=Tru
     at: fields.WireNumber | None = None
     msg_id: fields.WireMsgId | None = None
     event_id: fields.WireEventId | None = None
+    run_id: fields.WireRunId | None = None
 
 
 from_wire = attrgetter("job_id", "error", "retries", "max_retries", "at")
+
+
+def from_run_wire(wire: Wire) -> tuple[Any, ...]:
+    """One run's report (run_id), as ``parse`` makes it: no run info, no usage."""
+    return (wire.job_id, wire.error, wire.retries, wire.max_retries, wire.at, None, {}, wire.run_id)
 
 
 def parse(body: dict[str, Any]) -> tuple[Any, ...]:

@@ -47,18 +47,25 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     status_name, limit, offset, q = args
     status = STATUS_BY_NAME[status_name] if status_name else None
-    jobs = node.store.jobs
+    store = node.store
+    jobs = store.jobs
     page = []
     size = 0
-    position = offset
+    position = len(jobs)  # unless the page fills first
     # Jobs are never removed, so a position in first-seen order is a stable cursor.
-    for job in islice(jobs.values(), offset, None):
-        position += 1
+    # By status, only the stretches of jobs where it occurs are read (jobindex).
+    scanned = (
+        enumerate(islice(jobs.values(), offset, None), offset)
+        if status is None
+        else store.status_index.scan(status, offset)
+    )
+    for at, job in scanned:
         if (status is None or job.status is status) and (q is None or q in job.job_id):
             row = _dumps(record(node, job))
             page.append(Fragment(row))
             size += len(row)
             if len(page) == limit or size >= fields.PAGE_BYTES:  # the cursor goes on
+                position = at + 1
                 break
     out = fields.reply("jobs", msg_id)
     out["jobs"] = page

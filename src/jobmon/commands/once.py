@@ -33,8 +33,9 @@ TARGETS: dict[str, Handler] = {}
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     event_id, name, inner = args
     seen = node.store.seen_events
-    kept = seen.reply_of(event_id)
-    if kept is not None:
+    if event_id in seen.replies:
+        kept = seen.reply_of(event_id)
+        assert kept is not None
         if msg_id is None:
             return Repeated(kept)
         return Repeated({"type": kept["type"], "in_reply_to": msg_id, **kept})

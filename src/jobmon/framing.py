@@ -1,0 +1,76 @@
+"""Maelstrom envelopes on the fast path, both ways.
+
+A client sends every request with the same ``src`` and ``dest``, so its lines
+begin with the same bytes, ``{"src":"c1","dest":"n1"``. Those bytes are read
+once into the request's frame (shared by every request that begins with
+them); the body after them is decoded as a bare one would be. A reply is the
+frame's head, ``{"src":"n1","dest":"c1","body":``, around the encoded body:
+no dict built around it, the same bytes orjson writes for the whole envelope.
+
+Only plain heads are read this way (addresses without escapes or quotes, in
+that key order); any other envelope is decoded whole (``protocol``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+MAX_ADDRESS_CHARS = 256  # an envelope's src and dest, echoed in every reply
+MAX_KEPT = 4096  # heads and frames remembered (one or two per client)
+_dumps = orjson.dumps
+# At most 256 bytes each: at most 256 characters too.
+_PLAIN_HEAD = re.compile(rb'\{"src":"([^"\\\x00-\x1f]{0,256})","dest":"([^"\\\x00-\x1f]{0,256})"\Z')
+_FRAMES: dict[bytes, tuple[str, str]] = {}
+_HEADS: dict[tuple[Any, ...], bytes] = {}
+
+
+def request_frame(head: bytes) -> tuple[str, str] | None:
+    """The frame ``(reply src, reply dest)`` of a request beginning with ``head``
+    (its bytes before ``,"body":``), or None when it is not a plain one."""
+    frame = _FRAMES.get(head)
+    if frame is None:
+        match = _PLAIN_HEAD.match(head)
+        if match is None:
+            return None
+        try:
+            src, dest = match.group(1).decode(), match.group(2).decode()
+        except UnicodeDecodeError:
+            return None
+        frame = (dest, src)
+        if len(_FRAMES) >= MAX_KEPT:
+            _FRAMES.clear()
+        _FRAMES[head] = frame
+    return frame
+
+
+class LastHead:
+    """The last plain head read, with its ``,"body":``: most lines repeat it."""
+
+    __slots__ = ("prefix", "frame", "length")
+
+    def __init__(self) -> None:
+        self.prefix = b"\x00"  # no line starts with it
+        self.frame: tuple[str, str] = ("", "")
+        self.length = 1
+
+    def seen(self, prefix: bytes, frame: tuple[str, str]) -> None:
+        self.prefix, self.frame, self.length = prefix, frame, len(prefix)
+
+
+def envelope_head(frame: tuple[Any, Any], node_id: str) -> bytes:
+    """``{"src":..,"dest":..,"body":`` of a reply in this frame."""
+    src, dest = frame
+    key = frame if src is not None else (node_id, dest, None)  # our src: the node's id
+    head = _HEADS.get(key)
+    if head is None:
+        head = b'{"src":%s,"dest":%s,"body":' % (
+            _dumps(node_id if src is None else src),
+            _dumps(dest),
+        )
+        if len(_HEADS) >= MAX_KEPT:
+            _HEADS.clear()
+        _HEADS[key] = head
+    return head
