@@ -16,7 +16,8 @@ Layout, from the wire inwards:
                   and its effect plus reply (``apply``).
 - ``store``       all job state and O(1) aggregates; plain synchronous
                   mutations, called only from the engine task. ``jobindex``:
-                  jobs by status, for ``list_jobs``.
+                  jobs by status, for ``list_jobs``; ``store_snapshot``: the store
+                  as snapshot rows and back.
 - ``monitoring``  negative alerting (mixed into the store); ``deadlines`` keeps
                   every pending deadline in one heap; ``schedule`` reads cron.
 - ``runs``        runs with a ``run_id`` (mixed into the store): several live
