@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 
 from helpers import SEED_SAMPLE_CASES, ServerProcess, jobmon_cmd
-from jobmon.cli_flags import nodes
+from jobmon.cli_values import nodes
 
 
 def test_stdio_answers_maelstrom_envelopes_and_bare_bodies() -> None:

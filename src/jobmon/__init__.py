@@ -58,7 +58,9 @@ Layout, from the wire inwards:
                   ``celery_receiver``, Celery's receiver in a child process;
                   ``celery_events`` turns its events into protocol messages.
 - ``stdio``       the same handlers over stdin/stdout (Maelstrom-style harness).
-- ``cli``         ``jobmon serve | stdio | send | compact | run``.
+- ``cli``         ``jobmon serve | stdio | send | compact | run``; its flags in
+                  ``cli_flags`` (values checked by ``cli_values``, ``JOBMON_*`` read by
+                  ``envflags``).
 - ``client/``     the worker side: ``Client`` (``core``; a method per message in
                   ``messages``), ``track`` (``tracking``), ``SyncClient`` (``sync``).
 - ``runner``      ``jobmon run`` and launched jobs: attempts, limits, retries,

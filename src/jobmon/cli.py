@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import envflags, logs, tls
-from .cli_flags import build_parser, nodes
+from .cli_flags import build_parser
+from .cli_values import nodes
 from .config import Config
 
 if TYPE_CHECKING:

@@ -9,9 +9,9 @@ default. ``cli`` runs what was parsed.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
+from . import cli_values as values
 from . import tls
 from .config import FSYNC_POLICIES, Config
 from .envflags import add
@@ -19,102 +19,12 @@ from .envflags import add
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _finite_number(text: str, zero_allowed: bool) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value >= 0 if zero_allowed else value > 0) or not value < math.inf:
-        bound = ">= 0" if zero_allowed else "> 0"
-        raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}")
-    return value
-
-
-def _non_negative_number(text: str) -> float:
-    return _finite_number(text, zero_allowed=True)
-
-
-def _positive_number(text: str) -> float:
-    return _finite_number(text, zero_allowed=False)
-
-
-def _named_path(text: str) -> tuple[str, str]:
-    name, _, path = text.partition("=")
-    if not name or not path.startswith("/"):
-        raise argparse.ArgumentTypeError(f"expected NAME=/absolute/path/to/program, got {text!r}")
-    return name, path
-
-
-def _cost_model(text: str) -> dict[str, float]:
-    from .analytics import CostModel
-
-    known = set(vars(CostModel()))
-    model: dict[str, float] = {}
-    for item in filter(None, text.split(",")):
-        name, _, value = item.partition("=")
-        try:
-            number = float(value)
-        except ValueError:
-            number = -1.0
-        if name not in known or not 0 <= number < math.inf:
-            raise argparse.ArgumentTypeError(
-                f"expected FIELD=NUMBER (>= 0) with FIELD one of {', '.join(sorted(known))}, "
-                f"got {item!r}"
-            )
-        model[name] = number
-    return model
-
-
-def _addresses(text: str) -> list[tuple[str, int]]:
-    out = []
-    for item in filter(None, text.split(",")):
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise argparse.ArgumentTypeError(f"expected HOST:PORT[,HOST:PORT...], got {item!r}")
-        out.append((host, int(port)))
-    return out
-
-
-def nodes(host: str, port: int) -> list[tuple[str, int]]:
-    """``--host``: one host, or several ``HOST[:PORT]`` (``[v6]:PORT``), comma-separated;
-    a host without a port takes ``--port``."""
-    out = []
-    for item in filter(None, (part.strip() for part in host.split(","))):
-        if item.startswith("[") and "]" in item:  # [::1]:7070
-            name, _, rest = item[1:].partition("]")
-            out.append((name, int(rest[1:]) if rest[1:].isdigit() else port))
-        elif item.count(":") == 1 and item.rpartition(":")[2].isdigit():
-            name, _, given = item.rpartition(":")
-            out.append((name, int(given)))
-        else:
-            out.append((item, port))
-    return out or [("127.0.0.1", port)]
-
-
-def _listen_host(text: str) -> str:
-    if "," in text or (text.count(":") == 1):
-        raise argparse.ArgumentTypeError(
-            f"expected one address to listen on (the port is --port), got {text!r}"
-        )
-    return text
-
-
 def _add_connect_flags(p: argparse.ArgumentParser, serving: bool = False) -> None:
     if serving:
         add(
             p,
             "--host",
-            type=_listen_host,
+            type=values.listen_host,
             default="127.0.0.1",
             metavar="HOST",
             help="the address to listen on (0.0.0.0: every interface)",
@@ -128,7 +38,14 @@ def _add_connect_flags(p: argparse.ArgumentParser, serving: bool = False) -> Non
             help="jobmon's address; a cluster's nodes as HOST[:PORT],HOST[:PORT]... "
             "(tried in turn)",
         )
-    add(p, "--port", type=_positive_int, default=7070, metavar="PORT", help="jobmon's TCP port")
+    add(
+        p,
+        "--port",
+        type=values.positive_int,
+        default=7070,
+        metavar="PORT",
+        help="jobmon's TCP port",
+    )
     add(
         p,
         "--token",
@@ -142,7 +59,7 @@ def _add_node_flags(p: argparse.ArgumentParser, defaults: Config) -> None:
     add(
         p,
         "--max-retries",
-        type=_positive_int,
+        type=values.positive_int,
         metavar="N",
         default=defaults.max_retries,
         help="retries before a failure alerts, for jobs that do not say",
@@ -150,7 +67,7 @@ def _add_node_flags(p: argparse.ArgumentParser, defaults: Config) -> None:
     add(
         p,
         "--max-line-bytes",
-        type=_positive_int,
+        type=values.positive_int,
         metavar="BYTES",
         default=defaults.max_line_bytes,
         help="the longest line accepted",
@@ -176,7 +93,7 @@ def _add_cluster_flags(p: argparse.ArgumentParser, defaults: Config) -> None:
     add(
         p,
         "--redis-sentinel",
-        type=_addresses,
+        type=values.addresses,
         default=[],
         shown="none",
         metavar="HOST:PORT[,HOST:PORT...]",
@@ -186,7 +103,7 @@ def _add_cluster_flags(p: argparse.ArgumentParser, defaults: Config) -> None:
     add(
         p,
         "--redis-min-replicas",
-        type=_positive_int,
+        type=values.positive_int,
         default=0,
         metavar="N",
         help="acknowledge a state change only once Redis has it on N replicas (WAIT)",
@@ -201,7 +118,7 @@ def _add_cluster_flags(p: argparse.ArgumentParser, defaults: Config) -> None:
     add(
         p,
         "--lease-ms",
-        type=_positive_int,
+        type=values.positive_int,
         metavar="MS",
         default=defaults.lease_ms,
         help="the leader's lease: a dead leader is replaced within about this long",
@@ -213,7 +130,7 @@ def _add_serve_flags(serve: argparse.ArgumentParser, defaults: Config) -> None:
     add(
         serve,
         "--http-port",
-        type=_positive_int,
+        type=values.positive_int,
         metavar="PORT",
         default=7071,
         help="HTTP API on the same --host (0: off)",
@@ -221,7 +138,7 @@ def _add_serve_flags(serve: argparse.ArgumentParser, defaults: Config) -> None:
     add(
         serve,
         "--metrics-job-series",
-        type=_positive_int,
+        type=values.positive_int,
         default=defaults.metrics_job_series,
         metavar="N",
         help="/metrics: per-job series for at most the first N jobs (0: none)",
@@ -247,7 +164,7 @@ def _add_serve_flags(serve: argparse.ArgumentParser, defaults: Config) -> None:
     add(
         serve,
         "--lost-grace-ms",
-        type=_positive_int,
+        type=values.positive_int,
         metavar="MS",
         default=defaults.lost_grace_ms,
         help="alert worker_lost when a running job's connection closed this long ago (0: off)",
@@ -255,7 +172,7 @@ def _add_serve_flags(serve: argparse.ArgumentParser, defaults: Config) -> None:
     add(
         serve,
         "--realert-ms",
-        type=_positive_int,
+        type=values.positive_int,
         metavar="MS",
         default=0,
         help="send a still-firing alert again this often (0: once)",
@@ -289,11 +206,18 @@ def _add_serve_flags(serve: argparse.ArgumentParser, defaults: Config) -> None:
         ),
     ):
         metavar = "MS" if flag.endswith("-ms") else "N"
-        add(serve, f"--{flag}", type=_positive_int, default=default, metavar=metavar, help=text)
+        add(
+            serve,
+            f"--{flag}",
+            type=values.positive_int,
+            default=default,
+            metavar=metavar,
+            help=text,
+        )
     add(
         serve,
         "--compact-min-bytes",
-        type=_positive_int,
+        type=values.positive_int,
         metavar="BYTES",
         default=defaults.compact_min_bytes,
         help="compact once the journal is this big and bigger than the last snapshot",
@@ -303,14 +227,14 @@ def _add_serve_flags(serve: argparse.ArgumentParser, defaults: Config) -> None:
         "--allow-command",
         action="append",
         split=",",
-        type=_named_path,
+        type=values.named_path,
         metavar="NAME=PATH",
         help="a command start_job / POST /api/jobs may run; repeatable; needs --token",
     )
     add(
         serve,
         "--slow-run-factor",
-        type=_non_negative_number,
+        type=values.non_negative_number,
         metavar="K",
         default=defaults.slow_run_factor,
         help="slow_run alert when a run takes k x its job's p95 (0: off)",
@@ -318,7 +242,7 @@ def _add_serve_flags(serve: argparse.ArgumentParser, defaults: Config) -> None:
     add(
         serve,
         "--cost-model",
-        type=_cost_model,
+        type=values.cost_model,
         default={},
         shown="seed 003's",
         metavar="FIELD=NUMBER,...",
@@ -356,7 +280,7 @@ def _add_serve_flags(serve: argparse.ArgumentParser, defaults: Config) -> None:
     add(
         serve,
         "--event-ids-kept",
-        type=_positive_int,
+        type=values.positive_int,
         default=defaults.event_ids_kept,
         metavar="N",
         help="remember the event_id of this many applied events (24 h at most; ~300 B each)",
@@ -425,17 +349,21 @@ def _add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     tls.add_client_flags(run)
     run.add_argument(
         "--retries",
-        type=_positive_int,
+        type=values.positive_int,
         default=0,
         metavar="N",
         help="run a failed command again up to N times (the job's max_retries)",
     )
     run.add_argument(
-        "--retry-delay-ms", type=_positive_int, default=1000, metavar="D", help="between attempts"
+        "--retry-delay-ms",
+        type=values.positive_int,
+        default=1000,
+        metavar="D",
+        help="between attempts",
     )
     run.add_argument(
         "--memory-limit-mb",
-        type=_positive_number,
+        type=values.positive_number,
         default=None,
         metavar="M",
         help="the process tree's RSS limit: over it, alert (and with --memory-action kill, stop)",
@@ -443,14 +371,14 @@ def _add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--memory-action", choices=("kill", "alert"), default="alert")
     run.add_argument(
         "--timeout",
-        type=_positive_number,
+        type=values.positive_number,
         default=None,
         metavar="S",
         help="stop an attempt after S seconds (SIGTERM to its process group, SIGKILL 2 s later)",
     )
     run.add_argument(
         "--heartbeat-ms",
-        type=_positive_int,
+        type=values.positive_int,
         default=0,
         metavar="H",
         help="send a heartbeat every H ms while it runs, with ttl_ms 3 x H (0: none)",
