@@ -172,6 +172,33 @@ async def test_an_event_sent_again_through_another_node_applies_once(where: Wher
             assert job["job"]["runs"] == 1 and job["job"]["duration_ms"] == 50
 
 
+async def test_a_channel_the_node_lacks_is_refused_before_the_log_takes_it(where: Where) -> None:
+    dead = f"json://127.0.0.1:{free_port()}/nobody"
+    async with nodes(where, 2, notify=[f"ops={dead}"]) as (a, b):
+        replies = await ask(
+            a,
+            {"type": "register_job", "msg_id": 1, "job_id": "j", "channels": ["ops"]},
+            {"type": "register_job", "msg_id": 2, "job_id": "k", "channels": ["opps"]},
+            {"type": "register_job", "msg_id": 3, "job_id": "l", "event_id": "e3",
+             "channels": ["opps"]},
+            {"type": "update_status", "msg_id": 4, "job_id": "m", "status": "running"},
+        )  # fmt: skip
+        assert [r["type"] for r in replies] == [
+            "job_registered",
+            "error",
+            "error",
+            "status_updated",
+        ]
+        assert replies[1]["text"] == (
+            "unknown channel 'opps' in channels: this server's named channels are ops"
+        )
+        assert replies[2]["code"] == 12 and replies[2]["in_reply_to"] == 3
+        await converged([a, b])
+        for server in (a, b):  # neither node's state has what was refused
+            assert sorted(server.node.store.jobs) == ["j", "m"]
+            assert server.node.store.jobs["j"].monitor.channels == ["ops"]  # type: ignore[union-attr]
+
+
 async def test_get_cluster_readyz_and_metrics(where: Where) -> None:
     ports = [free_port(), free_port()]
     async with contextlib.AsyncExitStack() as stack:

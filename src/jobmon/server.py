@@ -129,10 +129,11 @@ class Server:
         # full collection over a million jobs stalls every connection.
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
-        if not self.config.clustered:
-            self.node.channels = frozenset(
-                c.name for c in parse_all(self.config.notify) if c.name is not None
-            )
+        named = frozenset(c.name for c in parse_all(self.config.notify) if c.name is not None)
+        if self.cluster is not None:
+            self.cluster.engine.channels = named  # checked before a write is proposed
+        else:
+            self.node.channels = named  # checked in the apply (never on replay)
         firing = [a for a in self.node.store.recent_alerts() if a.resolved_at is None]
         await self.notifiers.start(firing)
         if self.engine.realert_s is not None:

@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..clock import Clock
+from ..commands import unknown_channels
 from ..connection import TURN_OUTPUT_BUDGET
 from ..engine import Engine, Sink
-from ..errors import Code
+from ..errors import Code, RequestError
 from ..node import Node
 from ..protocol import Request, encode, error_body
 from . import records
@@ -70,6 +71,8 @@ class ClusterEngine(Engine):
         self.next_seq = 1
         self.closed_retry_at = 0.0
         self.leading = Leading(self)  # the leader-only appends: ticks, confirmations
+        # --notify NAME=URL names a job may pick (checked before proposing); None: any.
+        self.channels: frozenset[str] | None = None
         self.failure: Exception | None = None  # set: this node must stop (see fail)
         self.refused_unavailable = 0
         self.entries_skipped_late = 0
@@ -154,12 +157,29 @@ class ClusterEngine(Engine):
             else:
                 batch: deque[Request] = deque()
                 while inbox and len(batch) < MAX_BATCH and not _changes_nothing(inbox[0]):
+                    refused = self._refused(inbox[0])
+                    if refused is not None:  # answered in its turn, after the batch before it
+                        inbox[0] = refused
+                        break
                     batch.append(inbox.popleft())
+                if not batch:
+                    continue
                 self.journal.append_batch(Slot(sink, batch, b"".join(out)))
                 return  # the rest once these are applied
             out.append(part)
             size += len(part)
         sink.deliver(b"".join(out))
+
+    def _refused(self, request: Request) -> Request | None:
+        """A write the log must not take (a channel this node lacks), as its error."""
+        frame, msg_id, handler, args = request
+        if self.channels is None or handler is None or handler.channels_of is None:
+            return None
+        try:
+            unknown_channels(handler, args, self.channels)
+        except RequestError as exc:
+            return (frame, msg_id, None, exc)
+        return None
 
     def _propose_closed(self) -> None:
         grace_ms = self.node.store.lost_grace_ms

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, NamedTuple, Protocol
 
+from .. import channels
 from ..node import Node
 from . import (
     auth,
@@ -53,6 +54,9 @@ class Handler(NamedTuple):
     wants_frame: bool
     # The journal record's name: the type, except for an event with an event_id (once).
     record: str
+    # The --notify channel names a job-setting message picks (``channels_of(args)``),
+    # for the check made before a cluster proposes it (``unknown_channels``).
+    channels_of: Callable[[Any], Any] | None
 
 
 def _handler(module: ModuleType) -> Handler:
@@ -65,7 +69,18 @@ def _handler(module: ModuleType) -> Handler:
         getattr(module, "from_wire", None),
         getattr(module, "WANTS_FRAME", False),
         module.NAME,
+        getattr(module, "channels_of", None),
     )
+
+
+def unknown_channels(handler: Handler, args: Any, configured: frozenset[str]) -> None:
+    """Refuse (RequestError) a message naming a channel this server lacks. A
+    node applies what the log holds unchecked (its apply sees ``node.channels``
+    None), so a cluster checks here, before proposing; the embedded engine checks
+    in the apply itself, which costs the other messages nothing."""
+    if handler.channels_of is not None:
+        inner = args[2] if handler.record == once.RECORD else args
+        channels.known(configured, handler.channels_of(inner))
 
 
 HANDLERS: dict[str, Handler] = {

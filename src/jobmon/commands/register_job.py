@@ -66,6 +66,10 @@ def _labels(labels: Any) -> dict[str, str]:
     return labels
 
 
+def channels_of(args: Any) -> Any:
+    return args[1].get("channels")
+
+
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     job_id, settings = args
     channels.known(node.channels, settings.get("channels"))

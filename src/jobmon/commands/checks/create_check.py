@@ -18,6 +18,10 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     return (spec.check_uuid(body), spec.settings(body), spec.unique(body))
 
 
+def channels_of(args: Any) -> Any:
+    return args[1].get("channels")
+
+
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     uuid, settings, unique = args
     channels.known(node.channels, settings.get("channels"))

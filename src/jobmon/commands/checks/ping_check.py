@@ -59,6 +59,10 @@ def parse(body: dict[str, Any]) -> tuple[Any, ...]:
     return (target, kind, rid, exit_status, meta, text or None, create)
 
 
+def channels_of(args: Any) -> Any:
+    return args[6][1] if args[6] is not None else None
+
+
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     (how, key), kind, rid, exit_status, meta, text, create = args
     checks = node.store.checks
