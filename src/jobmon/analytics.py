@@ -328,7 +328,11 @@ class Analytics:
             "sketches": {jid: _sketch_row(s) for jid, s in self.sketches.items()},
             "p95": self.p95,
             "small": self.small,
-            "failures": {jid: list(_hours(kept).items()) for jid, kept in self.failures.items()},
+            # A job that failed in one hour only keeps (and writes) it as one int.
+            "failures": {
+                jid: kept if isinstance(kept, int) else list(kept.items())
+                for jid, kept in self.failures.items()
+            },
             "costs": self.costs,
             "failures_overall": list(self.failures_overall.items()),
             "high_memory": [
@@ -345,7 +349,10 @@ class Analytics:
         self.sketches = {jid: _sketch_from_row(row) for jid, row in snap["sketches"].items()}
         self.p95 = snap.get("p95", {})
         self.small = snap.get("small", {})
-        self.failures = {jid: _packed(dict(map(tuple, h))) for jid, h in snap["failures"].items()}
+        self.failures = {
+            jid: h if type(h) is int else _packed(dict(map(tuple, h)))
+            for jid, h in snap["failures"].items()
+        }
         self.costs = snap["costs"]
         for position, sums in enumerate(self.costs.values()):
             if len(sums) == 4:  # written before totals were kept
