@@ -194,6 +194,13 @@ async def test_a_plaintext_client_says_why_and_backs_off(
     code, err = await jobmon_send(server.port)
     assert code == 1
     assert "1 sent, 0 replies (if the server serves TLS, add --tls or --tls-ca FILE)" in err
+    # With --token its auth goes first: the TLS port's silence is not a refused token.
+    code, err = await jobmon_send(server.port, "--token", "t")
+    assert code == 1 and "refused the token" not in err
+    assert err.endswith(
+        "closed the connection without answering (if the server serves TLS, add --tls or "
+        "--tls-ca FILE); 1 messages not sent\n"
+    )
 
 
 async def test_a_client_that_sends_nothing_is_closed_after_the_handshake_timeout(

@@ -136,7 +136,16 @@ def _send(
             if auth:  # its answer first: after a refusal, the rest would count as failures too
                 sock.sendall((auth[0] + "\n").encode())
                 answered = 1
-                refused = _refused(replies.readline())
+                first = replies.readline()
+                if not first:  # closed unanswered (a TLS port closes a plaintext connection)
+                    hint = " (if the server serves TLS, add --tls or --tls-ca FILE)"
+                    print(
+                        f"jobmon send: {host}:{port} closed the connection without answering"
+                        f"{hint if context is None else ''}; {len(lines)} messages not sent",
+                        file=sys.stderr,
+                    )
+                    return 1
+                refused = _refused(first)
                 if refused:
                     print(f"jobmon send: {len(lines)} messages not sent", file=sys.stderr)
                     return 1

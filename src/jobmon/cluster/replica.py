@@ -376,6 +376,7 @@ class ClusterEngine(Engine):
         alerts = self.node.store.drain_alerts()
         if alerts:
             self.member.outbox.add(alerts)
+        self.events = None  # its events are history too (a subscribe may have started a list)
 
     def _history_read(self) -> None:
         """The log as it was at join is applied: from here on alerts are news.

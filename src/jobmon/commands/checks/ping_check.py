@@ -65,6 +65,8 @@ def channels_of(args: Any) -> Any:
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     (how, key), kind, rid, exit_status, meta, text, create = args
+    if create is not None:  # refused whether or not the check exists, as a cluster does
+        channels.known(node.channels, create[1])
     checks = node.store.checks
     created = False
     if how == "uuid":
@@ -76,7 +78,6 @@ def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, An
         if matches:
             check = matches[0]
         elif create is not None:
-            channels.known(node.channels, create[1])
             settings = {"name": key, "slug": key, "channels": create[1]}
             check, created = checks.upsert(now, create[0], settings, [])
         else:
