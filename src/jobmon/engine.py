@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import time
 from collections import Counter, deque
 from typing import Any, Protocol
 
@@ -365,7 +364,7 @@ class Engine:
                     # commits all of them with one fsync.
                     await loop.run_in_executor(None, writer.fsync)
                 if data_dir.should_compact():
-                    self._compact(loop)
+                    self.track(data_dir.compact_in_background(self.node))
             for sink, data in replies:
                 sink.deliver(data)
             self.publish(now)
@@ -379,24 +378,6 @@ class Engine:
                     gc.freeze()
                 self.burst = 0
 
-    def _compact(self, loop: asyncio.AbstractEventLoop) -> None:
-        assert self.data_dir is not None
-        started = time.perf_counter()
-        generation, pid = self.data_dir.begin_compaction(self.node)
-        log.info(
-            "compaction started",
-            extra={
-                "fields": {
-                    "generation": generation,
-                    "jobs": len(self.node.store.jobs),
-                    "child_pid": pid,
-                    "stall_ms": round((time.perf_counter() - started) * 1000, 1),
-                }
-            },
-        )
-        future = loop.run_in_executor(None, self.data_dir.finish_compaction, generation, pid)
-        self.track(asyncio.ensure_future(future))
-
     def track(self, task: asyncio.Future[None]) -> None:
         self._background.add(task)  # type: ignore[arg-type]
         task.add_done_callback(self._background_done)
@@ -405,16 +386,6 @@ class Engine:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background work failed", exc_info=task.exception())
-
-    async def fsync_every_second(self) -> None:
-        """``--fsync everysec``: what the OS holds reaches the disk within about a second."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(1.0)
-            if self.data_dir is not None and self.data_dir.writer is not None:
-                writer = self.data_dir.writer
-                if writer.dirty:
-                    await loop.run_in_executor(None, writer.fsync)
 
     async def wait_background(self) -> None:
         """Wait for work started in threads (a compaction) to finish."""

@@ -12,6 +12,7 @@ deleted, so a crash at any point leaves a recoverable directory.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -170,6 +171,36 @@ class DataDir:
         pid = fork_writer(lambda: self._write_snapshot(node, generation), "compaction")
         self.compacting = True
         return generation, pid
+
+    def compact_in_background(self, node: Node) -> asyncio.Future[None]:
+        """Fork the snapshot's child (the store task stalls for the fork only, logged)
+        and wait for it in a thread; the engine tracks the future."""
+        started = time.perf_counter()
+        generation, pid = self.begin_compaction(node)
+        log.info(
+            "compaction started",
+            extra={
+                "fields": {
+                    "generation": generation,
+                    "jobs": len(node.store.jobs),
+                    "child_pid": pid,
+                    "stall_ms": round((time.perf_counter() - started) * 1000, 1),
+                }
+            },
+        )
+        loop = asyncio.get_running_loop()
+        return asyncio.ensure_future(
+            loop.run_in_executor(None, self.finish_compaction, generation, pid)
+        )
+
+    async def fsync_every_second(self) -> None:
+        """``--fsync everysec``: what the OS holds reaches the disk within about a second."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            writer = self.writer
+            if writer is not None and writer.dirty:
+                await loop.run_in_executor(None, writer.fsync)
 
     def finish_compaction(self, generation: int, pid: int) -> None:
         """Blocking, in a worker thread: wait for the child, then drop older files."""

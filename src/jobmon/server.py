@@ -150,7 +150,7 @@ class Server:
         self._tasks.append(loop.create_task(self.engine.deadline_timer(), name="jobmon-timer"))
         if self.data_dir is not None and self.config.fsync == "everysec":
             self._tasks.append(
-                loop.create_task(self.engine.fsync_every_second(), name="jobmon-fsync")
+                loop.create_task(self.data_dir.fsync_every_second(), name="jobmon-fsync")
             )
         self._listener = await tls_listen.listen(
             self._new_connection,
