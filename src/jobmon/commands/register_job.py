@@ -72,7 +72,7 @@ def channels_of(args: Any) -> Any:
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     job_id, settings = args
-    channels.known(node.channels, settings.get("channels"))
+    channels.known(node.channels, channels_of(args))
     job = node.store.register(now, job_id, settings)
     assert job.monitor is not None
     out = fields.reply("job_registered", msg_id)

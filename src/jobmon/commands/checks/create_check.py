@@ -24,7 +24,7 @@ def channels_of(args: Any) -> Any:
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     uuid, settings, unique = args
-    channels.known(node.channels, settings.get("channels"))
+    channels.known(node.channels, channels_of(args))
     check, created = node.store.checks.upsert(now, uuid, settings, unique)
     out = fields.reply("check", msg_id)
     out["check"] = spec.record(node, check)

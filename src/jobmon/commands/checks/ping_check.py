@@ -65,8 +65,8 @@ def channels_of(args: Any) -> Any:
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     (how, key), kind, rid, exit_status, meta, text, create = args
-    if create is not None:  # refused whether or not the check exists, as a cluster does
-        channels.known(node.channels, create[1])
+    # A create's channels are refused whether or not the check exists, as a cluster does.
+    channels.known(node.channels, channels_of(args))
     checks = node.store.checks
     created = False
     if how == "uuid":

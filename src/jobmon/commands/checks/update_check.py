@@ -23,7 +23,7 @@ def channels_of(args: Any) -> Any:
 
 def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, Any]:
     key, settings = args
-    channels.known(node.channels, settings.get("channels"))
+    channels.known(node.channels, channels_of(args))
     check = spec.found(node, key)
     node.store.checks.update(now, check, settings)
     out = fields.reply("check", msg_id)
