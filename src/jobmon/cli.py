@@ -111,6 +111,9 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+TLS_HINT = " (if the server serves TLS, add --tls or --tls-ca FILE)"
+
+
 def _send(
     host: str, port: int, messages: list[str], token: str | None, context: ssl.SSLContext | None
 ) -> int:
@@ -129,7 +132,6 @@ def _send(
     if sock is None:
         return 1
     received = answered = 0
-    refused = False
     try:
         with sock:
             replies = sock.makefile("rb")
@@ -138,15 +140,13 @@ def _send(
                 answered = 1
                 first = replies.readline()
                 if not first:  # closed unanswered (a TLS port closes a plaintext connection)
-                    hint = " (if the server serves TLS, add --tls or --tls-ca FILE)"
                     print(
                         f"jobmon send: {host}:{port} closed the connection without answering"
-                        f"{hint if context is None else ''}; {len(lines)} messages not sent",
+                        f"{TLS_HINT if context is None else ''}; {len(lines)} messages not sent",
                         file=sys.stderr,
                     )
                     return 1
-                refused = _refused(first)
-                if refused:
+                if _refused(first):
                     print(f"jobmon send: {len(lines)} messages not sent", file=sys.stderr)
                     return 1
             sock.sendall("".join(line + "\n" for line in lines).encode())
@@ -162,10 +162,10 @@ def _send(
     except OSError as exc:
         print(f"jobmon send: connection to {host}:{port} failed: {exc}", file=sys.stderr)
     sys.stdout.flush()
-    if received < len(lines) or refused:  # more is fine: a subscription pushes lines of its own
+    if received < len(lines):  # more is fine: a subscription pushes lines of its own
         # A TLS port closes a plaintext connection without a word.
         unanswered = context is None and not received and not answered
-        hint = " (if the server serves TLS, add --tls or --tls-ca FILE)" if unanswered else ""
+        hint = TLS_HINT if unanswered else ""
         print(f"jobmon send: {len(lines)} sent, {received} replies{hint}", file=sys.stderr)
         return 1
     return 0
