@@ -264,7 +264,7 @@ def write_snapshot(
 def read_snapshot(
     path: Path, loads: Callable[[memoryview], dict[str, Any]] = orjson.loads
 ) -> dict[str, Any]:
-    """The snapshot's body, checked, read by ``loads`` (``model.load_state``)."""
+    """The snapshot's body, checked, read by ``loads`` (``jobrows.load_state``)."""
     data = path.read_bytes()
     newline = data.find(b"\n")
     try:
