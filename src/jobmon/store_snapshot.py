@@ -12,14 +12,13 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from . import jobrows
-from .model import Alert, Job, Monitor, Status
+from .model import MORE_OF, Alert, Job, Monitor, Status
 
 if TYPE_CHECKING:
     from .store import Store
 
 ALERT_HISTORY = 10_000
 JOB_ID_OF = attrgetter("job_id")
-MORE_OF = attrgetter("more")
 
 
 def dump(self: Store) -> dict[str, Any]:
