@@ -4,6 +4,7 @@ back exactly the replies the state gave before the restart."""
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,8 @@ def as_format_1(body: dict[str, Any]) -> dict[str, Any]:
         slots = job.pop("more") or [None, 0, None, None, None, None]
         more = dict(zip(MORE_FIELDS, slots, strict=True))
         job.update(more)
+        if job["resource_usage"] is not None:  # base64 of its JSON, then an object
+            job["resource_usage"] = orjson.loads(base64.b64decode(job["resource_usage"]))
         runs = job["recent_runs"]
         if runs is not None and type(runs[0]) is not list:  # one run: a list of one, then
             job["recent_runs"] = [runs]
@@ -146,6 +149,10 @@ async def test_restart_from_either_row_format_answers_the_same(data_dir: Path) -
     assert by_id["watched"]["more"][4] is not None  # the monitor
     assert by_id["capped"]["more"][2] == 7
     assert [by_id[j]["seq"] for j in JOB_IDS] == list(range(len(JOB_IDS)))
+    assert (
+        base64.b64decode(by_id["once"]["resource_usage"]) == b'{"cpu_percent":12.5,"memory_mb":300}'
+    )
+
     with ServerProcess(data_dir) as restarted:
         assert await answers(restarted.port) == before
         restarted.terminate()

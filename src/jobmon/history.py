@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .model import TERMINAL, Job, Status
+from .model import TERMINAL, Job, JobMore, Status
 
 RECENT_RUNS = 20  # per job, the current one included
 # Upper bounds, in seconds, of the run-duration histogram: jobs run for
@@ -83,7 +83,10 @@ class History:
         if run is None:
             return
         if job.status is COMPLETED:
-            job.last_success_at = job.finished_at
+            more = job.more
+            if more is None:
+                more = job.more = JobMore()
+            more.last_success_at = job.finished_at
         runs = job.recent_runs
         if runs is None:
             job.recent_runs = run

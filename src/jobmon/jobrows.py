@@ -1,26 +1,29 @@
 """Jobs as snapshot rows, and back: this format and the one before it.
 
 A row is a ``Job``'s slots in order (``ROW``, read at C speed), ``more`` as
-the array of ``JobMore``'s slots or null, ``seq`` last; a snapshot that holds
-such rows says ``"job_rows": 2``. A file snapshot's rows decode straight into
-``Job`` structs (``load_state``, in C: the bulk of a restart).
+the array of ``JobMore``'s slots or null, ``resource_usage`` (its JSON) in
+base64, ``seq`` last; a snapshot that holds such rows says ``"job_rows": 2``.
+A file snapshot's rows decode straight into ``Job`` structs (``load_state``,
+in C: the bulk of a restart).
 
 The rows before (no ``job_rows`` key, what jobmon wrote until 2026-12-02):
 the 18 slots a ``Job`` had then (``JobV1``; older rows are shorter), without
-``seq`` (a row's place gave it). They are read into today's jobs, once, by a
-loop: an operator upgrading in place restarts from the snapshot they have,
-and the next compaction writes rows of this format.
+``seq`` (a row's place gave it), ``resource_usage`` as an object. They are
+read into today's jobs, once, by a loop: an operator upgrading in place
+restarts from the snapshot they have, and the next compaction writes rows of
+this format.
 """
 
 from __future__ import annotations
 
+from base64 import b64decode
 from operator import attrgetter
 from typing import Any
 
 import msgspec
 import orjson
 
-from .model import MORE_FIELDS, STATUS_BY_NAME, Job, JobMore, Status
+from .model import MORE_FIELDS, STATUS_BY_NAME, Job, JobMore, Status, kept_json
 
 ROW_FORMAT = 2
 ROW = attrgetter(*Job.__struct_fields__)
@@ -75,6 +78,7 @@ def _from_v1(seq: int, old: JobV1) -> Job:
     more = JobMore(
         old.error, old.retries, old.max_retries, old.alerts, old.monitor, old.last_success_at
     )
+    usage = old.resource_usage
     return Job(
         old.job_id,
         old.status,
@@ -85,7 +89,7 @@ def _from_v1(seq: int, old: JobV1) -> Job:
         old.finished_at,
         old.runs,
         old.duration_ms,
-        old.resource_usage,
+        None if usage is None else kept_json(usage),
         old.recent_runs,
         old.run_info,
         None if more.is_empty() else more,
@@ -100,6 +104,8 @@ def jobs_of_lists(rows: list[list[Any]], row_format: Any) -> list[Job]:
         for row in rows:
             job = Job(*row)
             job.status = STATUS_BY_NAME[row[1]]
+            if job.resource_usage is not None:
+                job.resource_usage = b64decode(row[9])
             if job.more is not None:
                 job.more = JobMore(*row[12])
             jobs.append(job)

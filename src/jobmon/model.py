@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from base64 import b64encode
 from enum import Enum
 from operator import attrgetter
 from typing import Any
@@ -103,9 +104,11 @@ class Job(msgspec.Struct, array_like=True, gc=False, eq=False):
     finished_at: int | float | None = None
     runs: int = 1
     duration_ms: int | float | None = None
-    # The last completed run's, as JSON (bytes are a third of the dict's
-    # memory); a dict when read back from a snapshot (``usage_of`` reads both).
-    resource_usage: Any = None
+    # The last completed run's, as its JSON (bytes are a third of the dict's
+    # memory), as ``get_job`` writes it back; base64 in a snapshot row, which
+    # msgspec decodes straight into bytes again (a dict would be thrice the
+    # memory, and slower to read).
+    resource_usage: bytes | None = None
     # Earlier finished runs (``history.RUN_FIELDS`` tuples, or lists as a
     # snapshot gives them back), newest last.
     recent_runs: Any = None
@@ -279,7 +282,7 @@ def kept_json(value: Any) -> bytes:
 def usage_of(job: Job) -> Any:
     """A job's ``resource_usage`` for a reply (orjson writes a Fragment as it is)."""
     usage = job.resource_usage
-    return orjson.Fragment(usage) if type(usage) is bytes else usage
+    return None if usage is None else orjson.Fragment(usage)
 
 
 def snapshot_default(value: Any) -> Any:
@@ -287,8 +290,8 @@ def snapshot_default(value: Any) -> Any:
     its monitor (as a row) and its ``more`` (as the array of its slots)."""
     if isinstance(value, Alert):
         return value.alert_id
-    if type(value) is bytes:  # Job.resource_usage, JSON already
-        return orjson.Fragment(value)
+    if type(value) is bytes:  # Job.resource_usage, JSON: as a row holds it (jobrows)
+        return b64encode(value).decode()
     if isinstance(value, Monitor):
         return value.to_row()
     if type(value) is JobMore:  # a snapshot row's (jobrows)

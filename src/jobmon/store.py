@@ -159,7 +159,12 @@ class Store(Monitoring, RunIds):
         if more is not None:
             more.error = None
             more.retries = 0
-            if more.is_empty():  # a failed run's error and retries were all it had
+            if (  # a failed run's error and retries were all it had (more.is_empty())
+                more.last_success_at is None
+                and more.alerts is None
+                and more.monitor is None
+                and more.max_retries is None
+            ):
                 job.more = None
 
     def _run_ended(self, job: Job, now: float) -> None:
