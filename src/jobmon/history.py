@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .model import TERMINAL, Job, JobMore, Status
+from .model import TERMINAL, Job, Status
 
 RECENT_RUNS = 20  # per job, the current one included
 # Upper bounds, in seconds, of the run-duration histogram: jobs run for
@@ -64,16 +64,18 @@ class History:
         if status is not COMPLETED and job.started_at is not None and job.finished_at is not None:
             duration_ms = max(0, round((job.finished_at - job.started_at) * 1000))
         more = job.more
-        error = None if more is None else more.error
+        if more is None:  # most runs: no error, no retries, no wrapper's report
+            return (job.started_at, job.finished_at, status._value_, duration_ms, 0, None, None)
+        error = more.error
         return (
             job.started_at,
             job.finished_at,
             status._value_,  # .value is a slower descriptor lookup
             duration_ms,
-            0 if more is None else more.retries,
+            more.retries,
             # Kept for up to RECENT_RUNS runs: one copy of each distinct text.
             error if error is None else sys.intern(error),
-            job.run_info,
+            more.run_info,
         )
 
     @classmethod
@@ -83,10 +85,7 @@ class History:
         if run is None:
             return
         if job.status is COMPLETED:
-            more = job.more
-            if more is None:
-                more = job.more = JobMore()
-            more.last_success_at = job.finished_at
+            job.last_success_at = job.finished_at
         runs = job.recent_runs
         if runs is None:
             job.recent_runs = run

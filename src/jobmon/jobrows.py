@@ -75,9 +75,7 @@ def load_state(body: bytes | memoryview) -> dict[str, Any]:
 
 
 def _from_v1(seq: int, old: JobV1) -> Job:
-    more = JobMore(
-        old.error, old.retries, old.max_retries, old.alerts, old.monitor, old.last_success_at
-    )
+    more = JobMore(old.error, old.retries, old.max_retries, old.alerts, old.monitor, old.run_info)
     usage = old.resource_usage
     return Job(
         old.job_id,
@@ -90,8 +88,8 @@ def _from_v1(seq: int, old: JobV1) -> Job:
         old.runs,
         old.duration_ms,
         None if usage is None else kept_json(usage),
+        old.last_success_at,
         old.recent_runs,
-        old.run_info,
         None if more.is_empty() else more,
         seq,
     )

@@ -41,8 +41,9 @@ class JobMore(msgspec.Struct, array_like=True, gc=False, eq=False):
     alerts: Any = None
     # Negative-alerting settings and timers; None for jobs that only report.
     monitor: Any = None
-    # As of the run before the current one (see ``history``).
-    last_success_at: int | float | None = None
+    # What a wrapper reported of the current run (arguments, exit_code,
+    # output, memory_limit_mb, a failed run's resource_usage), or its run_id.
+    run_info: Any = None
 
     def is_empty(self) -> bool:
         return (
@@ -51,7 +52,7 @@ class JobMore(msgspec.Struct, array_like=True, gc=False, eq=False):
             and self.max_retries is None
             and self.alerts is None
             and self.monitor is None
-            and self.last_success_at is None
+            and self.run_info is None
         )
 
 
@@ -109,12 +110,11 @@ class Job(msgspec.Struct, array_like=True, gc=False, eq=False):
     # msgspec decodes straight into bytes again (a dict would be thrice the
     # memory, and slower to read).
     resource_usage: bytes | None = None
+    # As of the run before the current one (see ``history``).
+    last_success_at: int | float | None = None
     # Earlier finished runs (``history.RUN_FIELDS`` tuples, or lists as a
     # snapshot gives them back), newest last.
     recent_runs: Any = None
-    # What a wrapper reported of the current run (arguments, exit_code,
-    # output, memory_limit_mb, a failed run's resource_usage); usually None.
-    run_info: Any = None
     more: JobMore | None = None
     # Its place in the order jobs were first seen (the store's; a snapshot row's
     # last field, see ``jobrows``).
@@ -125,7 +125,7 @@ class Job(msgspec.Struct, array_like=True, gc=False, eq=False):
     max_retries = _in_more("max_retries")
     alerts = _in_more("alerts")
     monitor = _in_more("monitor")
-    last_success_at = _in_more("last_success_at")
+    run_info = _in_more("run_info")
 
 
 # ``compress(jobs, map(MORE_OF, jobs))``: the jobs with a ``more``, the rest

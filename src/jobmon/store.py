@@ -150,7 +150,6 @@ class Store(Monitoring, RunIds):
     def _new_run(job: Job) -> None:
         """A finished job reported on again: the same job_id, its next run."""
         History.archive_run(job)
-        job.run_info = None
         job.runs += 1
         job.progress = 0
         job.started_at = None
@@ -159,12 +158,9 @@ class Store(Monitoring, RunIds):
         if more is not None:
             more.error = None
             more.retries = 0
-            if (  # a failed run's error and retries were all it had (more.is_empty())
-                more.last_success_at is None
-                and more.alerts is None
-                and more.monitor is None
-                and more.max_retries is None
-            ):
+            more.run_info = None
+            # A run's error, retries or report were all it had (more.is_empty()).
+            if more.alerts is None and more.monitor is None and more.max_retries is None:
                 job.more = None
 
     def _run_ended(self, job: Job, now: float) -> None:
@@ -326,10 +322,12 @@ class Store(Monitoring, RunIds):
         more = job.more
         if more is not None:
             more.error = None
+            more.run_info = info
+        elif info is not None:
+            job.more = JobMore(run_info=info)
         self.timed_runs += 1
         self.duration_sum_ms += duration_ms
         self._run_ended(job, now)
-        job.run_info = info
         over = info is not None and self.watch_memory(job, resource_usage, info, now)
         if not over and (more := job.more) is not None and more.alerts is not None:
             self._resolve(job, "memory", now)
@@ -397,7 +395,7 @@ class Store(Monitoring, RunIds):
         if max_retries is not None:
             more.max_retries = max_retries
         if info is not None or usage:
-            job.run_info = {**(info or {}), **({"resource_usage": usage} if usage else {})}
+            more.run_info = {**(info or {}), **({"resource_usage": usage} if usage else {})}
             self.watch_memory(job, usage or {}, info, now)
             started = job.started_at
             spent_ms = None if started is None else max(0.0, (now - started) * 1000)
