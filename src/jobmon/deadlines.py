@@ -51,7 +51,7 @@ class Deadlines:
 
     def rebuild(self, jobs: Iterable[Job]) -> None:
         """After loading a snapshot: arm every job's timers again (``jobs``: all
-        of them, or at least every one with a ``more``)."""
+        of them, or at least every one with a monitor)."""
         self.heap = []
         for job in jobs:
             more = job.more

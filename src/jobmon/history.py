@@ -141,13 +141,14 @@ class History:
         }
 
     def load_snapshot(self, snap: dict[str, Any] | None, jobs: Iterable[Job]) -> None:
-        """``jobs``: every job, or at least every one with a ``more`` (open alerts)."""
+        """``jobs``: every job, or at least every one with open alerts."""
         if snap is not None:
             self.duration_buckets = snap["duration_buckets"]
             self.fired_by_kind = snap["fired_by_kind"]
         firing: dict[str, int] = {}
         for job in jobs:
-            alerts = job.alerts
+            more = job.more
+            alerts = more.alerts if more is not None else None
             if alerts is not None:
                 for kind in alerts:
                     firing[kind] = firing.get(kind, 0) + 1

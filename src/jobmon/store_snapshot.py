@@ -61,22 +61,25 @@ def load(self: Store, snap: dict[str, Any]) -> None:
         rows = jobrows.jobs_of_lists(rows, snap.get("job_rows"))
     # Only the jobs with a ``more`` (open alerts, a monitor...) are visited:
     # each other job's row is all it is (seq included).
-    with_more = list(compress(rows, map(MORE_OF, rows)))
-    for job in with_more:
+    watched = []  # those with open alerts or a monitor: for the history and the deadlines
+    for job in compress(rows, map(MORE_OF, rows)):
         more = job.more
         assert more is not None
         if more.alerts is not None:
             more.alerts = {k: alerts[i] for k, i in more.alerts.items()}
         if more.monitor is not None:
             more.monitor = Monitor.from_row(more.monitor)
+        elif more.alerts is None:
+            continue
+        watched.append(job)
     jobs = dict(zip(map(JOB_ID_OF, rows), rows, strict=True))
     self.jobs = jobs
     self.status_index.restore(rows, snap.get("status_blocks"))
     self.count_by_status = {s: sum(self.status_index.blocks[s]) for s in Status}
-    self.history.load_snapshot(snap.get("history"), with_more)
+    self.history.load_snapshot(snap.get("history"), watched)
     self.analytics.jobs = jobs
     self.analytics.load_snapshot(snap.get("analytics"))
     self.load_live_runs(snap.get("live_runs"))
     self.checks.load_snapshot(snap.get("checks"))
     self.seen_events.load_snapshot(snap.get("seen_events"))
-    self.deadlines.rebuild(with_more)
+    self.deadlines.rebuild(watched)
