@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from helpers import LineClient, ServerProcess, jobmon_cmd
+from jobmon import jobrows
 from jobmon.journal import write_snapshot
 
 # The slots a Job had before row format 2, in that format's order (seq was not
@@ -141,7 +142,8 @@ async def test_restart_from_either_row_format_answers_the_same(data_dir: Path) -
     (snapshot,) = data_dir.glob("snapshot-*.json")
     header, body = snapshot.read_bytes().split(b"\n", 1)
     state = orjson.loads(body)
-    assert state["job_rows"] == 2
+    assert state["job_rows"] == 2 and body.startswith(jobrows.STATE_PREFIX)
+    assert set(state) == set(jobrows.State.__struct_fields__)  # read in one pass, every part
     by_id = {row[0]: dict(zip(ROW2_FIELDS, row, strict=True)) for row in state["jobs"]}
     # Only jobs with an error, retries, alerts, a monitor... carry a `more`.
     assert by_id["plain"]["more"] is None and by_id["once"]["more"] is None

@@ -53,7 +53,32 @@ class JobV1(msgspec.Struct, array_like=True, gc=False):
     run_info: Any = None
 
 
+class State(msgspec.Struct):
+    """A snapshot body that starts ``{"job_rows":2,``: every part ``Store.to_snapshot``
+    writes (a test checks none is missing here), read in one pass, its job rows
+    straight into jobs. (A body cut into parts first is scanned twice: a fifth
+    of a million jobs' recovery.)"""
+
+    job_rows: Any = msgspec.UNSET
+    default_max_retries: Any = msgspec.UNSET
+    settings: Any = msgspec.UNSET
+    timed_runs: Any = msgspec.UNSET
+    duration_sum_ms: Any = msgspec.UNSET
+    next_alert_id: Any = msgspec.UNSET
+    alerts: Any = msgspec.UNSET
+    alert_history: Any = msgspec.UNSET
+    jobs: list[Job] | msgspec.UnsetType = msgspec.UNSET
+    status_blocks: Any = msgspec.UNSET
+    history: Any = msgspec.UNSET
+    analytics: Any = msgspec.UNSET
+    live_runs: Any = msgspec.UNSET
+    checks: Any = msgspec.UNSET
+    seen_events: Any = msgspec.UNSET
+
+
+STATE = msgspec.json.Decoder(State)
 JOB_ROWS = msgspec.json.Decoder(list[Job])
+STATE_PREFIX = b'{"job_rows":%d,' % ROW_FORMAT
 V1_ROWS = msgspec.json.Decoder(list[JobV1])
 _SECTIONS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
@@ -61,12 +86,19 @@ _SECTIONS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 def load_state(body: bytes | memoryview) -> dict[str, Any]:
     """A snapshot's body (``Store.to_snapshot``), its job rows decoded straight
     into jobs (rows of the format before, through ``JobV1``); every other part
-    as orjson reads it."""
+    as it is in JSON."""
+    if body[: len(STATE_PREFIX)] == STATE_PREFIX:
+        decoded = STATE.decode(body)
+        return {
+            name: value
+            for name in State.__struct_fields__
+            if (value := getattr(decoded, name)) is not msgspec.UNSET
+        }
     sections = _SECTIONS.decode(body)
     jobs = sections.pop("jobs", None)
     state = {key: orjson.loads(memoryview(raw)) for key, raw in sections.items()}
     if jobs is not None:
-        if state.get("job_rows") == ROW_FORMAT:
+        if state.get("job_rows") == ROW_FORMAT:  # written by a dict whose order differs
             state["jobs"] = JOB_ROWS.decode(jobs)
         else:
             state["jobs"] = [_from_v1(seq, old) for seq, old in enumerate(V1_ROWS.decode(jobs))]

@@ -30,6 +30,7 @@ def dump(self: Store) -> dict[str, Any]:
             for alert in more.alerts.values():
                 alerts[alert.alert_id] = alert
     return {
+        "job_rows": jobrows.ROW_FORMAT,  # first: the reader knows the rows at once (jobrows)
         "default_max_retries": self.default_max_retries,
         "settings": self.settings(),
         "timed_runs": self.timed_runs,
@@ -37,7 +38,6 @@ def dump(self: Store) -> dict[str, Any]:
         "next_alert_id": self.next_alert_id,
         "alerts": [a.to_row() for a in sorted(alerts.values(), key=lambda a: a.alert_id)],
         "alert_history": [a.alert_id for a in self.alert_history],
-        "job_rows": jobrows.ROW_FORMAT,
         "jobs": list(map(jobrows.ROW, self.jobs.values())),
         "status_blocks": {s.value: counts for s, counts in self.status_index.blocks.items()},
         "history": self.history.to_snapshot(),
