@@ -23,11 +23,10 @@ from typing import Any
 import msgspec
 import orjson
 
-from .model import MORE_FIELDS, STATUS_BY_NAME, Job, JobMore, Status, kept_json
+from .model import STATUS_BY_NAME, Job, JobMore, Status, kept_json
 
 ROW_FORMAT = 2
 ROW = attrgetter(*Job.__struct_fields__)
-MORE_ROW = attrgetter(*MORE_FIELDS)
 
 
 class JobV1(msgspec.Struct, array_like=True, gc=False):
