@@ -130,6 +130,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--conns", type=int, default=8)
     parser.add_argument("--restarts", type=int, default=3)
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="copy the compacted data dir here (bench/recovery.py)",
+    )
     args = parser.parse_args()
     work = servers.scratch()
     data_dir = work / "data"
@@ -185,6 +191,9 @@ def main() -> None:
         f"median {statistics.median(times):.2f} s to listening, runs {[round(t, 2) for t in times]}"
         f"; of which recovering the state {statistics.median(loads):.2f} s"
     )
+    if args.keep is not None:
+        shutil.rmtree(args.keep, ignore_errors=True)
+        shutil.copytree(data_dir, args.keep)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -17,7 +17,8 @@ Layout, from the wire inwards:
 - ``store``       all job state and O(1) aggregates; plain synchronous
                   mutations, called only from the engine task. ``jobindex``:
                   jobs by status, for ``list_jobs``; ``store_snapshot``: the store
-                  as snapshot rows and back.
+                  as snapshot rows and back (``jobrows``: jobs as rows, this format
+                  and the one before).
 - ``monitoring``  negative alerting (mixed into the store); ``deadlines`` keeps
                   every pending deadline in one heap; ``schedule`` reads cron.
 - ``runs``        runs with a ``run_id`` (mixed into the store): several live
@@ -29,7 +30,8 @@ Layout, from the wire inwards:
 - ``analytics``   failures by hour (``hours``), duration sketches (``sketches``),
                   costs (``costs``) and the top jobs by cost (``ranking``); what
                   a run adds that changes no reply settles once a turn (``settling``).
-- ``model``       the record types (``Job``: a msgspec Struct, ``Alert``) and ``Status``.
+- ``model``       the record types (``Job``: a msgspec Struct, what few jobs have in its
+                  ``JobMore``; ``Alert``) and ``Status``.
 - ``engine``      the single store task: answers every ready connection's
                   inbox, journals the turn, one fsync per group, releases replies;
                   fires due deadlines a slice a turn. ``batch``: messages from

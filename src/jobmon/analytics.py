@@ -349,10 +349,13 @@ class Analytics:
         self.sketches = {jid: _sketch_from_row(row) for jid, row in snap["sketches"].items()}
         self.p95 = snap.get("p95", {})
         self.small = snap.get("small", {})
-        self.failures = {
-            jid: h if type(h) is int else _packed(dict(map(tuple, h)))
-            for jid, h in snap["failures"].items()
-        }
+        failures = snap["failures"]
+        if set(map(type, failures.values())) - {int}:  # some in more than one hour
+            failures = {
+                jid: h if type(h) is int else _packed(dict(map(tuple, h)))
+                for jid, h in failures.items()
+            }
+        self.failures = failures
         self.costs = snap["costs"]
         for position, sums in enumerate(self.costs.values()):
             if len(sums) == 4:  # written before totals were kept

@@ -16,7 +16,7 @@ did. When stale entries outnumber what could be live, the heap is rebuilt.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from .model import Job, Monitor
 
@@ -47,13 +47,15 @@ class Deadlines:
         """Rebuild when stale entries clearly dominate (unregistered jobs, deadlines
         moved earlier); cheap to check, O(n) when it acts, so amortised O(1)."""
         if len(self.heap) > MAX_KINDS * len(jobs) + 1024:
-            self.rebuild(jobs)
+            self.rebuild(jobs.values())
 
-    def rebuild(self, jobs: dict[str, Job]) -> None:
-        """After loading a snapshot: arm every job's timers again."""
+    def rebuild(self, jobs: Iterable[Job]) -> None:
+        """After loading a snapshot: arm every job's timers again (``jobs``: all
+        of them, or at least every one with a monitor)."""
         self.heap = []
-        for job in jobs.values():
-            monitor = job.monitor
+        for job in jobs:
+            more = job.more
+            monitor = more.monitor if more is not None else None
             if monitor is not None:
                 monitor.armed = {}
                 for kind, at in monitor.timers.items():

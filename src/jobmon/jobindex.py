@@ -33,13 +33,17 @@ class StatusIndex:
         order.append(job)
         self.blocks[job.status][job.seq >> BLOCK_BITS] += 1
 
-    def rebuild(self, jobs: dict[str, Job]) -> None:
-        """After a snapshot load: every job, in order (``seq`` already set)."""
-        size = (len(jobs) + BLOCK - 1) >> BLOCK_BITS
-        self.blocks = {s: [0] * size for s in Status}
-        self.order = list(jobs.values())
-        blocks = self.blocks
-        for job in self.order:
+    def restore(self, order: list[Job], counts: dict[str, list[int]] | None) -> None:
+        """After a snapshot load: every job, in order (``seq`` already set), and
+        the counts per block as the snapshot kept them (None: counted again, a
+        snapshot written before they were kept)."""
+        self.order = order
+        size = (len(order) + BLOCK - 1) >> BLOCK_BITS
+        if counts is not None and all(len(counts.get(s.value, ())) == size for s in Status):
+            self.blocks = {s: counts[s.value] for s in Status}
+            return
+        self.blocks = blocks = {s: [0] * size for s in Status}
+        for job in order:
             blocks[job.status][job.seq >> BLOCK_BITS] += 1
 
     def scan(self, status: Status, offset: int) -> Iterator[tuple[int, Job]]:

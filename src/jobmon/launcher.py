@@ -14,9 +14,8 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from . import runner
-
 if TYPE_CHECKING:
+    from . import runner
     from .engine import Engine
 
 log = logging.getLogger("jobmon.launcher")
@@ -24,6 +23,12 @@ log = logging.getLogger("jobmon.launcher")
 
 class Launcher:
     def __init__(self, engine: Engine, allowed: dict[str, str]) -> None:
+        # Imported here, at the start of a server that allows commands (the
+        # runner and psutil are a tenth of `serve`'s imports, and most servers
+        # allow none), never by a later request.
+        global runner
+        from . import runner
+
         self.engine = engine
         self.allowed = allowed  # command name -> executable path
         self.running: dict[asyncio.Task[runner.RunResult], runner.RunSpec] = {}

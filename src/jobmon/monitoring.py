@@ -10,12 +10,13 @@ ends. Mixed into ``Store``: these methods run only in the store task.
 
 from __future__ import annotations
 
+from itertools import compress
 from typing import TYPE_CHECKING, Any
 
 from . import schedule
 from .clock import iso
 from .errors import Code, RequestError
-from .model import TERMINAL, Job, Monitor, Status
+from .model import MORE_OF, TERMINAL, Job, Monitor, Status
 
 if TYPE_CHECKING:
     from .deadlines import Deadlines
@@ -247,9 +248,11 @@ class Monitoring:
 
     def running_monitored_jobs(self) -> list[str]:
         """At start after a restart: every connection that reported a run is gone."""
+        jobs = self.jobs.values()
         return sorted(
             job.job_id
-            for job in self.jobs.values()
+            # Only jobs with a ``more`` can have a monitor: the rest skipped in C.
+            for job in compress(jobs, map(MORE_OF, jobs))
             if job.monitor is not None and job.status is RUNNING
         )
 

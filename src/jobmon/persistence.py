@@ -27,6 +27,7 @@ from . import datalock
 from .commands import HANDLERS, ONCE, once
 from .datalock import DataDirLock
 from .errors import RequestError
+from .jobrows import load_state
 from .journal import (
     CorruptData,
     FsyncTimes,
@@ -36,7 +37,7 @@ from .journal import (
     read_snapshot,
     write_snapshot,
 )
-from .model import load_state, snapshot_default
+from .model import snapshot_default
 from .node import Node
 
 log = logging.getLogger("jobmon.persistence")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import iso
 from .errors import Code, RequestError
+from .history import History
 from .model import STATUS_BY_NAME, TERMINAL, Job, Monitor, Status
 
 if TYPE_CHECKING:
@@ -278,7 +279,7 @@ class RunIds:
         if job.status is status and info is not None and info.get("run_id") == run_id:
             return True
         value = status.value
-        for run in job.recent_runs or ():  # a loop: any() of a generator is thrice the cost
+        for run in History.recent_runs(job):  # a loop: any() of a generator is thrice the cost
             info = run[6]
             if info is not None and info.get("run_id") == run_id and run[2] == value:
                 return True

@@ -31,6 +31,7 @@ from .model import (
     TERMINAL,
     Alert,
     Job,
+    JobMore,
     Status,
     kept_json,
 )
@@ -118,9 +119,10 @@ class Store(Monitoring, RunIds):
         return job
 
     def max_retries_of(self, job: Job | None) -> int:
-        if job is None or job.max_retries is None:
+        more = job.more if job is not None else None
+        if more is None or more.max_retries is None:
             return self.default_max_retries
-        return job.max_retries
+        return more.max_retries
 
     # -- primitives ------------------------------------------------------
     def _create(self, job_id: str, status: Status, now: float) -> Job:
@@ -148,17 +150,23 @@ class Store(Monitoring, RunIds):
     def _new_run(job: Job) -> None:
         """A finished job reported on again: the same job_id, its next run."""
         History.archive_run(job)
-        job.run_info = None
         job.runs += 1
         job.progress = 0
         job.started_at = None
         job.finished_at = None
-        job.error = None
-        job.retries = 0
+        more = job.more
+        if more is not None:
+            more.error = None
+            more.retries = 0
+            more.run_info = None
+            # A run's error, retries or report were all it had (more.is_empty()).
+            if more.alerts is None and more.monitor is None and more.max_retries is None:
+                job.more = None
 
     def _run_ended(self, job: Job, now: float) -> None:
         """The job's status just became terminal."""
-        monitor = job.monitor
+        more = job.more
+        monitor = more.monitor if more is not None else None
         if monitor is not None and monitor.heartbeat_for_run:
             self.run_heartbeats_end(job, monitor, now)
         if job.status is FAILED:
@@ -170,16 +178,21 @@ class Store(Monitoring, RunIds):
     def _fire(self, job: Job, kind: str, text: str, now: float) -> Alert | None:
         """Open an alert of this kind for the job, unless one is open already
         or the job is paused (a maintenance window)."""
-        if job.monitor is not None and job.monitor.is_paused(now):
+        more = job.more
+        if more is None:
+            more = job.more = JobMore()
+        monitor = more.monitor
+        if monitor is not None and monitor.is_paused(now):
             return None
-        if job.alerts is None:
-            job.alerts = {}
-        elif kind in job.alerts:
+        alerts = more.alerts
+        if alerts is None:
+            alerts = more.alerts = {}
+        elif kind in alerts:
             return None
-        labels = job.monitor.labels if job.monitor is not None else {}
+        labels = monitor.labels if monitor is not None else {}
         alert = Alert(self.next_alert_id, job.job_id, kind, text, now, labels)
         self.next_alert_id += 1
-        job.alerts[kind] = alert
+        alerts[kind] = alert
         self.alert_history.append(alert)
         self.history.alert_fired(kind)
         self.alert_outbox.append(alert)
@@ -188,14 +201,18 @@ class Store(Monitoring, RunIds):
         return alert
 
     def _resolve(self, job: Job, kind: str, now: float) -> None:
-        alerts = job.alerts
+        more = job.more
+        alerts = more.alerts if more is not None else None
         if alerts is None:
             return
         alert = alerts.pop(kind, None)
         if alert is None:
             return
         if not alerts:
-            job.alerts = None
+            assert more is not None
+            more.alerts = None
+            if more.is_empty():
+                job.more = None
         alert.resolved_at = now
         self.alert_outbox.append(alert)
         self.history.alert_resolved(kind)
@@ -246,7 +263,8 @@ class Store(Monitoring, RunIds):
                     if job.resource_usage is not None:  # its price from its record moved
                         self.analytics.pending.append((PRICED_AGAIN, job))
                 self._run_ended(job, now)
-        monitor = job.monitor
+        more = job.more
+        monitor = more.monitor if more is not None else None
         moved = False
         if progress is not None:
             if monitor is not None:
@@ -254,16 +272,18 @@ class Store(Monitoring, RunIds):
             job.progress = progress
         if max_retries is not None:
             job.max_retries = max_retries
+        if more is None:
+            return job
         if monitor is not None and previous is not None:
             self.observe_status(job, monitor, previous, moved, now)
             if (
                 status is COMPLETED
                 and previous is not COMPLETED
                 and self.observe_outcome(job, monitor, True, now)
-                and job.alerts is not None
+                and more.alerts is not None
             ):
                 self._resolve(job, "failed", now)
-        elif status is COMPLETED and job.alerts is not None:
+        elif status is COMPLETED and more.alerts is not None:
             self._resolve(job, "failed", now)
         return job
 
@@ -299,13 +319,17 @@ class Store(Monitoring, RunIds):
         job.finished_at = now
         job.duration_ms = duration_ms
         job.resource_usage = kept_json(resource_usage)
-        job.error = None
+        more = job.more
+        if more is not None:
+            more.error = None
+            more.run_info = info
+        elif info is not None:
+            job.more = JobMore(run_info=info)
         self.timed_runs += 1
         self.duration_sum_ms += duration_ms
         self._run_ended(job, now)
-        job.run_info = info
         over = info is not None and self.watch_memory(job, resource_usage, info, now)
-        if not over and job.alerts is not None:
+        if not over and (more := job.more) is not None and more.alerts is not None:
             self._resolve(job, "memory", now)
         analytics = self.analytics
         p95 = analytics.duration(job_id, duration_ms, previous_ms)
@@ -318,7 +342,7 @@ class Store(Monitoring, RunIds):
                     f"{analytics.slow_run_factor:g} x its p95 of {p95 / 1000:.3g} s",
                     now,
                 )
-            elif job.alerts is not None:
+            elif (more := job.more) is not None and more.alerts is not None:
                 self._resolve(job, "slow_run", now)
         # Its histogram bucket, the overall sketch, cost and memory: at the turn's end.
         pending = analytics.pending
@@ -327,10 +351,13 @@ class Store(Monitoring, RunIds):
         )
         if len(pending) >= SETTLE_AT:
             analytics.settle()
-        monitor = job.monitor
+        more = job.more
+        if more is None:
+            return job
+        monitor = more.monitor
         if monitor is not None and not self.observe_outcome(job, monitor, True, now):
             return job  # not yet enough good runs in a row to call it recovered
-        if job.alerts is not None:
+        if more.alerts is not None:
             self._resolve(job, "failed", now)
         return job
 
@@ -360,12 +387,15 @@ class Store(Monitoring, RunIds):
                 self._new_run(job)
             self._set_status(job, status)
             job.updated_at = now
-        job.error = error
-        job.retries = retries
+        more = job.more
+        if more is None:
+            more = job.more = JobMore()
+        more.error = error
+        more.retries = retries
         if max_retries is not None:
-            job.max_retries = max_retries
+            more.max_retries = max_retries
         if info is not None or usage:
-            job.run_info = {**(info or {}), **({"resource_usage": usage} if usage else {})}
+            more.run_info = {**(info or {}), **({"resource_usage": usage} if usage else {})}
             self.watch_memory(job, usage or {}, info, now)
             started = job.started_at
             spent_ms = None if started is None else max(0.0, (now - started) * 1000)
@@ -375,7 +405,7 @@ class Store(Monitoring, RunIds):
             )
             if len(pending) >= SETTLE_AT:
                 self.analytics.settle()
-        monitor = job.monitor
+        monitor = more.monitor
         if exhausted:
             if job.finished_at is None:
                 job.finished_at = now

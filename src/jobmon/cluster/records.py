@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
 from ..errors import RequestError
 from ..journal import CorruptData
-from ..model import Alert, Status
+from ..model import MORE_OF, Alert, Status
 from ..node import Node
 from ..persistence import CONFIG_RECORD, TICK_RECORD, WORKERS_GONE_RECORD, _replay, apply_command
 from ..store import Store
@@ -150,9 +151,10 @@ def reattach(store: Store, conn: int, job_ids: list[str]) -> None:
 def extras_to_snapshot(node: Node, outbox: Outbox) -> dict[str, Any]:
     """What a cluster snapshot adds to the store's: who reports each running job
     (so a node gone can be told), and the outbox."""
+    jobs = node.store.jobs.values()
     reporters = {
         job.job_id: job.monitor.reporter
-        for job in node.store.jobs.values()
+        for job in compress(jobs, map(MORE_OF, jobs))  # only these can have a monitor
         if job.monitor is not None and job.monitor.reporter is not None
     }
     return {"reporters": reporters, "outbox": outbox.to_snapshot()}

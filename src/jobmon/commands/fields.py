@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -207,7 +208,9 @@ def run_info(body: dict[str, Any]) -> dict[str, Any] | None:
                 f"{MAX_ARGUMENT_CHARS} characters ({MAX_ARGUMENTS_CHARS} in all), without NUL, "
                 f"got {_show(arguments)}"
             )
-        info["arguments"] = arguments
+        # Kept with the job (and its recent runs): the same command line every
+        # run, so one copy of each distinct argument.
+        info["arguments"] = list(map(sys.intern, arguments))
     exit_code = body.get("exit_code")
     if exit_code is not None:
         if type(exit_code) is not int or not -(2**31) <= exit_code < 2**31:

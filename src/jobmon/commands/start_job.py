@@ -6,7 +6,6 @@ from typing import Any
 
 from ..errors import Code, RequestError, malformed
 from ..node import Node
-from ..runner import RunSpec
 from . import fields
 
 NAME = "start_job"
@@ -65,6 +64,8 @@ def apply(node: Node, now: float, args: Any, msg_id: int | None) -> dict[str, An
             f"its operator listed with --allow-command NAME=PATH "
             f"(allowed: {', '.join(sorted(allowed))})",
         )
+    from ..runner import RunSpec  # imported at start by the Launcher (launcher.py)
+
     launcher.launch(
         RunSpec(
             job_id=job_id,

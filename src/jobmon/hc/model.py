@@ -10,6 +10,7 @@ from collections import deque
 from typing import Any
 
 from ..clock import iso
+from ..history import History
 from ..model import TERMINAL, Job, Status
 
 # Healthchecks' defaults and limits.
@@ -162,7 +163,7 @@ def flip_status(check: Check, job: Job, now: float) -> str:
 def last_finish(job: Job) -> float | None:
     if job.status in TERMINAL:
         return job.finished_at
-    runs = job.recent_runs
+    runs = History.recent_runs(job)
     return runs[-1][1] if runs else None
 
 
