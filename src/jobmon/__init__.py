@@ -68,3 +68,7 @@ Layout, from the wire inwards:
 """
 
 __version__ = "0.1.0"
+
+from . import accel as _accel
+
+_accel.install()  # the compiled modules, or their .py under JOBMON_PURE=1 (accel.py)

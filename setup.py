@@ -1,0 +1,101 @@
+"""Builds jobmon, with the optional accelerator (src/jobmon/accel.py says what it is).
+
+The modules in ``jobmon.accel.COMPILED`` are compiled by Cython from their
+plain ``.py`` source when Cython imports and a C compiler works; each is an
+optional extension, so one that fails to build leaves that module in pure
+Python with a warning, never a failed install. ``JOBMON_PURE=1`` at install
+builds nothing. Everything else is in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+PACKAGE = ROOT / "src" / "jobmon"
+# Python's own semantics, exactly: no C types read from annotations (an `x: float`
+# would otherwise turn the 0 a reply writes as `0` into `0.0`).
+DIRECTIVES = {"language_level": 3, "annotation_typing": False, "binding": True}
+
+
+def say(text: str) -> None:
+    print(f"jobmon accelerator: {text}", file=sys.stderr, flush=True)
+
+
+def compiled_names() -> list[str]:
+    """``COMPILED`` from accel.py, read without importing the package."""
+    tree = ast.parse((PACKAGE / "accel.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "COMPILED" for target in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    raise SystemExit("setup.py: no COMPILED in src/jobmon/accel.py")
+
+
+def source(name: str) -> Path:
+    return PACKAGE.joinpath(*name.split(".")).with_suffix(".py")
+
+
+def extensions() -> list[Extension]:
+    if os.environ.get("JOBMON_PURE", "").strip().lower() in ("1", "true", "yes", "on"):
+        say("off (JOBMON_PURE=1): pure Python")
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        say("Cython is not installed: pure Python")
+        return []
+    modules = [
+        Extension(f"jobmon.{name}", [str(source(name).relative_to(ROOT))], optional=True)
+        for name in compiled_names()
+    ]
+    try:
+        return list(
+            cythonize(modules, compiler_directives=DIRECTIVES, build_dir="build/cython", quiet=True)
+        )
+    except Exception as error:  # a module Cython cannot translate: all stay pure
+        say(f"Cython failed ({error}): pure Python")
+        return []
+
+
+class BuildAccelerator(build_ext):
+    """Compiles in parallel, says what it built, and records each built module's source."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
+
+    def run(self) -> None:
+        if not self.extensions:
+            return
+        try:
+            super().run()
+        except Exception as error:  # no compiler at all: setuptools' own check fails early
+            say(f"could not compile ({error}): pure Python")
+            return
+        built, record, where = [], {}, None
+        for ext in self.extensions:
+            target = Path(self.get_ext_fullpath(ext.name))
+            if target.is_file():
+                name = ext.name.partition(".")[2]
+                record[name] = hashlib.sha256(source(name).read_bytes()).hexdigest()
+                built.append(name)
+                where = target.parent.parent if "." in name else target.parent
+        if where is not None:
+            (where / "_accel.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+        missing = len(self.extensions) - len(built)
+        tail = f"; {missing} failed and stay pure Python" if missing else ""
+        say(f"{len(built)} modules compiled{tail}")
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildAccelerator})
