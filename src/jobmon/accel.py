@@ -98,11 +98,14 @@ def recorded() -> dict[str, str]:
 
 
 def stale(record: dict[str, str]) -> list[str]:
-    """Built modules whose source changed since the build."""
+    """Built modules whose source changed since the build, or that the last build did not
+    make (a compiled file left from an earlier one). No record at all: nothing to compare."""
+    if not record:
+        return []
     return [
         name
         for name in COMPILED
-        if name in record and built_of(name) is not None and digest(source_of(name)) != record[name]
+        if built_of(name) is not None and record.get(name) != digest(source_of(name))
     ]
 
 
