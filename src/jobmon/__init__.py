@@ -63,6 +63,8 @@ Layout, from the wire inwards:
                   ``envflags``).
 - ``client/``     the worker side: ``Client`` (``core``; a method per message in
                   ``messages``), ``track`` (``tracking``), ``SyncClient`` (``sync``).
+- ``accel``       the optional accelerator: the modules above that ``setup.py``
+                  compiles with Cython at install; ``JOBMON_PURE=1`` runs their ``.py``.
 - ``runner``      ``jobmon run`` and launched jobs: attempts, limits, retries,
                   reports; ``proctree`` the command's process tree and pipes.
 """
