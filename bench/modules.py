@@ -17,15 +17,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
-import logging
 import pstats
-import sys
-import tempfile
-from collections import Counter, deque
+from collections import Counter
 from pathlib import Path
-
-BENCH = Path(__file__).resolve().parent
 
 
 def module_of(filename: str) -> str | None:
@@ -37,42 +31,16 @@ def module_of(filename: str) -> str | None:
 
 def profile(count: int, warmup: int, framing: str) -> tuple[Counter[str], Counter[str]]:
     """Seconds per module: with the built-ins it calls, and its functions' own."""
-    sys.path.insert(0, str(BENCH))
-    from hotpath import TURN
-    from jobmon.clock import FakeClock
-    from jobmon.engine import Engine
-    from jobmon.node import Node
-    from jobmon.persistence import DataDir
-    from jobmon.protocol import decode
-    from jobmon.store import Store
-    from load import make_lines
+    from instructions import pipeline
 
-    logging.getLogger("jobmon.alert").setLevel(logging.ERROR)
-    lines = [line.rstrip(b"\n") for line in make_lines(warmup + count, 10_000, 1, framing)]
-    turns = [lines[start : start + TURN] for start in range(0, len(lines), TURN)]
     profiler = cProfile.Profile()
-    with tempfile.TemporaryDirectory() as work:
-        clock = FakeClock()
-        node = Node(Store())
-        data_dir = DataDir(Path(work), 1 << 40)
-        data_dir.recover(node, None)
-        engine = Engine(node, clock, data_dir)
-        writer = data_dir.writer
-        assert writer is not None
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
-        warm = warmup // TURN
-        for n, batch in enumerate(turns):
-            if n == warm:
-                profiler.enable()
-            inbox = deque(r for r in map(decode, batch) if r is not None)
-            now = clock.now()
-            engine.execute(inbox, now)
-            writer.write(now)
-            engine.publish(now)
-            clock.advance(0.001)
+    with pipeline(count, warmup, framing, False) as (warm, measured, turn):
+        for batch in warm:
+            turn(None, batch)
+        profiler.enable()
+        for batch in measured:
+            turn(None, batch)
         profiler.disable()
-        data_dir.close()
     stats: dict = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     total: Counter[str] = Counter()
     own: Counter[str] = Counter()
