@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -45,15 +46,29 @@ def source(name: str) -> Path:
     return PACKAGE.joinpath(*name.split(".")).with_suffix(".py")
 
 
+def pure(reason: str) -> list[Extension]:
+    """No extensions; and none of an earlier build left beside the sources to be imported."""
+    left = [
+        built
+        for name in compiled_names()
+        for suffix in EXTENSION_SUFFIXES
+        if (built := source(name).with_name(source(name).stem + suffix)).is_file()
+    ]
+    for built in left:
+        built.unlink()
+    (PACKAGE / "_accel.json").unlink(missing_ok=True)
+    removed = f" (removed {len(left)} compiled modules of an earlier build)" if left else ""
+    say(f"{reason}: pure Python{removed}")
+    return []
+
+
 def extensions() -> list[Extension]:
     if os.environ.get("JOBMON_PURE", "").strip().lower() in ("1", "true", "yes", "on"):
-        say("off (JOBMON_PURE=1): pure Python")
-        return []
+        return pure("off (JOBMON_PURE=1)")
     try:
         from Cython.Build import cythonize
     except ImportError:
-        say("Cython is not installed: pure Python")
-        return []
+        return pure("Cython is not installed")
     modules = [
         Extension(f"jobmon.{name}", [str(source(name).relative_to(ROOT))], optional=True)
         for name in compiled_names()
@@ -63,8 +78,7 @@ def extensions() -> list[Extension]:
             cythonize(modules, compiler_directives=DIRECTIVES, build_dir="build/cython", quiet=True)
         )
     except Exception as error:  # a module Cython cannot translate: all stay pure
-        say(f"Cython failed ({error}): pure Python")
-        return []
+        return pure(f"Cython failed ({error})")
 
 
 class BuildAccelerator(build_ext):
