@@ -14,6 +14,7 @@ figures taken at different times compare. Slow: about a minute a figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import logging
@@ -23,13 +24,21 @@ import subprocess
 import sys
 import tempfile
 from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 
 
-def child(count: int, warmup: int, framing: str, event_ids: bool) -> None:
-    """Runs under callgrind: the measured loop inside functools.reduce."""
+Turn = Callable[[None, list[bytes]], None]
+
+
+@contextlib.contextmanager
+def pipeline(
+    count: int, warmup: int, framing: str, event_ids: bool
+) -> Iterator[tuple[list[list[bytes]], list[list[bytes]], Turn]]:
+    """bench/hotpath.py's path set up as a server runs it: (warm-up turns, measured turns,
+    the function that runs one turn, shaped for functools.reduce)."""
     sys.path.insert(0, str(BENCH))
     from hotpath import TURN, with_event_ids
     from jobmon.clock import FakeClock
@@ -65,10 +74,16 @@ def child(count: int, warmup: int, framing: str, event_ids: bool) -> None:
             clock.advance(0.001)
 
         warm = warmup // TURN
-        for batch in turns[:warm]:
-            turn(None, batch)
-        functools.reduce(turn, turns[warm:], None)
+        yield turns[:warm], turns[warm:], turn
         data_dir.close()
+
+
+def child(count: int, warmup: int, framing: str, event_ids: bool) -> None:
+    """Runs under callgrind: the measured loop inside functools.reduce."""
+    with pipeline(count, warmup, framing, event_ids) as (warm, measured, turn):
+        for batch in warm:
+            turn(None, batch)
+        functools.reduce(turn, measured, None)
 
 
 def instructions(pythonpath: str | None, args: argparse.Namespace) -> float:

@@ -65,8 +65,14 @@ Layout, from the wire inwards:
                   ``envflags``).
 - ``client/``     the worker side: ``Client`` (``core``; a method per message in
                   ``messages``), ``track`` (``tracking``), ``SyncClient`` (``sync``).
+- ``accel``       the optional accelerator: the modules above that ``setup.py``
+                  compiles with Cython at install; ``JOBMON_PURE=1`` runs their ``.py``.
 - ``runner``      ``jobmon run`` and launched jobs: attempts, limits, retries,
                   reports; ``proctree`` the command's process tree and pipes.
 """
 
 __version__ = "0.1.0"
+
+from . import accel as _accel
+
+_accel.install()  # the compiled modules, or their .py under JOBMON_PURE=1 (accel.py)

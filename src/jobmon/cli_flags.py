@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import __version__, tls
 from . import cli_values as values
-from . import tls
+from .accel import describe
 from .config import FSYNC_POLICIES, Config
 from .envflags import add
 
@@ -291,6 +292,9 @@ def _add_serve_flags(serve: argparse.ArgumentParser, defaults: Config) -> None:
 def build_parser() -> argparse.ArgumentParser:
     defaults = Config()
     parser = argparse.ArgumentParser(prog="jobmon", description="A durable job-monitoring server.")
+    parser.add_argument(
+        "--version", action="version", version=f"jobmon {__version__}, {describe()}"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser(

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 
-from . import limits, tls, tls_listen
+from . import accel, limits, tls, tls_listen
 from .analytics import CostModel
 from .channels import parse_all
 from .clock import Clock, SystemClock
@@ -273,6 +273,7 @@ async def serve(config: Config) -> None:
             file=sys.stderr,
             flush=True,
         )
+    print(f"jobmon {accel.describe()}", file=sys.stderr, flush=True)
     print(f"jobmon listening on {config.host}:{server.port}{over}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
