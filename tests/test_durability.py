@@ -139,6 +139,14 @@ async def test_sigterm_answers_flushes_and_exits_zero(data_dir: Path) -> None:
     }
 
 
+def test_sigterm_as_soon_as_listening_is_a_clean_stop(data_dir: Path) -> None:
+    # Whoever waits for "listening" (a supervisor, a test) may signal at once.
+    with ServerProcess(data_dir) as server:
+        code = server.terminate()
+    assert code == 0, server.stderr
+    assert '"msg":"stopped"' in server.stderr
+
+
 async def test_compaction_keeps_state_and_bounds_the_journal(start_server, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
     async with start_server(data_dir=data_dir, compact_min_bytes=20_000) as server:
         # Alerts too, before the snapshot: one still open, one resolved.

@@ -266,6 +266,11 @@ async def running(config: Config, clock: Clock | None = None) -> AsyncIterator[S
 async def serve(config: Config) -> None:
     server = Server(config)
     await server.start()
+    # Before "listening": whoever waits for that line may signal at once, and must get a clean stop.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     over = " (TLS)" if server.tls is not None else ""
     if server.http is not None:
         print(
@@ -275,10 +280,6 @@ async def serve(config: Config) -> None:
         )
     print(f"jobmon {accel.describe()}", file=sys.stderr, flush=True)
     print(f"jobmon listening on {config.host}:{server.port}{over}", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     store_task = server._tasks[0]
     waiter = asyncio.ensure_future(stop.wait())
     await asyncio.wait([waiter, store_task], return_when=asyncio.FIRST_COMPLETED)
