@@ -22,7 +22,6 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections import deque
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -31,20 +30,20 @@ BENCH = Path(__file__).resolve().parent
 def child(count: int, warmup: int, framing: str, event_ids: bool) -> None:
     """Runs under callgrind: the measured loop inside functools.reduce."""
     sys.path.insert(0, str(BENCH))
-    from hotpath import TURN, with_event_ids
+    from hotpath import TURN, reader, turn_reads, with_event_ids
     from jobmon.clock import FakeClock
     from jobmon.engine import Engine
     from jobmon.node import Node
     from jobmon.persistence import DataDir
-    from jobmon.protocol import decode
     from jobmon.store import Store
     from load import make_lines
 
     logging.getLogger("jobmon.alert").setLevel(logging.ERROR)
-    lines = [line.rstrip(b"\n") for line in make_lines(warmup + count, 10_000, 1, framing)]
+    lines = make_lines(warmup + count, 10_000, 1, framing)
     if event_ids:
         lines = with_event_ids(lines)
-    turns = [lines[start : start + TURN] for start in range(0, len(lines), TURN)]
+    turns = turn_reads(lines)
+    read = reader()
     with tempfile.TemporaryDirectory() as work:
         clock = FakeClock()
         node = Node(Store())
@@ -56,8 +55,8 @@ def child(count: int, warmup: int, framing: str, event_ids: bool) -> None:
         gc.freeze()  # as the server does after start-up
         gc.set_threshold(50_000, 20, 100)
 
-        def turn(_: None, batch: list[bytes]) -> None:
-            inbox = deque(r for r in map(decode, batch) if r is not None)
+        def turn(_: None, data: bytes) -> None:
+            inbox = read(data)
             now = clock.now()
             engine.execute(inbox, now)
             writer.write(now)
@@ -72,7 +71,7 @@ def child(count: int, warmup: int, framing: str, event_ids: bool) -> None:
 
 
 def instructions(pythonpath: str | None, args: argparse.Namespace) -> float:
-    env = dict(os.environ)
+    env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict layouts each run: counts repeat
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     with tempfile.TemporaryDirectory() as work:

@@ -23,11 +23,12 @@ from .clock import Clock
 from .commands import auth
 from .connection import TURN_OUTPUT_BUDGET
 from .errors import Code, RequestError
+from .framing import _HEADS, envelope_head
 from .model import Alert
 from .node import Node
 from .notifiers import AlertNotifier
 from .persistence import TICK_RECORD, WORKERS_GONE_RECORD, DataDir
-from .protocol import Request, encode, error_body
+from .protocol import Request, error_body
 from .publish import Publisher
 
 log = logging.getLogger("jobmon.engine")
@@ -211,11 +212,11 @@ class Engine:
                     )
                     self.errors_replied += 1
             try:
-                line = (
-                    _dumps(body, option=_NEWLINE)
-                    if frame is None
-                    else encode(frame, body, node.node_id)
-                )
+                if frame is None:
+                    line = _dumps(body, option=_NEWLINE)
+                else:  # an envelope: its frame's head (kept by framing) around the body
+                    head = _HEADS.get(frame) or envelope_head(frame, node.node_id)
+                    line = head + _dumps(body) + b"}\n"
             except (TypeError, orjson.JSONEncodeError):
                 log.exception("bug: reply could not be encoded")
                 line = _dumps(
@@ -355,8 +356,7 @@ class Engine:
                 self.expire(now)
                 self.remind(now)
                 self.changes += 1
-            budget = TURN_OUTPUT_BUDGET
-            replies = [(sink, self.execute(sink.inbox, now, budget, sink)) for sink in sinks]
+            replies = [(s, self.execute(s.inbox, now, TURN_OUTPUT_BUDGET, s)) for s in sinks]
             if data_dir is not None and data_dir.writer is not None:
                 writer = data_dir.writer
                 if writer.write(now) and self.fsync_always:

@@ -14,6 +14,7 @@ that key order); any other envelope is decoded whole (``protocol``).
 from __future__ import annotations
 
 import re
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -47,17 +48,23 @@ def request_frame(head: bytes) -> tuple[str, str] | None:
 
 
 class LastHead:
-    """The last plain head read, with its ``,"body":``: most lines repeat it."""
+    """The last plain head read, with its ``,"body":``: most lines repeat it.
+    ``separator`` is what stands between two such lines: ``}``, the newline, the
+    head; ``body`` cuts a line's body out of it."""
 
-    __slots__ = ("prefix", "frame", "length")
+    __slots__ = ("prefix", "frame", "length", "separator", "body")
 
     def __init__(self) -> None:
         self.prefix = b"\x00"  # no line starts with it
         self.frame: tuple[str, str] = ("", "")
         self.length = 1
+        self.separator = b"}\n\x00"
+        self.body = itemgetter(slice(1, -1))
 
     def seen(self, prefix: bytes, frame: tuple[str, str]) -> None:
         self.prefix, self.frame, self.length = prefix, frame, len(prefix)
+        self.separator = b"}\n" + prefix
+        self.body = itemgetter(slice(self.length, -1))
 
 
 def envelope_head(frame: tuple[Any, Any], node_id: str) -> bytes:
