@@ -34,6 +34,7 @@ WRITE_HIGH_WATER = 1 << 20  # bytes of unsent replies before the connection is c
 MAX_INBOX = 8192  # decoded requests waiting before reading pauses
 TURN_OUTPUT_BUDGET = 256 << 10  # reply bytes per connection per engine turn
 SUBSCRIBER_MAX_UNSENT = 4 << 20  # pushed bytes a subscriber may leave unread
+FRAMED_READ_BYTES = 512  # a shorter read (a line or two) is cheaper decoded line by line
 
 
 class Connection(asyncio.Protocol):
@@ -110,8 +111,10 @@ class Connection(asyncio.Protocol):
             data = self.buffer + data
         limit = self.max_line_bytes
         inbox = self.inbox
-        # A Maelstrom client's lines all begin with the same head: cut off in one pass.
-        framed = decode_framed(data) if data[:7] == b'{"src":' and len(data) <= limit else None
+        # A Maelstrom client's many lines all begin with the same head: cut off in one pass.
+        framed = None
+        if FRAMED_READ_BYTES < len(data) <= limit and data[:7] == b'{"src":':
+            framed = decode_framed(data)
         if framed is not None:
             requests, self.buffer = framed
             inbox.extend(requests)
@@ -183,10 +186,13 @@ class Connection(asyncio.Protocol):
             # Reports applied after the close still name this connection: have
             # the engine look at its jobs again (see Engine.connection_closed).
             self.engine.connection_closed(self.conn_id)
-        if len(self.inbox) < MAX_INBOX // 2:
+        # (Checked here first: each costs a call, and a reply to one request needs none.)
+        if self.read_blocks and len(self.inbox) < MAX_INBOX // 2:
             self._unblock_reading("inbox")
-        self._schedule()
-        self._close_when_answered()
+        if self.inbox:
+            self._schedule()
+        elif self.input_ended:
+            self._close_when_answered()
 
     def push(self, data: bytes) -> bool:
         """A line for a subscriber; a subscriber too slow to read is dropped."""

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections import Counter, deque
+from collections import Counter, _count_elements, deque  # type: ignore[attr-defined]
 from typing import Any, Protocol
 
 import orjson
@@ -227,7 +227,7 @@ class Engine:
             size += len(line)
         node.store.settle()  # what the runs add that changes no reply (analytics.COMPLETED_RUN)
         self.requests_handled += len(out)
-        self.received_by_type.update(names)
+        _count_elements(self.received_by_type, names)  # Counter.update's C loop, no ABC check
         if changed:
             self.changes += 1
         return b"".join(out)
