@@ -8,6 +8,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 import orjson
+import pytest
 
 from helpers import LineClient
 from jobmon import protocol
@@ -99,13 +100,29 @@ async def _replies(port: int, chunks: list[bytes], count: int) -> bytes:
         await client.close()
 
 
-async def test_one_read_of_many_envelopes_answers_what_lines_one_at_a_time_do(
-    start_server: Callable[..., AbstractAsyncContextManager[Server]],
+MIXED = [
+    GOOD[0],
+    OTHERS[1],  # bare
+    GOOD[1],
+    OTHERS[0],  # another head
+    GOOD[3],
+    b'{"src":"worker","body":{"type":"get_stats","msg_id":15}}',  # no dest
+    b'{"dest":"monitor","body":{"type":"get_stats","msg_id":16}}',  # no src: ours is the node id
+    GOOD[2],
+    ODD_SAME_HEAD[0],
+    OTHERS[4],  # trailing space
+    GOOD[4],
+]
+
+
+@pytest.mark.parametrize("lines", [GOOD + ODD_SAME_HEAD[:-1], MIXED], ids=["one head", "mixed"])
+async def test_one_read_of_many_lines_answers_what_lines_one_at_a_time_do(
+    start_server: Callable[..., AbstractAsyncContextManager[Server]], lines: list[bytes]
 ) -> None:
-    lines = [line for line in GOOD + ODD_SAME_HEAD if b"subscribe" not in line] * 3
+    lines = lines * 3
     data = b"\n".join(lines) + b"\n"
     async with start_server() as one_read:
-        # All at once (the head of the next line cut in two), then line by line.
+        # All at once (the next line cut in two), then line by line.
         cut = len(data) - len(lines[-1]) // 2
         together = await _replies(one_read.port, [data[:cut], data[cut:]], len(lines))
     async with start_server() as singly:

@@ -23,12 +23,12 @@ from .clock import Clock
 from .commands import auth
 from .connection import TURN_OUTPUT_BUDGET
 from .errors import Code, RequestError
-from .framing import _HEADS, envelope_head
+from .framing import joined, joining
 from .model import Alert
 from .node import Node
 from .notifiers import AlertNotifier
 from .persistence import TICK_RECORD, WORKERS_GONE_RECORD, DataDir
-from .protocol import Request, error_body
+from .protocol import Request, encode, error_body
 from .publish import Publisher
 
 log = logging.getLogger("jobmon.engine")
@@ -44,6 +44,8 @@ SETTLE_BUDGET = 20_000
 FREEZE_AFTER = 10_000
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
+_ENCODING_BUG = "internal error encoding the reply; logged"
+_BARE = (None, _NEWLINE, 0)  # (framed, newline, pad) once replies go line by line
 alert_log = logging.getLogger("jobmon.alert")
 
 
@@ -112,8 +114,7 @@ class Engine:
 
     def _lose_workers(self, now: float) -> None:
         store = self.node.store
-        job_ids = self.orphaned_jobs
-        self.orphaned_jobs = []
+        job_ids, self.orphaned_jobs = self.orphaned_jobs, []
         for conn_id in self.closed_connections:
             job_ids.extend(store.jobs_lost_with(conn_id))
         self.closed_connections = []
@@ -160,9 +161,10 @@ class Engine:
         if self.events is None and node.subscriptions and self.publisher.wants_events():
             self.events = []
         events = self.events
-        out: list[bytes] = []
-        size = 0
-        pop = inbox.popleft
+        out: list[bytes] = []  # in the first request's frame: the bodies, joined at the end
+        framed = inbox[0][0] if inbox else None
+        framed, newline, pad = _BARE if framed is None else joining(framed, node.node_id)
+        size, queued, pop = 0, len(inbox), inbox.popleft
         names: list[str] = []  # counted once per call (Counter.update runs in C)
         received = names.append
         changed = False
@@ -207,30 +209,28 @@ class Engine:
                     # anyway so a replay ends in the same state as this process.
                     if journal is not None and handler.mutates:
                         journal((handler.record, args))
-                    body = error_body(
-                        msg_id, Code.CRASH, f"internal error while handling {handler.name}; logged"
-                    )
+                    text = f"internal error while handling {handler.name}; logged"
+                    body = error_body(msg_id, Code.CRASH, text)
                     self.errors_replied += 1
             try:
-                if frame is None:
-                    line = _dumps(body, option=_NEWLINE)
-                else:  # an envelope: its frame's head (kept by framing) around the body
-                    head = _HEADS.get(frame) or envelope_head(frame, node.node_id)
-                    line = head + _dumps(body) + b"}\n"
+                if frame is framed:
+                    line = _dumps(body, option=newline)
+                else:  # another framing: the replies so far joined in theirs, then line by line
+                    if framed is not None:
+                        out, (framed, newline, pad) = [joined(out, framed, node.node_id)], _BARE
+                    line = encode(frame, body, node.node_id)  # init may change it
             except (TypeError, orjson.JSONEncodeError):
                 log.exception("bug: reply could not be encoded")
-                line = _dumps(
-                    error_body(msg_id, Code.CRASH, "internal error encoding the reply; logged"),
-                    option=_NEWLINE,
-                )
+                out, (framed, newline, pad) = [joined(out, framed, node.node_id)], _BARE
+                line = _dumps(error_body(msg_id, Code.CRASH, _ENCODING_BUG), option=_NEWLINE)
             out.append(line)
-            size += len(line)
+            size += len(line) + pad
         node.store.settle()  # what the runs add that changes no reply (analytics.COMPLETED_RUN)
-        self.requests_handled += len(out)
+        self.requests_handled += queued - len(inbox)
         _count_elements(self.received_by_type, names)  # Counter.update's C loop, no ABC check
         if changed:
             self.changes += 1
-        return b"".join(out)
+        return b"".join(out) if framed is None else joined(out, framed, node.node_id)
 
     def publish(self, now: float) -> None:
         """After the turn is journaled and answered: alerts and events go out."""

@@ -81,3 +81,26 @@ def envelope_head(frame: tuple[Any, Any], node_id: str) -> bytes:
             _HEADS.clear()
         _HEADS[key] = head
     return head
+
+
+# A frame whose head is the node's id (no ``src``: see envelope_head) may change
+# with an ``init`` in the same batch: its replies go line by line, never joined.
+_LINE_BY_LINE: Any = ("", "")
+
+
+def joining(frame: tuple[Any, Any], node_id: str) -> tuple[Any, int, int]:
+    """For replies in this envelope frame, joined (``joined``) once a batch:
+    the frame to join them in, orjson's option for each body (no newline), and
+    the bytes the join adds to each."""
+    if frame[0] is None:
+        return (_LINE_BY_LINE, 0, 0)
+    return (frame, 0, len(envelope_head(frame, node_id)) + 2)
+
+
+def joined(lines: list[bytes], frame: tuple[Any, Any] | None, node_id: str) -> bytes:
+    """Replies in one frame, each as its line: bare lines as they are, or bodies
+    (encoded without their newline) each in the frame's envelope, in one join."""
+    if frame is None or not lines:
+        return b"".join(lines)
+    head = envelope_head(frame, node_id)
+    return head + (b"}\n" + head).join(lines) + b"}\n"
