@@ -162,7 +162,7 @@ class Engine:
             self.events = []
         events = self.events
         out: list[bytes] = []  # in the first request's frame: the bodies, joined at the end
-        framed = inbox[0][0] if inbox else None
+        framed = inbox[0][0] if len(inbox) > 1 else None  # one reply: encoded as it is
         framed, newline, pad = _BARE if framed is None else joining(framed, node.node_id)
         size, queued, pop = 0, len(inbox), inbox.popleft
         names: list[str] = []  # counted once per call (Counter.update runs in C)
@@ -218,7 +218,7 @@ class Engine:
                 else:  # another framing: the replies so far joined in theirs, then line by line
                     if framed is not None:
                         out, (framed, newline, pad) = [joined(out, framed, node.node_id)], _BARE
-                    line = encode(frame, body, node.node_id)  # init may change it
+                    line = encode(frame, body, node.node_id)  # (init may change the id)
             except (TypeError, orjson.JSONEncodeError):
                 log.exception("bug: reply could not be encoded")
                 out, (framed, newline, pad) = [joined(out, framed, node.node_id)], _BARE

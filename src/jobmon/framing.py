@@ -94,7 +94,7 @@ def joining(frame: tuple[Any, Any], node_id: str) -> tuple[Any, int, int]:
     the bytes the join adds to each."""
     if frame[0] is None:
         return (_LINE_BY_LINE, 0, 0)
-    return (frame, 0, len(envelope_head(frame, node_id)) + 2)
+    return (frame, 0, len(_HEADS.get(frame) or envelope_head(frame, node_id)) + 2)
 
 
 def joined(lines: list[bytes], frame: tuple[Any, Any] | None, node_id: str) -> bytes:
@@ -102,5 +102,5 @@ def joined(lines: list[bytes], frame: tuple[Any, Any] | None, node_id: str) -> b
     (encoded without their newline) each in the frame's envelope, in one join."""
     if frame is None or not lines:
         return b"".join(lines)
-    head = envelope_head(frame, node_id)
+    head = _HEADS.get(frame) or envelope_head(frame, node_id)
     return head + (b"}\n" + head).join(lines) + b"}\n"

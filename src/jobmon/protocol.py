@@ -19,7 +19,7 @@ import orjson
 from .commands import HANDLERS, ONCE, RUN_WIRES, Handler
 from .commands.fields import _show, event_id
 from .errors import Code, RequestError, malformed
-from .framing import _FRAMES, MAX_ADDRESS_CHARS, LastHead, envelope_head, request_frame
+from .framing import _FRAMES, _HEADS, MAX_ADDRESS_CHARS, LastHead, envelope_head, request_frame
 
 Frame = tuple[Any, Any] | None
 Request = tuple[Frame, int | None, Handler | None, Any]
@@ -277,4 +277,4 @@ def encode(frame: Frame, body: dict[str, Any], node_id: str) -> bytes:
     """One reply line, framed like its request."""
     if frame is None:
         return _dumps(body, option=_NEWLINE)
-    return envelope_head(frame, node_id) + _dumps(body) + b"}\n"
+    return (_HEADS.get(frame) or envelope_head(frame, node_id)) + _dumps(body) + b"}\n"
