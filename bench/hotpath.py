@@ -23,7 +23,9 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 TURN = 2600
 # Where a message's time goes: decoding (protocol.decode), applying (engine.execute,
@@ -40,7 +42,36 @@ def with_event_ids(lines: list[bytes]) -> list[bytes]:
             return {**body, "body": stamped(i, body["body"])}
         return body if body["type"] == "get_stats" else {**body, "event_id": f"{i:032x}"}
 
-    return [orjson.dumps(stamped(i, orjson.loads(line))) for i, line in enumerate(lines)]
+    return [
+        orjson.dumps(stamped(i, orjson.loads(line)), option=orjson.OPT_APPEND_NEWLINE)
+        for i, line in enumerate(lines)
+    ]
+
+
+def reader() -> Callable[[bytes], deque[Any]]:
+    """What ``Connection.data_received`` makes of one read holding a turn's lines:
+    a Maelstrom client's envelopes cut in one pass (``protocol.decode_framed``,
+    where the tree has it), any other lines decoded one by one."""
+    from jobmon import protocol
+
+    decode, decode_framed = protocol.decode, getattr(protocol, "decode_framed", None)
+
+    def read(data: bytes) -> deque[Any]:
+        framed = None
+        if decode_framed is not None and data[:7] == b'{"src":':
+            framed = decode_framed(data)
+        if framed is not None:
+            return deque(framed[0])
+        lines = data.split(b"\n")
+        lines.pop()
+        return deque(filter(None, map(decode, lines)))
+
+    return read
+
+
+def turn_reads(lines: list[bytes]) -> list[bytes]:
+    """The lines as reads of one turn each (each read ends with its last newline)."""
+    return [b"".join(lines[start : start + TURN]) for start in range(0, len(lines), TURN)]
 
 
 def measure(
@@ -53,13 +84,14 @@ def measure(
     from jobmon.engine import Engine
     from jobmon.node import Node
     from jobmon.persistence import DataDir
-    from jobmon.protocol import decode
     from jobmon.store import Store
     from load import make_lines
 
-    lines = [line.rstrip(b"\n") for line in make_lines(count, 10_000, 1, framing)]
+    lines = make_lines(count, 10_000, 1, framing)
     if event_ids:
         lines = with_event_ids(lines)
+    reads = turn_reads(lines)
+    read = reader()
 
     async def one_pass(data: Path) -> dict[str, float]:
         clock = FakeClock()
@@ -82,9 +114,9 @@ def measure(
             store.settle = timed_settle  # type: ignore[method-assign]
         perf = time.perf_counter
         started = perf()
-        for start in range(0, len(lines), TURN):
+        for data in reads:
             t0 = perf()
-            inbox = deque(r for r in map(decode, lines[start : start + TURN]) if r is not None)
+            inbox = read(data)
             t1 = perf()
             now = clock.now()
             engine.execute(inbox, now)

@@ -8,7 +8,13 @@ messages (the 10,000 jobs of the mix created, as in a running server). Instructi
 seconds, do not change with what else the machine is doing: two trees'
 figures taken at different times compare. Slow: about a minute a figure.
 
-    python bench/instructions.py [--framing envelope] [--event-ids] [--against DIR]
+`--reqrep N`: request/response instead, as bench/load.py's window 1 makes
+it: turns of N connections with one line each, read by `Connection.data_received`
+(a stub transport), answered by the engine's turn (execute per connection, the
+journal's write, deliver, publish), so what a connection and a turn cost per
+request is counted too.
+
+    python bench/instructions.py [--framing envelope] [--event-ids] [--reqrep 50] [--against DIR]
 """
 
 from __future__ import annotations
@@ -26,34 +32,72 @@ import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 
 
-Turn = Callable[[None, list[bytes]], None]
+class StubTransport:
+    """What a Connection calls on its transport, doing nothing."""
+
+    def write(self, data: bytes) -> None: ...
+    def get_extra_info(self, name: str) -> None: ...
+    def set_write_buffer_limits(self, high: int) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def reqrep_turn(engine: Any, writer: Any, conns: list[Any]) -> Callable[[None, bytes], None]:
+    """One line to each connection, then the engine's turn (``Engine.run``'s steps)."""
+    from jobmon.connection import TURN_OUTPUT_BUDGET
+
+    clock = engine.clock
+
+    def turn(_: None, data: bytes) -> None:
+        for conn, line in zip(conns, data.splitlines(keepends=True), strict=False):
+            conn.data_received(line)
+        sinks, engine.queue = engine.queue, deque()
+        now = clock.now()
+        replies = [(s, engine.execute(s.inbox, now, TURN_OUTPUT_BUDGET, s)) for s in sinks]
+        writer.write(now)
+        for sink, reply in replies:
+            sink.deliver(reply)
+        engine.publish(now)
+        engine.retarget()
+        clock.advance(0.001)
+
+    return turn
+
+
+Turn = Callable[[None, bytes], None]
 
 
 @contextlib.contextmanager
 def pipeline(
-    count: int, warmup: int, framing: str, event_ids: bool
-) -> Iterator[tuple[list[list[bytes]], list[list[bytes]], Turn]]:
-    """bench/hotpath.py's path set up as a server runs it: (warm-up turns, measured turns,
+    count: int, warmup: int, framing: str, event_ids: bool, reqrep: int = 0
+) -> Iterator[tuple[list[bytes], list[bytes], Turn]]:
+    """bench/hotpath.py's path set up as a server runs it: (warm-up reads, measured reads,
     the function that runs one turn, shaped for functools.reduce)."""
     sys.path.insert(0, str(BENCH))
-    from hotpath import TURN, with_event_ids
+    from hotpath import TURN, reader, with_event_ids
     from jobmon.clock import FakeClock
+    from jobmon.connection import Connection
     from jobmon.engine import Engine
     from jobmon.node import Node
     from jobmon.persistence import DataDir
-    from jobmon.protocol import decode
     from jobmon.store import Store
     from load import make_lines
 
     logging.getLogger("jobmon.alert").setLevel(logging.ERROR)
-    lines = [line.rstrip(b"\n") for line in make_lines(warmup + count, 10_000, 1, framing)]
+    lines = make_lines(warmup + count, 10_000, 1, framing)
     if event_ids:
         lines = with_event_ids(lines)
-    turns = [lines[start : start + TURN] for start in range(0, len(lines), TURN)]
+    turn_lines = reqrep or TURN
+    turns = [b"".join(lines[at : at + turn_lines]) for at in range(0, len(lines), turn_lines)]
+    read = reader()
     with tempfile.TemporaryDirectory() as work:
         clock = FakeClock()
         node = Node(Store())
@@ -65,29 +109,34 @@ def pipeline(
         gc.freeze()  # as the server does after start-up
         gc.set_threshold(50_000, 20, 100)
 
-        def turn(_: None, batch: list[bytes]) -> None:
-            inbox = deque(r for r in map(decode, batch) if r is not None)
+        def turn(_: None, data: bytes) -> None:
+            inbox = read(data)
             now = clock.now()
             engine.execute(inbox, now)
             writer.write(now)
             engine.publish(now)
             clock.advance(0.001)
 
-        warm = warmup // TURN
+        if reqrep:
+            conns = [Connection(engine, 1 << 20, set(), n + 1) for n in range(reqrep)]
+            for conn in conns:
+                conn.connection_made(StubTransport())  # type: ignore[arg-type]
+            turn = reqrep_turn(engine, writer, conns)
+        warm = warmup // turn_lines
         yield turns[:warm], turns[warm:], turn
         data_dir.close()
 
 
-def child(count: int, warmup: int, framing: str, event_ids: bool) -> None:
+def child(count: int, warmup: int, framing: str, event_ids: bool, reqrep: int = 0) -> None:
     """Runs under callgrind: the measured loop inside functools.reduce."""
-    with pipeline(count, warmup, framing, event_ids) as (warm, measured, turn):
+    with pipeline(count, warmup, framing, event_ids, reqrep) as (warm, measured, turn):
         for batch in warm:
             turn(None, batch)
         functools.reduce(turn, measured, None)
 
 
 def instructions(pythonpath: str | None, args: argparse.Namespace) -> float:
-    env = dict(os.environ)
+    env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict layouts each run: counts repeat
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     with tempfile.TemporaryDirectory() as work:
@@ -97,7 +146,7 @@ def instructions(pythonpath: str | None, args: argparse.Namespace) -> float:
             "--toggle-collect=functools_reduce", "--collect-atstart=no",
             sys.executable, __file__, "--child", "--count", str(args.count),
             "--warmup", str(args.warmup), "--framing", args.framing,
-            *(["--event-ids"] if args.event_ids else []),
+            *(["--event-ids"] if args.event_ids else []), "--reqrep", str(args.reqrep),
         ]  # fmt: skip
         subprocess.run(argv, env=env, check=True, capture_output=True)
         match = re.search(rb"^(?:summary|totals): (\d+)", out.read_bytes(), re.MULTILINE)
@@ -111,11 +160,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=52_000)
     parser.add_argument("--framing", choices=("bare", "envelope"), default="bare")
     parser.add_argument("--event-ids", action="store_true")
+    parser.add_argument("--reqrep", type=int, default=0, metavar="N", help="turns of N requests")
     parser.add_argument("--against", default=None, help="another src/ to count too")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.count, args.warmup, args.framing, args.event_ids)
+        child(args.count, args.warmup, args.framing, args.event_ids, args.reqrep)
         return
     this = instructions(None, args)
     print(f"this tree: {this:,.0f} instructions/message")

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections import Counter, deque
+from collections import Counter, _count_elements, deque  # type: ignore[attr-defined]
 from typing import Any, Protocol
 
 import orjson
@@ -23,6 +23,7 @@ from .clock import Clock
 from .commands import auth
 from .connection import TURN_OUTPUT_BUDGET
 from .errors import Code, RequestError
+from .framing import joined, joining
 from .model import Alert
 from .node import Node
 from .notifiers import AlertNotifier
@@ -43,6 +44,8 @@ SETTLE_BUDGET = 20_000
 FREEZE_AFTER = 10_000
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
+_ENCODING_BUG = "internal error encoding the reply; logged"
+_BARE = (None, _NEWLINE, 0)  # (framed, newline, pad) once replies go line by line
 alert_log = logging.getLogger("jobmon.alert")
 
 
@@ -111,8 +114,7 @@ class Engine:
 
     def _lose_workers(self, now: float) -> None:
         store = self.node.store
-        job_ids = self.orphaned_jobs
-        self.orphaned_jobs = []
+        job_ids, self.orphaned_jobs = self.orphaned_jobs, []
         for conn_id in self.closed_connections:
             job_ids.extend(store.jobs_lost_with(conn_id))
         self.closed_connections = []
@@ -159,9 +161,10 @@ class Engine:
         if self.events is None and node.subscriptions and self.publisher.wants_events():
             self.events = []
         events = self.events
-        out: list[bytes] = []
-        size = 0
-        pop = inbox.popleft
+        out: list[bytes] = []  # in the first request's frame: the bodies, joined at the end
+        framed = inbox[0][0] if len(inbox) > 1 else None  # one reply: encoded as it is
+        framed, newline, pad = _BARE if framed is None else joining(framed, node.node_id)
+        size, queued, pop = 0, len(inbox), inbox.popleft
         names: list[str] = []  # counted once per call (Counter.update runs in C)
         received = names.append
         changed = False
@@ -206,30 +209,28 @@ class Engine:
                     # anyway so a replay ends in the same state as this process.
                     if journal is not None and handler.mutates:
                         journal((handler.record, args))
-                    body = error_body(
-                        msg_id, Code.CRASH, f"internal error while handling {handler.name}; logged"
-                    )
+                    text = f"internal error while handling {handler.name}; logged"
+                    body = error_body(msg_id, Code.CRASH, text)
                     self.errors_replied += 1
             try:
-                line = (
-                    _dumps(body, option=_NEWLINE)
-                    if frame is None
-                    else encode(frame, body, node.node_id)
-                )
+                if frame is framed:
+                    line = _dumps(body, option=newline)
+                else:  # another framing: the replies so far joined in theirs, then line by line
+                    if framed is not None:
+                        out, (framed, newline, pad) = [joined(out, framed, node.node_id)], _BARE
+                    line = encode(frame, body, node.node_id)  # (init may change the id)
             except (TypeError, orjson.JSONEncodeError):
                 log.exception("bug: reply could not be encoded")
-                line = _dumps(
-                    error_body(msg_id, Code.CRASH, "internal error encoding the reply; logged"),
-                    option=_NEWLINE,
-                )
+                out, (framed, newline, pad) = [joined(out, framed, node.node_id)], _BARE
+                line = _dumps(error_body(msg_id, Code.CRASH, _ENCODING_BUG), option=_NEWLINE)
             out.append(line)
-            size += len(line)
+            size += len(line) + pad
         node.store.settle()  # what the runs add that changes no reply (analytics.COMPLETED_RUN)
-        self.requests_handled += len(out)
-        self.received_by_type.update(names)
+        self.requests_handled += queued - len(inbox)
+        _count_elements(self.received_by_type, names)  # Counter.update's C loop, no ABC check
         if changed:
             self.changes += 1
-        return b"".join(out)
+        return b"".join(out) if framed is None else joined(out, framed, node.node_id)
 
     def publish(self, now: float) -> None:
         """After the turn is journaled and answered: alerts and events go out."""
@@ -355,8 +356,7 @@ class Engine:
                 self.expire(now)
                 self.remind(now)
                 self.changes += 1
-            budget = TURN_OUTPUT_BUDGET
-            replies = [(sink, self.execute(sink.inbox, now, budget, sink)) for sink in sinks]
+            replies = [(s, self.execute(s.inbox, now, TURN_OUTPUT_BUDGET, s)) for s in sinks]
             if data_dir is not None and data_dir.writer is not None:
                 writer = data_dir.writer
                 if writer.write(now) and self.fsync_always:

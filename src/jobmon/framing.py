@@ -14,6 +14,7 @@ that key order); any other envelope is decoded whole (``protocol``).
 from __future__ import annotations
 
 import re
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -47,17 +48,23 @@ def request_frame(head: bytes) -> tuple[str, str] | None:
 
 
 class LastHead:
-    """The last plain head read, with its ``,"body":``: most lines repeat it."""
+    """The last plain head read, with its ``,"body":``: most lines repeat it.
+    ``separator`` is what stands between two such lines: ``}``, the newline, the
+    head; ``body`` cuts a line's body out of it."""
 
-    __slots__ = ("prefix", "frame", "length")
+    __slots__ = ("prefix", "frame", "length", "separator", "body")
 
     def __init__(self) -> None:
         self.prefix = b"\x00"  # no line starts with it
         self.frame: tuple[str, str] = ("", "")
         self.length = 1
+        self.separator = b"}\n\x00"
+        self.body = itemgetter(slice(1, -1))
 
     def seen(self, prefix: bytes, frame: tuple[str, str]) -> None:
         self.prefix, self.frame, self.length = prefix, frame, len(prefix)
+        self.separator = b"}\n" + prefix
+        self.body = itemgetter(slice(self.length, -1))
 
 
 def envelope_head(frame: tuple[Any, Any], node_id: str) -> bytes:
@@ -74,3 +81,26 @@ def envelope_head(frame: tuple[Any, Any], node_id: str) -> bytes:
             _HEADS.clear()
         _HEADS[key] = head
     return head
+
+
+# A frame whose head is the node's id (no ``src``: see envelope_head) may change
+# with an ``init`` in the same batch: its replies go line by line, never joined.
+_LINE_BY_LINE: Any = ("", "")
+
+
+def joining(frame: tuple[Any, Any], node_id: str) -> tuple[Any, int, int]:
+    """For replies in this envelope frame, joined (``joined``) once a batch:
+    the frame to join them in, orjson's option for each body (no newline), and
+    the bytes the join adds to each."""
+    if frame[0] is None:
+        return (_LINE_BY_LINE, 0, 0)
+    return (frame, 0, len(_HEADS.get(frame) or envelope_head(frame, node_id)) + 2)
+
+
+def joined(lines: list[bytes], frame: tuple[Any, Any] | None, node_id: str) -> bytes:
+    """Replies in one frame, each as its line: bare lines as they are, or bodies
+    (encoded without their newline) each in the frame's envelope, in one join."""
+    if frame is None or not lines:
+        return b"".join(lines)
+    head = _HEADS.get(frame) or envelope_head(frame, node_id)
+    return head + (b"}\n" + head).join(lines) + b"}\n"

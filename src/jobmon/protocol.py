@@ -9,7 +9,8 @@ that fails validation becomes the same tuple with ``handler`` None and the
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import repeat
 from typing import Annotated, Any, Union
 
 import msgspec
@@ -18,7 +19,7 @@ import orjson
 from .commands import HANDLERS, ONCE, RUN_WIRES, Handler
 from .commands.fields import _show, event_id
 from .errors import Code, RequestError, malformed
-from .framing import _FRAMES, MAX_ADDRESS_CHARS, LastHead, envelope_head, request_frame
+from .framing import _FRAMES, _HEADS, MAX_ADDRESS_CHARS, LastHead, envelope_head, request_frame
 
 Frame = tuple[Any, Any] | None
 Request = tuple[Frame, int | None, Handler | None, Any]
@@ -62,6 +63,7 @@ _FAST_PATH_MISSES = (*_WIRE_ERRORS, IndexError)
 
 
 _last = LastHead()
+_HEAD_END = 7 + 2 * (MAX_ADDRESS_CHARS + 2) + 16  # where a plain head's ,"body": can begin at most
 
 
 def decode(line: bytes) -> Request | None:
@@ -76,19 +78,21 @@ def decode(line: bytes) -> Request | None:
         # b"s" third (cheaper than comparing seven bytes): perhaps {"src":.., an
         # envelope as Maelstrom's clients write them. (A line too short for it
         # is no message for the fast path either: IndexError sends it on.)
-        if line[2] == 115 and line[:7] == b'{"src":':
+        if line[2] == 115:
             last = _last
-            if line.startswith(last.prefix) and line[-1] == 125:  # the last plain head again
-                return _routed(last.frame, _wire_decode(line[last.length : -1]))
-            cut = line.find(b',"body":', 7)
-            if cut > 0 and line[-1] == 125:  # ends with "}"
-                head = line[:cut]
-                frame = _FRAMES.get(head) or request_frame(head)
-                if frame is not None:  # a plain head (see framing): the body as a bare one
-                    _last.seen(line[: cut + 8], frame)
-                    return _routed(frame, _wire_decode(line[cut + 8 : -1]))
-            envelope = _envelope_decode(line)
-            return _routed((envelope.dest, envelope.src), envelope.body)
+            length = last.length
+            if line[:length] == last.prefix and line[-1] == 125:  # the last plain head again
+                return _routed(last.frame, _wire_decode(line[length:-1]))
+            if line[:7] == b'{"src":':
+                cut = line.find(b',"body":', 7, _HEAD_END)
+                if cut > 0 and line[-1] == 125:  # ends with "}"
+                    head = line[:cut]
+                    frame = _FRAMES.get(head) or request_frame(head)
+                    if frame is not None:  # a plain head (see framing): the body as a bare one
+                        _last.seen(line[: cut + 8], frame)
+                        return _routed(frame, _wire_decode(line[cut + 8 : -1]))
+                envelope = _envelope_decode(line)
+                return _routed((envelope.dest, envelope.src), envelope.body)
         wire = _wire_decode(line)
     except _FAST_PATH_MISSES:
         return _decode_other(line)
@@ -97,6 +101,44 @@ def decode(line: bytes) -> Request | None:
     if once is None or wire.event_id is None:
         return (None, wire.msg_id, handler, args)
     return (None, wire.msg_id, once, (wire.event_id, handler.name, args))
+
+
+def decode_framed(data: bytes) -> tuple[Iterator[Request], bytes] | None:
+    """A Maelstrom client's read: when every complete line of ``data`` is an
+    envelope with the same plain head, the lines decoded (their bodies cut out
+    of ``data`` in one pass, then decoded as bare ones in that frame) and what
+    follows the last newline; otherwise None (decode each line)."""
+    last = _last
+    if not data.startswith(last.prefix):
+        cut = data.find(b',"body":', 7, _HEAD_END)
+        frame = request_frame(data[:cut]) if cut > 0 else None
+        if frame is None:
+            return None
+        last.seen(data[: cut + 8], frame)
+    lines = data.split(b"\n")
+    rest = lines.pop()
+    end = len(data) - len(rest) - 1  # the last newline
+    # Each line ends with "}" and the next begins with the head: then every
+    # newline but the last is in one separator (no line holds a newline).
+    if end < 1 or data[end - 1] != 125 or data.count(last.separator, 0, end) != len(lines) - 1:
+        return None
+    bodies = map(last.body, lines)
+    return map(_in_frame, bodies, repeat(last.frame), repeat(last.prefix)), rest
+
+
+def _in_frame(body: bytes, frame: Frame, prefix: bytes) -> Request:
+    """An envelope's body (its line without the head and the last "}")."""
+    try:
+        wire = _wire_decode(body)
+    except _FAST_PATH_MISSES:
+        request = _decode_other(prefix + body + b"}")  # the line as it came
+        assert request is not None  # None only for a blank line
+        return request
+    handler, from_wire, once, from_run = _WIRE_ROUTES[type(wire)]
+    args = from_wire(wire) if from_run is None or wire.run_id is None else from_run(wire)
+    if once is None or wire.event_id is None:
+        return (frame, wire.msg_id, handler, args)
+    return (frame, wire.msg_id, once, (wire.event_id, handler.name, args))
 
 
 def _routed(frame: Frame, wire: Any) -> Request:
@@ -235,4 +277,4 @@ def encode(frame: Frame, body: dict[str, Any], node_id: str) -> bytes:
     """One reply line, framed like its request."""
     if frame is None:
         return _dumps(body, option=_NEWLINE)
-    return envelope_head(frame, node_id) + _dumps(body) + b"}\n"
+    return (_HEADS.get(frame) or envelope_head(frame, node_id)) + _dumps(body) + b"}\n"
