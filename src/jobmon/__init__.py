@@ -18,7 +18,8 @@ Layout, from the wire inwards:
                   mutations, called only from the engine task. ``jobindex``:
                   jobs by status, for ``list_jobs``; ``store_snapshot``: the store
                   as snapshot rows and back (``jobrows``: jobs as rows, this format
-                  and the one before).
+                  and the one before); ``alerting``: one alert per incident,
+                  its resolution, the kept history (mixed into the store).
 - ``monitoring``  negative alerting (mixed into the store); ``deadlines`` keeps
                   every pending deadline in one heap; ``schedule`` reads cron.
 - ``runs``        runs with a ``run_id`` (mixed into the store): several live

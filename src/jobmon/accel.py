@@ -40,6 +40,7 @@ COMPILED = (
     "batch",
     "publish",
     "store",
+    "alerting",
     "monitoring",
     "runs",
     "deadlines",
