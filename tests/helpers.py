@@ -142,6 +142,18 @@ def jobmon_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "jobmon", *args]
 
 
+def compact_offline(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """`jobmon compact` on a stopped server's data directory; asserts it succeeded."""
+    result = subprocess.run(
+        jobmon_cmd("compact", "--data-dir", str(data_dir)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 async def communicate(proc: asyncio.subprocess.Process, timeout: float) -> tuple[bytes, bytes]:
     """`proc.communicate()` within ``timeout``; a child still running after it is killed."""
     try:

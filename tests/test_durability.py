@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from helpers import LineClient, ServerProcess, jobmon_cmd
+from helpers import LineClient, ServerProcess, compact_offline, jobmon_cmd
 
 
 async def report_many(port: int, count: int) -> list[dict[str, object]]:
@@ -191,13 +191,7 @@ async def test_offline_compact_command(data_dir: Path) -> None:
         await report_many(server.port, 500)
         before = await snapshot_of_state(server.port)
         server.terminate()
-    result = subprocess.run(
-        jobmon_cmd("compact", "--data-dir", str(data_dir)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    result = compact_offline(data_dir)
     assert "compacted 97 jobs" in result.stderr
     (journal,) = data_dir.glob("journal-*.log")
     assert journal.stat().st_size == 0

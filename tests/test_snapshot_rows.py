@@ -5,13 +5,12 @@ back exactly the replies the state gave before the restart."""
 from __future__ import annotations
 
 import base64
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from helpers import LineClient, ServerProcess, jobmon_cmd
+from helpers import LineClient, ServerProcess, compact_offline
 from jobmon import jobrows
 from jobmon.journal import write_snapshot
 
@@ -132,13 +131,7 @@ async def test_restart_from_either_row_format_answers_the_same(data_dir: Path) -
         await client.close()
         before = await answers(server.port)
         server.terminate()
-    result = subprocess.run(
-        jobmon_cmd("compact", "--data-dir", str(data_dir)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    compact_offline(data_dir)
     (snapshot,) = data_dir.glob("snapshot-*.json")
     header, body = snapshot.read_bytes().split(b"\n", 1)
     state = orjson.loads(body)
