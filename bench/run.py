@@ -4,7 +4,7 @@ Each round starts a fresh server per target and framing (bare bodies, then
 Maelstrom envelopes) and runs bench/load.py against it: pipelined (window 64)
 for throughput, then request/response (window 1) for latency. A server of its
 own per framing: jobmon's cost per message rises over its first seconds of load
-(its 10,000 jobs' histories filling), so a framing measured second on the same
+(most likely as its 10,000 jobs' histories fill), so a framing measured second on the same
 server paid that and the first did not (bench/README.md). Rounds interleave the
 targets, so the ratios compare figures measured minutes apart on this shared
 machine; the medians over rounds are reported, as ratios to the ceiling's
