@@ -23,7 +23,7 @@ from .clock import Clock
 from .commands import auth
 from .connection import TURN_OUTPUT_BUDGET
 from .errors import Code, RequestError
-from .framing import joined, joining
+from .framing import LINE_BY_LINE, joined, joining
 from .model import Alert
 from .node import Node
 from .notifiers import AlertNotifier
@@ -45,7 +45,7 @@ FREEZE_AFTER = 10_000
 _dumps = orjson.dumps
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 _ENCODING_BUG = "internal error encoding the reply; logged"
-_BARE = (None, _NEWLINE, 0)  # (framed, newline, pad) once replies go line by line
+_BARE = LINE_BY_LINE  # (framed, newline, pad) once replies go line by line
 alert_log = logging.getLogger("jobmon.alert")
 
 

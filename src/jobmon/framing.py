@@ -83,9 +83,9 @@ def envelope_head(frame: tuple[Any, Any], node_id: str) -> bytes:
     return head
 
 
-# A frame whose head is the node's id (no ``src``: see envelope_head) may change
-# with an ``init`` in the same batch: its replies go line by line, never joined.
-_LINE_BY_LINE: Any = ("", "")
+# (no frame to join in, orjson's option for each line, no bytes added): replies
+# that go line by line, each framed like its request.
+LINE_BY_LINE: tuple[Any, int, int] = (None, orjson.OPT_APPEND_NEWLINE, 0)
 
 
 def joining(frame: tuple[Any, Any], node_id: str) -> tuple[Any, int, int]:
@@ -93,7 +93,9 @@ def joining(frame: tuple[Any, Any], node_id: str) -> tuple[Any, int, int]:
     the frame to join them in, orjson's option for each body (no newline), and
     the bytes the join adds to each."""
     if frame[0] is None:
-        return (_LINE_BY_LINE, 0, 0)
+        # Its head is the node's id (no ``src``: see envelope_head), which an
+        # ``init`` in the same batch may change: never joined.
+        return LINE_BY_LINE
     return (frame, 0, len(_HEADS.get(frame) or envelope_head(frame, node_id)) + 2)
 
 
